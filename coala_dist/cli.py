@@ -1,0 +1,44 @@
+"""The `coala` console script: one entry point, one sub-command per job.
+
+Each sub-command lives in its own module exposing `main(argv)` and defining its absl flags at
+import time; only the chosen module is imported, so flags of different commands never clash and
+`coala --help` stays fast (no JAX/TF import).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, one-line help). The module must define `main(argv: list[str]) -> None`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "play": ("coala_dist.commands.play", "play one batched IPD episode with fresh Hawk policies"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: coala COMMAND [--flags]", "", "commands:"]
+    width = max(len(name) for name in COMMANDS)
+    for name, (_, help_text) in COMMANDS.items():
+        lines.append(f"  {name.ljust(width)}  {help_text}")
+    lines.append("")
+    lines.append("`coala COMMAND --help` lists a command's flags.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(_usage())
+        return
+    name = argv[1]
+    if name not in COMMANDS:
+        sys.exit(f"coala: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}")
+    module = importlib.import_module(COMMANDS[name][0])
+    from absl import app
+
+    app.run(module.main, argv=[f"coala {name}", *argv[2:]])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Flax networks: the Hawk (RG-LRU) sequence policy."""

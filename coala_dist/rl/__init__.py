@@ -1,0 +1,1 @@
+"""COALA-PG learning rules: returns (Algorithm 1), estimators, losses, naive learners."""
