@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help). The module must define `main(argv: list[str]) -> None`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "play": ("coala_dist.commands.play", "play one batched IPD episode with fresh Hawk policies"),
+    "train": ("coala_dist.commands.train", "train meta agents in this process (--config, --workdir)"),
 }
 
 

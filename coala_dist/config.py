@@ -1,0 +1,183 @@
+"""Experiment configuration: defaults, validation, and quantities derived from a config.
+
+Every experiment is one `ml_collections.ConfigDict` (see `configs/*.py`, which start from `default_config()` and
+override fields). `validate(config)` runs before anything is built and raises a one-line `ValueError` that names
+the field, its value and what is allowed. Derived sizes (e.g. the meta-trajectory length L = M·T) are computed by
+functions here, never written back into the config.
+
+Paper references are to shared/spec/paper.md: Table 2 (IPD sizes), Table 4 (meta-agent PPO), Table 8 (naive A2C).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from coala_dist.envs import ENV_NAMES
+
+ALGORITHMS = ("ppo", "a2c")
+OPTIMIZERS = ("adam", "sgd")
+SCAN_TYPES = ("linear", "associative")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The IPD pure-shaping experiment with the paper's values (Tables 2, 4, 8)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.training_iterations = 3000
+
+    c.env = ml_collections.ConfigDict()
+    c.env.name = "ipd"
+    c.env.inner_episode_length = 10  # T
+    # Environment-specific keyword arguments (e.g. IPD payoffs); empty means the env's defaults.
+    c.env.kwargs = ml_collections.ConfigDict()
+
+    c.num_inner_episodes = 20  # M
+    c.batch_size = 16  # B: parallel inner episodes per meta-episode
+    c.meta_batch_size = 128  # meta-episodes per meta agent per update
+    c.p_naive = 1.0  # probability that a sampled co-player is a naive learner
+    c.population_size_meta = 1
+    c.population_size_naive = 10
+    c.dynamic_naive_agents = False  # naive initialisations copied from the meta agents each iteration
+    # Naive-opponent rule: coala | mfos | batch_unaware (paper.md §2.2). Meta opponents always get standard PG.
+    c.estimator = "coala"
+
+    c.policy = ml_collections.ConfigDict()
+    c.policy.embed_dim = 32
+    c.policy.lru_width = 32
+    c.policy.mlp_width = 32
+    c.policy.num_heads = 2
+    c.policy.num_blocks = 1
+    c.policy.conv_width = 4
+    c.policy.scan_type = "linear"
+
+    c.meta = ml_collections.ConfigDict()  # Table 4
+    c.meta.algorithm = "ppo"
+    c.meta.ppo_num_minibatches = 2
+    c.meta.ppo_num_epochs = 4
+    c.meta.clip_epsilon = 0.2
+    c.meta.value_coefficient = 0.5
+    c.meta.clip_value = True
+    c.meta.value_clip_epsilon = 0.2  # [not found] in the paper; PPO's epsilon assumed (paper.md §2.3)
+    c.meta.entropy_coefficient = 0.0
+    c.meta.advantage_normalization = False  # centering, separately per co-player type (paper.md §2.6)
+    c.meta.advantage_divide_by_std = False  # [not found] whether the paper also divides by the std
+    c.meta.reward_scale = 0.05
+    c.meta.discount = 1.0
+    c.meta.td_lambda = 1.0
+    c.meta.gae_lambda = 1.0
+    # Value targets against naive co-players: average future episodes over the batch? [ambiguous] (paper.md §2.3);
+    # False is Eq. 10's own-trajectory definition.
+    c.meta.value_targets_average_future = False
+    c.meta.optimizer = "adam"
+    c.meta.adam_epsilon = 1e-5
+    c.meta.learning_rate = 3e-4
+    c.meta.max_grad_norm = 1.0
+
+    c.naive = ml_collections.ConfigDict()  # Table 8, IPD columns
+    c.naive.advantage_normalization = True
+    c.naive.reward_scale = 0.05
+    c.naive.discount = 0.99
+    c.naive.value_coefficient = 0.5
+    c.naive.entropy_coefficient = 0.0
+    c.naive.optimizer = "adam"
+    c.naive.adam_epsilon = 1e-5
+    c.naive.learning_rate = 0.005
+    c.naive.max_grad_norm = 1.0
+
+    c.log_every = 1
+    return c
+
+
+def meta_trajectory_length(config: ml_collections.ConfigDict) -> int:
+    """L = M·T, the number of steps a meta agent sees in one meta-trajectory."""
+    return config.num_inner_episodes * config.env.inner_episode_length
+
+
+def episodes_per_iteration(config: ml_collections.ConfigDict) -> int:
+    """Meta-episodes generated per training iteration: one meta-batch per meta agent."""
+    return config.population_size_meta * config.meta_batch_size
+
+
+def _fail(field: str, value, allowed: str) -> None:
+    raise ValueError(f"config.{field}={value!r} is invalid: {allowed}")
+
+
+def _check_positive_int(config: ml_collections.ConfigDict, field: str) -> None:
+    value = config
+    for part in field.split("."):
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        _fail(field, value, "must be an integer >= 1")
+
+
+def _check_in(value, field: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        _fail(field, value, f"must be one of {', '.join(allowed)}")
+
+
+def _check_range(value, field: str, low: float, high: float, *, low_open: bool = False) -> None:
+    ok = (low < value if low_open else low <= value) and value <= high
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok:
+        bracket = "(" if low_open else "["
+        _fail(field, value, f"must be a number in {bracket}{low}, {high}]")
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks every field; raises a one-line ValueError naming the first bad one. Returns the config."""
+    from coala_dist.rl.estimators import ESTIMATORS
+
+    for field in (
+        "training_iterations",
+        "num_inner_episodes",
+        "batch_size",
+        "meta_batch_size",
+        "population_size_meta",
+        "population_size_naive",
+        "log_every",
+        "env.inner_episode_length",
+        "policy.embed_dim",
+        "policy.lru_width",
+        "policy.mlp_width",
+        "policy.num_heads",
+        "policy.num_blocks",
+        "policy.conv_width",
+        "meta.ppo_num_minibatches",
+        "meta.ppo_num_epochs",
+    ):
+        _check_positive_int(config, field)
+    _check_in(config.env.name, "env.name", ENV_NAMES)
+    _check_in(config.estimator, "estimator", ESTIMATORS)
+    _check_in(config.policy.scan_type, "policy.scan_type", SCAN_TYPES)
+    _check_in(config.meta.algorithm, "meta.algorithm", ALGORITHMS)
+    _check_in(config.meta.optimizer, "meta.optimizer", OPTIMIZERS)
+    _check_in(config.naive.optimizer, "naive.optimizer", OPTIMIZERS)
+    _check_range(config.p_naive, "p_naive", 0.0, 1.0)
+    for group in ("meta", "naive"):
+        _check_range(config[group].discount, f"{group}.discount", 0.0, 1.0)
+        _check_range(config[group].learning_rate, f"{group}.learning_rate", 0.0, float("inf"), low_open=True)
+        _check_range(config[group].max_grad_norm, f"{group}.max_grad_norm", 0.0, float("inf"), low_open=True)
+        _check_range(config[group].reward_scale, f"{group}.reward_scale", 0.0, float("inf"), low_open=True)
+    for field in ("td_lambda", "gae_lambda"):
+        _check_range(config.meta[field], f"meta.{field}", 0.0, 1.0)
+    _check_range(config.meta.clip_epsilon, "meta.clip_epsilon", 0.0, 1.0, low_open=True)
+    if config.policy.lru_width % config.policy.num_heads:
+        _fail("policy.num_heads", config.policy.num_heads, "must divide policy.lru_width")
+    if config.p_naive < 1.0 and config.population_size_meta < 2:
+        _fail(
+            "population_size_meta",
+            config.population_size_meta,
+            "must be >= 2 when p_naive < 1 (a meta co-player is never the ego agent itself)",
+        )
+    if config.meta.algorithm == "ppo" and config.meta_batch_size % config.meta.ppo_num_minibatches:
+        _fail(
+            "meta.ppo_num_minibatches",
+            config.meta.ppo_num_minibatches,
+            f"must divide meta_batch_size={config.meta_batch_size} (minibatches split whole meta-episodes)",
+        )
+    if config.dynamic_naive_agents and config.population_size_naive != config.population_size_meta:
+        _fail(
+            "population_size_naive",
+            config.population_size_naive,
+            "must equal population_size_meta when dynamic_naive_agents=True (each naive init copies a meta agent)",
+        )
+    return config

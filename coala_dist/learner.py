@@ -1,0 +1,262 @@
+"""The learner: TrainState and the COALA-PG update of every meta agent (paper.md §2.6–§2.7; DESIGN.md §5–§6).
+
+`Learner.update(state, batch)` is the one update implementation every launch type calls. It takes the meta-batch of
+every meta agent (episodes sorted by episode index, so agent i owns episodes [i·N, (i+1)·N)) and updates all P agents
+at once with `vmap` over their stacked parameters:
+
+1. rewards × `reward_scale`;
+2. advantages by GAE through Algorithm 1 (`rl.estimators.advantages`): the configured rule (COALA-PG, M-FOS or
+   batch-unaware) for episodes against naive co-players, standard PG (batch-unaware flags) against meta co-players;
+   value targets of the batch-unaware value (Eq. 10) by TD(λ_td);
+3. optional advantage centering, separately per co-player type;
+4. PPO epochs over minibatches of whole meta-episodes (never split along time), or one A2C step;
+   naive-opponent episodes of the COALA/M-FOS rules sum the policy gradient over the B trajectories (Eq. 5);
+5. global-norm clipping and Adam/SGD; an update whose loss or gradient is not finite is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from coala_dist.networks.policy import HawkPolicy, init_policy_params
+from coala_dist.rl import estimators
+from coala_dist.rl.losses import a2c_loss, ppo_loss
+from coala_dist.rl.optim import make_optimizer
+from coala_dist.rollout import MetaEpisode
+
+# Whether the rule sums the policy gradient over the B trajectories of a naive-opponent episode (paper.md §2.2):
+# COALA-PG and M-FOS sum (Eq. 5, Eq. 26); batch-unaware averages (Eq. 6).
+UPDATE_KEY_INDEX = 2**31 - 1
+
+SUMS_OVER_BATCH = {"coala": True, "mfos": True, "batch_unaware": False}
+
+
+class TrainState(NamedTuple):
+    """Everything needed to continue training exactly.
+
+    Attributes:
+      meta_params: parameters of the P meta agents, stacked on a leading [P] axis.
+      opt_state: their optimiser states, stacked on [P].
+      naive_params: the K static naive initialisations, stacked on [K] (unused with dynamic naive agents).
+      run_key: the run's root PRNG key; episode keys are folded from it (see `rollout.episode_key`).
+      step: [] int32, updates applied.
+      version: [] int32, version of `meta_params` (incremented by every update, applied or skipped).
+      skipped_updates: [] int32, updates skipped because the loss or a gradient was not finite.
+    """
+
+    meta_params: Any
+    opt_state: Any
+    naive_params: Any
+    run_key: jax.Array
+    step: jax.Array
+    version: jax.Array
+    skipped_updates: jax.Array
+
+
+def _stack_init(policy: HawkPolicy, key: jax.Array, count: int, obs_dim: int) -> Any:
+    return jax.vmap(lambda k: init_policy_params(policy, k, obs_dim))(jax.random.split(key, count))
+
+
+@dataclasses.dataclass(frozen=True)
+class Learner:
+    """Builds the initial TrainState and applies updates. Construct with `Learner.from_config`."""
+
+    policy: HawkPolicy
+    optimizer: optax.GradientTransformation
+    config: ml_collections.FrozenConfigDict
+    obs_dim: int
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict, policy: HawkPolicy, obs_dim: int) -> Learner:
+        meta = config.meta
+        optimizer = make_optimizer(meta.optimizer, meta.learning_rate, meta.max_grad_norm, meta.adam_epsilon)
+        return cls(policy, optimizer, ml_collections.FrozenConfigDict(config), obs_dim)
+
+    def init(self, key: jax.Array) -> TrainState:
+        """Fresh meta agents and naive initialisations (Hawk init, zero readouts: uniform policies)."""
+        c = self.config
+        meta_key, naive_key, run_key = jax.random.split(key, 3)
+        meta_params = _stack_init(self.policy, meta_key, c.population_size_meta, self.obs_dim)
+        naive_params = _stack_init(self.policy, naive_key, c.population_size_naive, self.obs_dim)
+        zero = jnp.zeros((), jnp.int32)
+        return TrainState(
+            meta_params=meta_params,
+            opt_state=jax.vmap(self.optimizer.init)(meta_params),
+            naive_params=naive_params,
+            run_key=run_key,
+            step=zero,
+            version=zero,
+            skipped_updates=zero,
+        )
+
+    def naive_initialisations(self, state: TrainState) -> Any:
+        """The parameters naive co-players start from: the static set, or copies of the meta agents."""
+        return state.meta_params if self.config.dynamic_naive_agents else state.naive_params
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Targets
+    def _targets(self, batch: MetaEpisode) -> tuple[jax.Array, jax.Array]:
+        """Advantages and value targets for one agent's meta-batch [N, B, L]."""
+        c = self.config
+        rewards = batch.rewards * c.meta.reward_scale
+        avg_future, normalize_current = estimators.estimator_flags(c.estimator)
+        is_naive = batch.coplayer_is_naive
+        length = c.env.inner_episode_length
+
+        def per_episode(r, v, naive):
+            adv = estimators.advantages(
+                r,
+                v,
+                average_future_episodes=jnp.logical_and(naive, avg_future),
+                normalize_current_episode=jnp.logical_and(naive, normalize_current),
+                discount=c.meta.discount * c.meta.gae_lambda,
+                gae_lambda=1.0,
+                inner_episode_length=length,
+            )
+            targets = estimators.value_targets(
+                r,
+                v,
+                discount=c.meta.discount,
+                td_lambda=c.meta.td_lambda,
+                inner_episode_length=length,
+                average_future_episodes=jnp.logical_and(naive, c.meta.value_targets_average_future),
+            )
+            return adv, targets
+
+        adv, targets = jax.vmap(per_episode)(rewards, batch.behaviour_values, is_naive)
+        if c.meta.advantage_normalization:
+            adv = estimators.center_advantages(adv, is_naive, divide_by_std=c.meta.advantage_divide_by_std)
+        return adv, targets
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Loss
+    def _loss(self, params: Any, batch: MetaEpisode, adv: jax.Array, targets: jax.Array):
+        """Mean over the meta-episodes of the per-episode PPO/A2C loss. Arrays [n, B, L]."""
+        c = self.config
+        n, batch_size, length = batch.actions.shape
+        obs = batch.obs.reshape((n * batch_size, length, -1))
+        segment_pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (n * batch_size, length))
+        output, _ = self.policy.apply({"params": params}, obs, segment_pos)
+        log_probs = jax.nn.log_softmax(output.logits).reshape((n, batch_size, length, -1))
+        values = output.value.reshape((n, batch_size, length))
+        logp = jnp.take_along_axis(log_probs, batch.actions[..., None], axis=-1)[..., 0]
+        entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+        sum_over_batch = jnp.logical_and(batch.coplayer_is_naive, SUMS_OVER_BATCH[c.estimator])
+        m = c.meta
+        if m.algorithm == "ppo":
+            per_episode = jax.vmap(
+                lambda *a: ppo_loss(
+                    *a[:-1],
+                    sum_over_batch=a[-1],
+                    clip_epsilon=m.clip_epsilon,
+                    value_coefficient=m.value_coefficient,
+                    clip_value=m.clip_value,
+                    value_clip_epsilon=m.value_clip_epsilon,
+                    entropy_coefficient=m.entropy_coefficient,
+                )
+            )
+            out = per_episode(
+                logp, batch.behaviour_logp, entropy, values, batch.behaviour_values, adv, targets, sum_over_batch
+            )
+        else:
+            per_episode = jax.vmap(
+                lambda *a: a2c_loss(
+                    *a[:-1],
+                    sum_over_batch=a[-1],
+                    value_coefficient=m.value_coefficient,
+                    entropy_coefficient=m.entropy_coefficient,
+                )
+            )
+            out = per_episode(logp, entropy, values, adv, targets, sum_over_batch)
+        out = jax.tree_util.tree_map(jnp.mean, out)
+        return out.loss, out
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Update
+    def _update_agent(self, params, opt_state, batch: MetaEpisode, key: jax.Array):
+        """All gradient steps of one meta agent on its meta-batch [N, B, L]. Returns params, opt_state, stats."""
+        c = self.config
+        adv, targets = self._targets(batch)
+        num_episodes = batch.actions.shape[0]
+        if c.meta.algorithm == "ppo":
+            num_minibatches, num_epochs = c.meta.ppo_num_minibatches, c.meta.ppo_num_epochs
+        else:
+            num_minibatches, num_epochs = 1, 1
+        minibatch = num_episodes // num_minibatches
+        data = (batch, adv, targets)
+
+        def _minibatch_step(carry, minibatch_data):
+            params, opt_state, all_finite = carry
+            mb_batch, mb_adv, mb_targets = minibatch_data
+            (loss, out), grads = jax.value_and_grad(self._loss, has_aux=True)(params, mb_batch, mb_adv, mb_targets)
+            finite = jnp.isfinite(loss) & jnp.all(
+                jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)])
+            )
+            updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            # Never let a non-finite step poison the run: keep the previous parameters and optimiser state.
+            params, opt_state = jax.tree_util.tree_map(
+                lambda new, old: jnp.where(finite, new, old), (new_params, new_opt_state), (params, opt_state)
+            )
+            stats = out._asdict() | {"grad_norm": optax.global_norm(grads)}
+            return (params, opt_state, all_finite & finite), stats
+
+        def _epoch(carry, epoch_key):
+            order = jax.random.permutation(epoch_key, num_episodes)
+            shuffled = jax.tree_util.tree_map(lambda x: x[order], data)
+            minibatches = jax.tree_util.tree_map(
+                lambda x: x.reshape((num_minibatches, minibatch) + x.shape[1:]), shuffled
+            )
+            return jax.lax.scan(_minibatch_step, carry, minibatches)
+
+        carry = (params, opt_state, jnp.array(True))
+        (new_params, new_opt_state, all_finite), stats = jax.lax.scan(
+            _epoch, carry, jax.random.split(key, num_epochs)
+        )
+        # One non-finite step anywhere skips this agent's whole update: keep its previous parameters.
+        params, opt_state = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(all_finite, new, old), (new_params, new_opt_state), (params, opt_state)
+        )
+        stats = jax.tree_util.tree_map(jnp.mean, stats)
+        stats["advantage_mean"] = adv.mean()
+        stats["value_target_mean"] = targets.mean()
+        return params, opt_state, all_finite, stats
+
+    def update(self, state: TrainState, batch: MetaEpisode) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One training iteration's update of all meta agents.
+
+        Args:
+          state: the current TrainState.
+          batch: P·N meta-episodes sorted by episode index (leading axis P·N), generated with `state.version`
+            (sync) or earlier versions (async; PPO's ratio then uses the stored behaviour log-probs).
+
+        Returns:
+          The new state (version + 1) and scalar metrics (learner statistics averaged over agents).
+        """
+        c = self.config
+        per_agent = jax.tree_util.tree_map(
+            lambda x: x.reshape((c.population_size_meta, c.meta_batch_size) + x.shape[1:]), batch
+        )
+        # Episode keys fold in indices [0, P·N); the update key folds in an index no episode uses.
+        update_key = jax.random.fold_in(jax.random.fold_in(state.run_key, state.version), UPDATE_KEY_INDEX)
+        agent_keys = jax.random.split(update_key, c.population_size_meta)
+        params, opt_state, all_finite, stats = jax.vmap(self._update_agent)(
+            state.meta_params, state.opt_state, per_agent, agent_keys
+        )
+        skipped = jnp.sum(~all_finite).astype(jnp.int32)
+        new_state = state._replace(
+            meta_params=params,
+            opt_state=opt_state,
+            step=state.step + 1,
+            version=state.version + 1,
+            skipped_updates=state.skipped_updates + skipped,
+        )
+        metrics = {f"learner/{k}": v.mean() for k, v in stats.items()}
+        metrics["learner/skipped_updates"] = new_state.skipped_updates
+        return new_state, metrics

@@ -1,0 +1,127 @@
+"""Naive learners: A2C on the B trajectories of one inner episode (paper.md §1.6, App. B.2, Table 8).
+
+A naive co-player has the same Hawk architecture as a meta agent but its context is one inner episode: its recurrent
+state is reset at every inner-episode start (segment position 0). After each inner episode it takes one A2C step on
+the batch of B length-T trajectories with Monte Carlo returns (the inner episode really terminates, so there is no
+bootstrapping). Its optimiser state is fresh at the start of every meta-trajectory (paper.md §6.6, [inferred]).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from coala_dist.networks.policy import HawkPolicy
+from coala_dist.rl.losses import a2c_loss
+from coala_dist.rl.optim import make_optimizer
+
+
+def discounted_returns(rewards: jax.Array, discount: float) -> jax.Array:
+    """Monte Carlo returns within one terminating episode.
+
+    Gₜ = Σ_{k=t}^{T−1} γ^{k−t} r_k, computed as one matrix product (T is short: 10 in IPD, 64 in Clean Up).
+
+    Args:
+      rewards: [B, T] rewards r_0 … r_{T−1}.
+      discount: γ.
+
+    Returns:
+      [B, T] returns G_0 … G_{T−1}.
+    """
+    length = rewards.shape[-1]
+    steps = jnp.arange(length)
+    offset = steps[None, :] - steps[:, None]  # [t, k] = k − t
+    weights = jnp.where(offset >= 0, jnp.asarray(discount, rewards.dtype) ** jnp.maximum(offset, 0), 0.0)
+    return rewards @ weights.T
+
+
+@dataclasses.dataclass(frozen=True)
+class NaiveLearner:
+    """One A2C step per inner episode for a naive co-player (Table 8).
+
+    Attributes:
+      policy: the shared Hawk policy module.
+      optimizer: clip-by-global-norm then Adam/SGD.
+      discount: γ of the Monte Carlo returns (0.99 in IPD).
+      reward_scale: rewards are multiplied by this before the update (0.05 in IPD).
+      value_coefficient: weight of the value loss.
+      entropy_coefficient: weight of the entropy bonus.
+      advantage_normalization: standardise advantages over the B·T samples.
+    """
+
+    policy: HawkPolicy
+    optimizer: optax.GradientTransformation
+    discount: float
+    reward_scale: float
+    value_coefficient: float
+    entropy_coefficient: float
+    advantage_normalization: bool
+
+    @classmethod
+    def from_config(cls, policy: HawkPolicy, naive_config) -> NaiveLearner:
+        optimizer = make_optimizer(
+            naive_config.optimizer,
+            naive_config.learning_rate,
+            naive_config.max_grad_norm,
+            naive_config.adam_epsilon,
+        )
+        return cls(
+            policy=policy,
+            optimizer=optimizer,
+            discount=naive_config.discount,
+            reward_scale=naive_config.reward_scale,
+            value_coefficient=naive_config.value_coefficient,
+            entropy_coefficient=naive_config.entropy_coefficient,
+            advantage_normalization=naive_config.advantage_normalization,
+        )
+
+    def init(self, params: Any) -> optax.OptState:
+        """A fresh optimiser state (one per meta-trajectory)."""
+        return self.optimizer.init(params)
+
+    def loss(self, params: Any, obs: jax.Array, actions: jax.Array, rewards: jax.Array) -> jax.Array:
+        """A2C loss on one inner episode.
+
+        Args:
+          params: the naive learner's parameters.
+          obs: [B, T, obs_dim] its observations.
+          actions: [B, T] int its actions.
+          rewards: [B, T] its rewards (unscaled).
+        """
+        batch, length = actions.shape
+        segment_pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+        output, _ = self.policy.apply({"params": params}, obs, segment_pos)
+        log_probs = jax.nn.log_softmax(output.logits)
+        logp = jnp.take_along_axis(log_probs, actions[..., None], axis=-1)[..., 0]
+        entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+        returns = discounted_returns(rewards * self.reward_scale, self.discount)
+        advantages = jax.lax.stop_gradient(returns - output.value)
+        if self.advantage_normalization:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        return a2c_loss(
+            logp,
+            entropy,
+            output.value,
+            advantages,
+            returns,
+            sum_over_batch=False,
+            value_coefficient=self.value_coefficient,
+            entropy_coefficient=self.entropy_coefficient,
+        ).loss
+
+    def update(
+        self,
+        params: Any,
+        opt_state: optax.OptState,
+        obs: jax.Array,
+        actions: jax.Array,
+        rewards: jax.Array,
+    ) -> tuple[Any, optax.OptState]:
+        """One A2C step on the B trajectories of the inner episode just played. Shapes as in `loss`."""
+        grads = jax.grad(self.loss)(params, obs, actions, rewards)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state

@@ -1,0 +1,64 @@
+"""Time one training iteration (rollout + update) of a config: `python scripts/bench_iteration.py CONFIG [N]`.
+
+Prints JSON: compile time, and the median rollout / update / total seconds over N timed iterations.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import jax
+from ml_collections import config_flags  # noqa: F401  (registers nothing; import keeps parity with the CLI)
+
+
+def main() -> None:
+    import importlib.util
+
+    path = sys.argv[1] if len(sys.argv) > 1 else "configs/ipd_pure_shaping.py"
+    repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    spec = importlib.util.spec_from_file_location("cfg", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    for override in sys.argv[3:]:
+        key, value = override.split("=")
+        target = config
+        parts = key.split(".")
+        for part in parts[:-1]:
+            target = target[part]
+        target[parts[-1]] = type(target[parts[-1]])(value)
+
+    from coala_dist.builder import build
+    from coala_dist.train import make_iteration
+
+    components = build(config)
+    state = components.learner.init(jax.random.PRNGKey(0))
+    iteration = make_iteration(components)
+    start = time.perf_counter()
+    state, metrics = iteration(state)
+    compile_s = time.perf_counter() - start
+    rollouts, updates = [], []
+    for _ in range(repeats):
+        state, metrics = iteration(state)
+        rollouts.append(metrics["time/rollout_s"])
+        updates.append(metrics["time/update_s"])
+    print(
+        json.dumps(
+            {
+                "config": path,
+                "overrides": sys.argv[3:],
+                "first_iteration_s": round(compile_s, 3),
+                "rollout_s": round(statistics.median(rollouts), 3),
+                "update_s": round(statistics.median(updates), 3),
+                "iteration_s": round(statistics.median(r + u for r, u in zip(rollouts, updates, strict=True)), 3),
+                "devices": [str(d) for d in jax.devices()],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The learner: a short run of the tiny config, rule selection per co-player type, non-finite updates skipped."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from coala_dist.learner import Learner
+
+
+def _max_abs_diff(tree_a, tree_b) -> float:
+    diffs = jax.tree_util.tree_map(lambda a, b: jnp.max(jnp.abs(a - b)), tree_a, tree_b)
+    return float(max(jax.tree_util.tree_leaves(diffs)))
+
+
+def _per_agent_change(params_before, params_after) -> np.ndarray:
+    """Largest parameter change of each meta agent (leading axis)."""
+    diffs = jax.tree_util.tree_map(
+        lambda a, b: jnp.max(jnp.abs(a - b).reshape(a.shape[0], -1), axis=1), params_before, params_after
+    )
+    return np.max(np.stack(jax.tree_util.tree_leaves(diffs)), axis=0)
+
+
+@pytest.fixture(scope="module")
+def update(tiny_components):
+    return jax.jit(tiny_components.learner.update)
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_episodes, tiny_state, tiny_config):
+    n = tiny_config.population_size_meta * tiny_config.meta_batch_size
+    return tiny_episodes(
+        tiny_state.meta_params, tiny_state.naive_params, tiny_state.run_key, tiny_state.version,
+        jnp.arange(n, dtype=jnp.int32),
+    )
+
+
+def test_three_iterations_update_every_agent(tiny_components, tiny_config, tiny_episodes, update):
+    state = tiny_components.learner.init(jax.random.PRNGKey(0))
+    initial = state.meta_params
+    n = tiny_config.population_size_meta * tiny_config.meta_batch_size
+    for it in range(3):
+        batch = tiny_episodes(
+            state.meta_params, state.naive_params, state.run_key, state.version, jnp.arange(n, dtype=jnp.int32)
+        )
+        state, metrics = update(state, batch)
+        assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
+        assert int(state.version) == it + 1 and int(state.step) == it + 1
+    change = _per_agent_change(initial, state.meta_params)
+    assert change.shape == (tiny_config.population_size_meta,)
+    assert np.all(change > 1e-6), f"every meta agent must move: {change}"
+    assert int(state.skipped_updates) == 0
+    # The static naive initialisations are never trained.
+    assert _max_abs_diff(tiny_components.learner.init(jax.random.PRNGKey(0)).naive_params, state.naive_params) == 0
+
+
+def test_non_finite_update_is_skipped_and_counted(tiny_state, batch, update):
+    poisoned = batch._replace(rewards=batch.rewards.at[0, 0, 0].set(jnp.nan))
+    state, metrics = update(tiny_state, poisoned)
+    # Agent 0 saw the NaN: it keeps its parameters; agent 1 did not and still learns.
+    change = _per_agent_change(tiny_state.meta_params, state.meta_params)
+    assert change[0] == 0.0 and change[1] > 0.0
+    assert int(state.skipped_updates) == 1
+    assert int(state.version) == int(tiny_state.version) + 1
+    assert float(metrics["learner/skipped_updates"]) == 1.0
+
+
+def test_rule_only_matters_against_naive_coplayers(tiny_config, tiny_components, tiny_state, batch, update):
+    """Against meta co-players every rule is standard PG, so COALA and batch-unaware updates coincide there;
+    against naive co-players they differ (paper.md §2.2, §2.6)."""
+    config = tiny_config.copy_and_resolve_references()
+    config.estimator = "batch_unaware"
+    other = Learner.from_config(config, tiny_components.policy, tiny_components.env.obs_dim)
+    other_update = jax.jit(other.update)
+    all_meta = batch._replace(coplayer_is_naive=jnp.zeros_like(batch.coplayer_is_naive))
+    coala_state, _ = update(tiny_state, all_meta)
+    unaware_state, _ = other_update(tiny_state, all_meta)
+    assert _max_abs_diff(coala_state.meta_params, unaware_state.meta_params) < 1e-6
+    all_naive = batch._replace(coplayer_is_naive=jnp.ones_like(batch.coplayer_is_naive))
+    coala_state, _ = update(tiny_state, all_naive)
+    unaware_state, _ = other_update(tiny_state, all_naive)
+    assert _max_abs_diff(coala_state.meta_params, unaware_state.meta_params) > 1e-5
