@@ -115,8 +115,8 @@ class Learner:
                 v,
                 average_future_episodes=jnp.logical_and(naive, avg_future),
                 normalize_current_episode=jnp.logical_and(naive, normalize_current),
-                discount=c.meta.discount * c.meta.gae_lambda,
-                gae_lambda=1.0,
+                discount=c.meta.discount,
+                gae_lambda=c.meta.gae_lambda,
                 inner_episode_length=length,
             )
             targets = estimators.value_targets(
