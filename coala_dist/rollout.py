@@ -106,6 +106,11 @@ class Rollout:
     def inner_episode_length(self) -> int:
         return self.env.inner_episode_length
 
+    def iteration_indices(self) -> jax.Array:
+        """[P, N] int32: every episode of one version, one row per ego agent (the in-process work unit)."""
+        count = self.population_size_meta * self.meta_batch_size
+        return jnp.arange(count, dtype=jnp.int32).reshape(self.population_size_meta, self.meta_batch_size)
+
     def play(
         self, ego_params: Any, coplayer_start_params: Any, coplayer_is_naive: jax.Array, key: jax.Array
     ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
@@ -197,6 +202,7 @@ class Rollout:
 
     def episode(
         self,
+        ego_params: Any,
         meta_params: Any,
         naive_params: Any,
         run_key: jax.Array,
@@ -208,7 +214,9 @@ class Rollout:
         The ego agent is `episode_index // meta_batch_size`; the co-player is drawn from this episode's key.
 
         Args:
-          meta_params: all meta agents' parameters, stacked on a leading [P] axis.
+          ego_params: the ego agent's parameters (entry `episode_index // meta_batch_size` of `meta_params`; passed
+            separately so that a batch of one agent's episodes shares them and its matmuls stay single GEMMs).
+          meta_params: all meta agents' parameters, stacked on a leading [P] axis (meta co-players come from here).
           naive_params: the naive initialisations, stacked on a leading [K] axis.
           run_key: the run's root key.
           version: [] int32 policy version of `meta_params`.
@@ -225,7 +233,7 @@ class Rollout:
             p_naive=self.p_naive,
         )
         trajectory, metrics = self.play(
-            select_params(meta_params, ego_id),
+            ego_params,
             coplayer_params(meta_params, naive_params, pairing),
             pairing.coplayer_is_naive,
             play_key,
@@ -243,7 +251,23 @@ class Rollout:
     def episodes(
         self, meta_params: Any, naive_params: Any, run_key: jax.Array, version: jax.Array, episode_indices: jax.Array
     ) -> MetaEpisode:
-        """`episode` for a vector of indices [n]; every field gains a leading [n] axis. Jit this."""
-        return jax.vmap(self.episode, in_axes=(None, None, None, None, 0))(
-            meta_params, naive_params, run_key, version, episode_indices
-        )
+        """Generates a block of meta-episodes. Jit this.
+
+        Args:
+          meta_params, naive_params, run_key, version: as in `episode`.
+          episode_indices: [g, n] int32; each row holds episodes of ONE ego agent (e.g. a slice of
+            `arange(P·N).reshape(P, N)`), so the ego parameters are shared along the row.
+
+        Returns:
+          `MetaEpisode` with leading axes [g·n], in the order of `episode_indices`' rows.
+        """
+        ego_ids = episode_indices[:, 0] // self.meta_batch_size
+
+        def one_agent(ego_id, indices):
+            ego_params = select_params(meta_params, ego_id)
+            return jax.vmap(self.episode, in_axes=(None, None, None, None, None, 0))(
+                ego_params, meta_params, naive_params, run_key, version, indices
+            )
+
+        batch = jax.vmap(one_agent)(ego_ids, episode_indices)
+        return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), batch)

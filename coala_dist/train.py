@@ -13,11 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from coala_dist.builder import Components, build
-from coala_dist.config import episodes_per_iteration
 from coala_dist.learner import TrainState
 from coala_dist.metrics import summarize_episodes
 
@@ -36,7 +34,7 @@ def make_iteration(components: Components) -> Callable[[TrainState], tuple[Train
     rollout = jax.jit(components.rollout.episodes)
     update = jax.jit(components.learner.update)
     summarize = jax.jit(summarize_episodes)
-    episode_indices = jnp.arange(episodes_per_iteration(components.config), dtype=jnp.int32)
+    episode_indices = components.rollout.iteration_indices()
     learner = components.learner
 
     def iteration(state: TrainState) -> tuple[TrainState, dict[str, Any]]:

@@ -29,22 +29,19 @@ def update(tiny_components):
 
 
 @pytest.fixture(scope="module")
-def batch(tiny_episodes, tiny_state, tiny_config):
-    n = tiny_config.population_size_meta * tiny_config.meta_batch_size
+def batch(tiny_episodes, tiny_state, tiny_components):
     return tiny_episodes(
         tiny_state.meta_params, tiny_state.naive_params, tiny_state.run_key, tiny_state.version,
-        jnp.arange(n, dtype=jnp.int32),
+        tiny_components.rollout.iteration_indices(),
     )
 
 
 def test_three_iterations_update_every_agent(tiny_components, tiny_config, tiny_episodes, update):
     state = tiny_components.learner.init(jax.random.PRNGKey(0))
     initial = state.meta_params
-    n = tiny_config.population_size_meta * tiny_config.meta_batch_size
+    indices = tiny_components.rollout.iteration_indices()
     for it in range(3):
-        batch = tiny_episodes(
-            state.meta_params, state.naive_params, state.run_key, state.version, jnp.arange(n, dtype=jnp.int32)
-        )
+        batch = tiny_episodes(state.meta_params, state.naive_params, state.run_key, state.version, indices)
         state, metrics = update(state, batch)
         assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
         assert int(state.version) == it + 1 and int(state.step) == it + 1

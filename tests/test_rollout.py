@@ -79,14 +79,13 @@ def _oracle_episode(components, config, state, episode_index):
 
 
 @pytest.fixture(scope="module")
-def batch(tiny_episodes, tiny_state, tiny_config):
-    n = tiny_config.population_size_meta * tiny_config.meta_batch_size
+def batch(tiny_episodes, tiny_state, tiny_components):
     return tiny_episodes(
         tiny_state.meta_params,
         tiny_state.naive_params,
         tiny_state.run_key,
         tiny_state.version,
-        jnp.arange(n, dtype=jnp.int32),
+        tiny_components.rollout.iteration_indices(),
     )
 
 
@@ -130,18 +129,18 @@ def test_matches_step_by_step_oracle(batch, tiny_components, tiny_config, tiny_s
 
 
 def test_episode_does_not_depend_on_which_batch_generated_it(batch, tiny_episodes, tiny_state):
-    # Same batch size (no recompilation), other order: as if other actors had generated the episodes.
-    order = jnp.array([5, 2, 7, 0, 1, 3, 6, 4], dtype=jnp.int32)
+    # Same block shape (no recompilation), other order: as if other actors had generated the episodes.
+    order = jnp.array([[5, 7, 6, 4], [2, 0, 1, 3]], dtype=jnp.int32)
     alone = tiny_episodes(
         tiny_state.meta_params, tiny_state.naive_params, tiny_state.run_key, tiny_state.version, order
     )
-    for i, index in enumerate(np.asarray(order)):
+    for i, index in enumerate(np.asarray(order).reshape(-1)):
         np.testing.assert_array_equal(alone.actions[i], batch.actions[index])
         np.testing.assert_allclose(alone.behaviour_logp[i], batch.behaviour_logp[index], atol=1e-6)
 
 
-def test_new_version_gives_new_episodes(batch, tiny_episodes, tiny_state):
-    indices = jnp.arange(batch.actions.shape[0], dtype=jnp.int32)
+def test_new_version_gives_new_episodes(batch, tiny_episodes, tiny_state, tiny_components):
+    indices = tiny_components.rollout.iteration_indices()
     next_version = tiny_episodes(
         tiny_state.meta_params, tiny_state.naive_params, tiny_state.run_key, tiny_state.version + 1, indices
     )

@@ -27,9 +27,10 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"coala play: {error}") from None
     components = build(config)
     state = components.learner.init(jax.random.PRNGKey(config.seed))
-    episode = jax.jit(components.rollout.episode)(
-        state.meta_params, state.naive_params, state.run_key, state.version, jnp.int32(0)
+    episode = jax.jit(components.rollout.episodes)(
+        state.meta_params, state.naive_params, state.run_key, state.version, jnp.zeros((1, 1), jnp.int32)
     )
+    episode = jax.tree_util.tree_map(lambda x: x[0], episode)
     kind = "naive learner" if bool(episode.coplayer_is_naive) else "meta agent"
     print(
         f"{config.env.name}: one meta-episode of B={config.batch_size} x M={config.num_inner_episodes} inner "

@@ -143,8 +143,8 @@ def rg_lru_a_param_init(
     """Initialiser for the RG-LRU parameter Λ (paper.md §5.2; recurrentgemma `rnn_param_init`).
 
     a = exp(−softplus(Λ)) is drawn so that a² is uniform on [min_radius², max_radius²] (uniform by
-    area on a ring of the complex plane), hence a ∈ [min_radius, max_radius]; Λ = softplus⁻¹(−log a)
-    = log(1/a − 1).
+    area on a ring of the complex plane), hence a ∈ [min_radius, max_radius], and then
+    Λ = softplus⁻¹(−log a) = log(1/a − 1).
 
     Args:
       min_radius: smallest a.
@@ -155,25 +155,22 @@ def rg_lru_a_param_init(
     """
 
     def init(key: Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> Array:
-        a_squared = jax.random.uniform(
-            key, shape, jnp.float32, minval=min_radius**2, maxval=max_radius**2
-        )
+        a_squared = jax.random.uniform(key, shape, jnp.float32, minval=min_radius**2, maxval=max_radius**2)
         a = jnp.sqrt(a_squared)
         return jnp.log(1.0 / a - 1.0).astype(dtype)
 
     return init
 
 
-def rg_lru_coefficients(
-    x: Array, gate_a: Array, gate_x: Array, a_param: Array, reset: Array
-) -> tuple[Array, Array]:
+def rg_lru_coefficients(x: Array, gate_a: Array, gate_x: Array, a_param: Array, reset: Array) -> tuple[Array, Array]:
     """Per-step coefficients of the RG-LRU recurrence h_t = a_t ⊙ h_{t−1} + b_t (paper.md §5.2).
 
     log a_t = −8 · r_t · softplus(Λ)
     b_t     = sqrt(1 − a_t²) ⊙ (i_t ⊙ x_t)
-    At a segment start (reset_t) the previous state is dropped (a_t ← 0) and the multiplier sqrt(1 −
-    a_t²) is replaced by 1, so h_t = i_t ⊙ x_t there. The square root has its gradient capped at
-    1000.
+
+    At a segment start (reset_t) the previous state is dropped (a_t ← 0) and the multiplier
+    sqrt(1 − a_t²) is replaced by 1, so h_t = i_t ⊙ x_t there. The square root has its gradient
+    capped at 1000 (`sqrt_bound_derivative`).
 
     Args:
       x: [b, l, e] inputs x_t.
@@ -250,9 +247,7 @@ def linear_recurrence(
     return h, h[:, -1]
 
 
-def causal_conv1d(
-    x: Array, kernel: Array, bias: Array, reset: Array, state: Array
-) -> tuple[Array, Array]:
+def causal_conv1d(x: Array, kernel: Array, bias: Array, reset: Array, state: Array) -> tuple[Array, Array]:
     """Causal temporal convolution that does not mix segments (paper.md §5.2, Conv1D).
 
     y_t = bias + Σ_{k=0}^{w−1} kernel[k] ⊙ x_{t−k} · [no segment starts in (t−k, t]]
@@ -289,8 +284,7 @@ def causal_conv1d(
     y = x * _lift(kernel[0], 3) + _lift(bias, 3)
     in_segment = jnp.ones((batch_size, seq_len), x.dtype)  # [no reset in (t−k, t]]
     for k in range(1, conv_width):
-        # x_{t−k} stays in the window only if step t−k+1 (and every later step up to t) is no
-        # segment start.
+        # x_{t−k} stays in the window only if none of the steps t−k+1, ..., t starts a segment.
         in_segment = in_segment * not_reset_ext[:, history - k + 1 : history - k + 1 + seq_len]
         x_shifted = x_ext[:, history - k : history - k + seq_len]
         y = y + (x_shifted * in_segment[..., None]) * _lift(kernel[k], 3)
@@ -301,19 +295,18 @@ def causal_conv1d(
     tail_not_reset = not_reset_ext[:, total_len - history :]
     if history == 0:
         return y, tail
-    keep = [jnp.ones((batch_size,), x.dtype)]  # keep[0] is tail entry j, built from the newest back
+    # keep_j = Π_{i>j} not_reset(tail entry i), built from the newest entry (always kept) back.
+    keep = [jnp.ones((batch_size,), x.dtype)]
     for j in range(history - 2, -1, -1):
         keep.insert(0, keep[0] * tail_not_reset[:, j + 1])
     return y, tail * jnp.stack(keep, axis=1)[..., None]
 
 
-def gated_mlp(
-    x: Array, up_kernel: Array, up_bias: Array, down_kernel: Array, down_bias: Array
-) -> Array:
+def gated_mlp(x: Array, up_kernel: Array, up_bias: Array, down_kernel: Array, down_bias: Array) -> Array:
     """Gated MLP of the Hawk residual block (paper.md §5.2, MLPBlock).
 
-    y = W_down (GeLU(W_1 x + c_1) ⊙ (W_2 x + c_2)) + c_down, GeLU in its tanh approximation (as
-    Flax/Hawk).
+    y = W_down (GeLU(W_1 x + c_1) ⊙ (W_2 x + c_2)) + c_down, with the tanh approximation of GeLU
+    (Flax's and Hawk's default).
 
     Args:
       x: [..., d] inputs.
@@ -406,12 +399,8 @@ class BlockDiagonalLinear(nn.Module):
         if self.width % self.num_heads:
             raise ValueError(f"width={self.width} must be divisible by num_heads={self.num_heads}.")
         block_width = self.width // self.num_heads
-        kernel = self.param(
-            "w", self.kernel_init, (self.num_heads, block_width, block_width), self.param_dtype
-        )
-        bias = self.param(
-            "b", nn.initializers.zeros_init(), (self.num_heads, block_width), self.param_dtype
-        )
+        kernel = self.param("w", self.kernel_init, (self.num_heads, block_width, block_width), self.param_dtype)
+        bias = self.param("b", nn.initializers.zeros_init(), (self.num_heads, block_width), self.param_dtype)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         return block_diagonal_linear(x, kernel, bias)
 
@@ -448,9 +437,7 @@ class RGLRU(nn.Module):
         self.input_gate = BlockDiagonalLinear(**gate_kwargs, name="input_gate")
         self.a_gate = BlockDiagonalLinear(**gate_kwargs, name="a_gate")
 
-    def __call__(
-        self, x: Array, segment_pos: Array, cache: Array | None = None
-    ) -> tuple[Array, Array]:
+    def __call__(self, x: Array, segment_pos: Array, cache: Array | None = None) -> tuple[Array, Array]:
         """Runs the RG-LRU over a chunk.
 
         Args:
@@ -498,9 +485,7 @@ class Conv1D(nn.Module):
     param_dtype: DTypeLike = jnp.float32
 
     @nn.compact
-    def __call__(
-        self, x: Array, segment_pos: Array, cache: Array | None = None
-    ) -> tuple[Array, Array]:
+    def __call__(self, x: Array, segment_pos: Array, cache: Array | None = None) -> tuple[Array, Array]:
         """Convolves a chunk.
 
         Args:
@@ -526,9 +511,7 @@ class Conv1D(nn.Module):
         return causal_conv1d(x, kernel, bias, segment_pos == 0, cache)
 
     @classmethod
-    def init_cache(
-        cls, batch_size: int, width: int, conv_width: int = 4, dtype: DTypeLike = jnp.float32
-    ) -> Array:
+    def init_cache(cls, batch_size: int, width: int, conv_width: int = 4, dtype: DTypeLike = jnp.float32) -> Array:
         """Zero buffer [batch_size, conv_width − 1, width] (no history)."""
         return jnp.zeros((batch_size, conv_width - 1, width), dtype)
 
@@ -560,21 +543,15 @@ class RecurrentBlock(nn.Module):
 
     def setup(self) -> None:
         dense_kwargs = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.linear_y = nn.Dense(
-            self.lru_width, kernel_init=lecun_normal_fan_in(), name="linear_y", **dense_kwargs
-        )
-        self.linear_x = nn.Dense(
-            self.lru_width, kernel_init=lecun_normal_fan_in(), name="linear_x", **dense_kwargs
-        )
+        self.linear_y = nn.Dense(self.lru_width, kernel_init=lecun_normal_fan_in(), name="linear_y", **dense_kwargs)
+        self.linear_x = nn.Dense(self.lru_width, kernel_init=lecun_normal_fan_in(), name="linear_x", **dense_kwargs)
         self.linear_out = nn.Dense(
             self.width,
             kernel_init=lecun_normal_fan_in(self.final_w_init_variance_scale),
             name="linear_out",
             **dense_kwargs,
         )
-        self.conv_1d = Conv1D(
-            width=self.lru_width, conv_width=self.conv_width, name="conv_1d", **dense_kwargs
-        )
+        self.conv_1d = Conv1D(width=self.lru_width, conv_width=self.conv_width, name="conv_1d", **dense_kwargs)
         self.rg_lru = RGLRU(
             width=self.lru_width,
             num_heads=self.num_heads,
@@ -599,12 +576,8 @@ class RecurrentBlock(nn.Module):
         """
         y_branch = jax.nn.gelu(self.linear_y(x), approximate=True)
         x_branch = self.linear_x(x)
-        x_branch, conv1d_state = self.conv_1d(
-            x_branch, segment_pos, None if cache is None else cache.conv1d_state
-        )
-        x_branch, rg_lru_state = self.rg_lru(
-            x_branch, segment_pos, None if cache is None else cache.rg_lru_state
-        )
+        x_branch, conv1d_state = self.conv_1d(x_branch, segment_pos, None if cache is None else cache.conv1d_state)
+        x_branch, rg_lru_state = self.rg_lru(x_branch, segment_pos, None if cache is None else cache.rg_lru_state)
         out = self.linear_out(x_branch * y_branch)
         return out, RecurrentBlockCache(rg_lru_state=rg_lru_state, conv1d_state=conv1d_state)
 
@@ -659,9 +632,7 @@ class MLPBlock(nn.Module):
             (self.expanded_width, self.width),
             self.param_dtype,
         )
-        down_bias = self.param(
-            "ffw_down_bias", nn.initializers.zeros_init(), (self.width,), self.param_dtype
-        )
+        down_bias = self.param("ffw_down_bias", nn.initializers.zeros_init(), (self.width,), self.param_dtype)
         x, up_kernel, up_bias, down_kernel, down_bias = nn.dtypes.promote_dtype(
             x, up_kernel, up_bias, down_kernel, down_bias, dtype=self.dtype
         )
@@ -722,9 +693,7 @@ class ResidualBlock(nn.Module):
           out: [b, l, d] residual stream.
           new_cache: state after the last step.
         """
-        temporal_out, new_cache = self.recurrent_block(
-            self.temporal_pre_norm(x), segment_pos, cache
-        )
+        temporal_out, new_cache = self.recurrent_block(self.temporal_pre_norm(x), segment_pos, cache)
         residual = x + temporal_out
         return residual + self.mlp_block(self.channel_pre_norm(residual)), new_cache
 

@@ -90,17 +90,11 @@ class HawkPolicy(nn.Module):
 
     def setup(self) -> None:
         if self.scan_type not in SCAN_TYPES:
-            raise ValueError(
-                f"scan_type={self.scan_type!r} is not supported; choose one of {SCAN_TYPES}."
-            )
+            raise ValueError(f"scan_type={self.scan_type!r} is not supported; choose one of {SCAN_TYPES}.")
         if self.lru_width % self.num_heads:
-            raise ValueError(
-                f"lru_width={self.lru_width} must be divisible by num_heads={self.num_heads}."
-            )
+            raise ValueError(f"lru_width={self.lru_width} must be divisible by num_heads={self.num_heads}.")
         kwargs = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.obs_embedding = nn.Dense(
-            self.embed_dim, kernel_init=lecun_normal_fan_in(), name="obs_embedding", **kwargs
-        )
+        self.obs_embedding = nn.Dense(self.embed_dim, kernel_init=lecun_normal_fan_in(), name="obs_embedding", **kwargs)
         self.residual_blocks = [
             ResidualBlock(
                 width=self.embed_dim,
@@ -116,12 +110,8 @@ class HawkPolicy(nn.Module):
         ]
         self.final_norm = RMSNorm(self.embed_dim, name="final_norm", **kwargs)
         zeros = nn.initializers.zeros_init()
-        self.policy_head = nn.Dense(
-            self.num_actions, kernel_init=zeros, bias_init=zeros, name="policy_head", **kwargs
-        )
-        self.value_head = nn.Dense(
-            1, kernel_init=zeros, bias_init=zeros, name="value_head", **kwargs
-        )
+        self.policy_head = nn.Dense(self.num_actions, kernel_init=zeros, bias_init=zeros, name="policy_head", **kwargs)
+        self.value_head = nn.Dense(1, kernel_init=zeros, bias_init=zeros, name="value_head", **kwargs)
 
     def __call__(
         self, obs: Array, segment_pos: Array, cache: PolicyCache | None = None
