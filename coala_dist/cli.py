@@ -35,8 +35,13 @@ def main(argv: list[str] | None = None) -> None:
     name = argv[1]
     if name not in COMMANDS:
         sys.exit(f"coala: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}")
+    from coala_dist import xla_flags
+
+    xla_flags.configure()  # before any JAX import
     module = importlib.import_module(COMMANDS[name][0])
-    from absl import app
+    from absl import app, logging
+
+    logging.set_verbosity(logging.WARNING)
 
     app.run(module.main, argv=[f"coala {name}", *argv[2:]])
 

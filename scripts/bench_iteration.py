@@ -10,8 +10,11 @@ import statistics
 import sys
 import time
 
-import jax
-from ml_collections import config_flags  # noqa: F401  (registers nothing; import keeps parity with the CLI)
+from coala_dist import xla_flags
+
+xla_flags.configure()  # as the `coala` CLI does, before JAX starts
+
+import jax  # noqa: E402
 
 
 def main() -> None:

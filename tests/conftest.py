@@ -5,8 +5,12 @@ from __future__ import annotations
 import importlib.util
 import os
 
-import jax
-import pytest
+from coala_dist import xla_flags
+
+xla_flags.configure()  # must precede the first JAX import, as in the `coala` CLI
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

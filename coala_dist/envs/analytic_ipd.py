@@ -227,6 +227,26 @@ def average_reward(
     return (1 - gamma) * return_player_1, (1 - gamma) * return_player_2
 
 
+def cooperation_rates(
+    logits_player_1: jax.Array, logits_player_2: jax.Array, gamma: float | jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Discounted fraction of rounds in which each player cooperates.
+
+    Player 1 cooperates in CC and CD, player 2 in CC and DC (player 1's order), weighted by the normalised
+    discounted visitation (1 − γ)(I − γM)⁻¹ s0.
+
+    Args:
+      logits_player_1: [5] player 1's policy logits.
+      logits_player_2: [5] player 2's policy logits.
+      gamma: discount factor in [0, 1).
+
+    Returns:
+      (cooperation rate of player 1, cooperation rate of player 2), two scalars in [0, 1].
+    """
+    visitation = (1 - gamma) * discounted_state_visitation(logits_player_1, logits_player_2, gamma)
+    return visitation[CC] + visitation[CD], visitation[CC] + visitation[DC]
+
+
 def own_average_reward(
     logits_own: jax.Array, logits_other: jax.Array, gamma: float | jax.Array
 ) -> jax.Array:

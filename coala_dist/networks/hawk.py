@@ -60,6 +60,49 @@ def _lift(v: Array, ndim: int) -> Array:
     return v.reshape((1,) * (ndim - v.ndim) + v.shape)
 
 
+def matmul(x: Array, kernel: Array) -> Array:
+    """x @ kernel over the last axis, with every leading axis folded into one.
+
+    XLA's CPU backend runs a 2-D [rows, d] x [d, f] product (and its gradients) as one GEMM; with the [b, l] axes
+    left separate, the kernel gradient was several times slower.
+
+    Args:
+      x: [..., d].
+      kernel: [d, f].
+
+    Returns:
+      [..., f].
+    """
+    flat = x.reshape(-1, x.shape[-1]) @ kernel
+    return flat.reshape(*x.shape[:-1], kernel.shape[-1])
+
+
+class Dense(nn.Module):
+    """A linear layer whose matmul goes through `matmul` (one GEMM for any number of leading axes).
+
+    Attributes:
+      features: output width.
+      kernel_init: kernel initialiser.
+      bias_init: bias initialiser.
+      dtype: computation dtype.
+      param_dtype: parameter dtype.
+    """
+
+    features: int
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+    dtype: DTypeLike = jnp.float32
+    param_dtype: DTypeLike = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """Maps x: [..., d] -> [..., features]."""
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return matmul(x, kernel) + _lift(bias, x.ndim)
+
+
 def lecun_normal_fan_in(scale: float = 1.0) -> nn.initializers.Initializer:
     """Variance-scaling initialiser, fan-in, normal (Hawk's default for linear layers)."""
     return nn.initializers.variance_scaling(scale=scale, mode="fan_in", distribution="normal")
@@ -102,11 +145,12 @@ def block_diagonal_linear(x: Array, kernel: Array, bias: Array) -> Array:
     Returns:
       [..., h·j] outputs.
     """
-    num_heads, block_in, _ = kernel.shape
-    x_blocks = x.reshape(*x.shape[:-1], num_heads, block_in)
-    y_blocks = jnp.einsum("...hi,hij->...hj", x_blocks, kernel)
-    y_blocks = y_blocks + _lift(bias, y_blocks.ndim)
-    return y_blocks.reshape(*x.shape[:-1], -1)
+    num_heads, block_in, block_out = kernel.shape
+    # One dense matmul with the block-diagonal matrix: at these widths (h·i = 32) it is several times faster on CPU
+    # than a batched per-head einsum, whose head axis forces transposes of the large activation.
+    eye = jnp.eye(num_heads, dtype=kernel.dtype)
+    dense_kernel = jnp.einsum("hk,hij->hikj", eye, kernel).reshape(num_heads * block_in, num_heads * block_out)
+    return matmul(x, dense_kernel) + _lift(bias.reshape(-1), x.ndim)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -318,9 +362,9 @@ def gated_mlp(x: Array, up_kernel: Array, up_bias: Array, down_kernel: Array, do
     Returns:
       [..., d] outputs.
     """
-    gate, value = jnp.split(x @ up_kernel + _lift(up_bias, x.ndim), 2, axis=-1)
+    gate, value = jnp.split(matmul(x, up_kernel) + _lift(up_bias, x.ndim), 2, axis=-1)
     hidden = jax.nn.gelu(gate, approximate=True) * value
-    return hidden @ down_kernel + _lift(down_bias, x.ndim)
+    return matmul(hidden, down_kernel) + _lift(down_bias, x.ndim)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -543,9 +587,9 @@ class RecurrentBlock(nn.Module):
 
     def setup(self) -> None:
         dense_kwargs = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.linear_y = nn.Dense(self.lru_width, kernel_init=lecun_normal_fan_in(), name="linear_y", **dense_kwargs)
-        self.linear_x = nn.Dense(self.lru_width, kernel_init=lecun_normal_fan_in(), name="linear_x", **dense_kwargs)
-        self.linear_out = nn.Dense(
+        self.linear_y = Dense(self.lru_width, kernel_init=lecun_normal_fan_in(), name="linear_y", **dense_kwargs)
+        self.linear_x = Dense(self.lru_width, kernel_init=lecun_normal_fan_in(), name="linear_x", **dense_kwargs)
+        self.linear_out = Dense(
             self.width,
             kernel_init=lecun_normal_fan_in(self.final_w_init_variance_scale),
             name="linear_out",

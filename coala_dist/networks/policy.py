@@ -27,6 +27,7 @@ from jax.typing import DTypeLike
 
 from coala_dist.networks.hawk import (
     SCAN_TYPES,
+    Dense,
     RecurrentBlockCache,
     ResidualBlock,
     RMSNorm,
@@ -94,7 +95,7 @@ class HawkPolicy(nn.Module):
         if self.lru_width % self.num_heads:
             raise ValueError(f"lru_width={self.lru_width} must be divisible by num_heads={self.num_heads}.")
         kwargs = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.obs_embedding = nn.Dense(self.embed_dim, kernel_init=lecun_normal_fan_in(), name="obs_embedding", **kwargs)
+        self.obs_embedding = Dense(self.embed_dim, kernel_init=lecun_normal_fan_in(), name="obs_embedding", **kwargs)
         self.residual_blocks = [
             ResidualBlock(
                 width=self.embed_dim,
@@ -110,8 +111,8 @@ class HawkPolicy(nn.Module):
         ]
         self.final_norm = RMSNorm(self.embed_dim, name="final_norm", **kwargs)
         zeros = nn.initializers.zeros_init()
-        self.policy_head = nn.Dense(self.num_actions, kernel_init=zeros, bias_init=zeros, name="policy_head", **kwargs)
-        self.value_head = nn.Dense(1, kernel_init=zeros, bias_init=zeros, name="value_head", **kwargs)
+        self.policy_head = Dense(self.num_actions, kernel_init=zeros, bias_init=zeros, name="policy_head", **kwargs)
+        self.value_head = Dense(1, kernel_init=zeros, bias_init=zeros, name="value_head", **kwargs)
 
     def __call__(
         self, obs: Array, segment_pos: Array, cache: PolicyCache | None = None
