@@ -1,7 +1,14 @@
-"""The in-process training loop: roll out a meta-batch per agent, update every agent, log. Read top to bottom.
+"""The training loop shared by every launch type. Read top to bottom.
 
-The distributed launch (coala_dist/distributed) calls the very same `Components.rollout.episodes` and
-`Components.learner.update`; this file only sequences them in one process.
+    state = restore-or-init
+    repeat until config.training_iterations:
+        batch, source_metrics = batch_source(state)     # in-process: the jitted rollout; distributed: Reverb
+        state, learner_metrics = update(state, batch)   # the one jitted update (coala_dist/learner.py)
+        every callback sees (iteration, state, metrics) # console/CSV logging, checkpoints, ...
+
+`inprocess_batch_source` generates the meta-batch in this process with `Components.rollout.episodes`; the
+distributed launch (coala_dist/distributed) passes a source that samples the same `MetaEpisode`s from Reverb,
+written by actors that call the very same rollout. There is no second loop.
 """
 
 from __future__ import annotations
@@ -9,8 +16,8 @@ from __future__ import annotations
 import csv
 import os
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import jax
 import ml_collections
@@ -18,6 +25,11 @@ import ml_collections
 from coala_dist.builder import Components, build
 from coala_dist.learner import TrainState
 from coala_dist.metrics import summarize_episodes
+from coala_dist.rollout import MetaEpisode
+
+# A batch source returns the meta-batch for the state's version (episodes sorted by episode index) and its own
+# metrics (timings, queue sizes, policy lag...).
+BatchSource = Callable[[TrainState], tuple[MetaEpisode, dict[str, float]]]
 
 HEADLINE = (
     ("vs_naive/ego_reward", "r_meta|naive"),
@@ -29,80 +41,135 @@ HEADLINE = (
 )
 
 
-def make_iteration(components: Components) -> Callable[[TrainState], tuple[TrainState, dict[str, jax.Array]]]:
-    """Returns `iteration(state) -> (state, metrics)`: rollout + update in sync mode, as two jitted calls."""
+class Callback(Protocol):
+    """Sees every iteration's result; closed when the loop ends (normally or not)."""
+
+    def on_iteration(self, iteration: int, state: TrainState, metrics: dict[str, float]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def inprocess_batch_source(components: Components) -> BatchSource:
+    """Generates every agent's meta-batch in this process (sync mode: always the state's own version)."""
     rollout = jax.jit(components.rollout.episodes)
-    update = jax.jit(components.learner.update)
-    summarize = jax.jit(summarize_episodes)
     episode_indices = components.rollout.iteration_indices()
     learner = components.learner
 
-    def iteration(state: TrainState) -> tuple[TrainState, dict[str, Any]]:
+    def next_batch(state: TrainState) -> tuple[MetaEpisode, dict[str, float]]:
         start = time.perf_counter()
         batch = rollout(
             state.meta_params, learner.naive_initialisations(state), state.run_key, state.version, episode_indices
         )
         jax.block_until_ready(batch)
-        rollout_seconds = time.perf_counter() - start
-        state, metrics = update(state, batch)
-        metrics = metrics | summarize(batch)
-        metrics = jax.device_get(metrics)
-        total_seconds = time.perf_counter() - start
-        metrics["time/rollout_s"] = rollout_seconds
-        metrics["time/update_s"] = total_seconds - rollout_seconds
-        return state, metrics
+        return batch, {"time/rollout_s": time.perf_counter() - start}
 
-    return iteration
+    return next_batch
+
+
+def learner_loop(
+    components: Components,
+    state: TrainState,
+    batch_source: BatchSource,
+    callbacks: Sequence[Callback] = (),
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> TrainState:
+    """Updates until `config.training_iterations` updates have been applied (or `should_stop()`).
+
+    Args:
+      components: the built experiment.
+      state: the state to continue from (`state.step` updates already done).
+      batch_source: where meta-batches come from.
+      callbacks: called after every update with the 1-based iteration number.
+      should_stop: polled between iterations (e.g. set by a SIGTERM handler).
+
+    Returns:
+      The final state.
+    """
+    update = jax.jit(components.learner.update)
+    summarize = jax.jit(summarize_episodes)
+    total = components.config.training_iterations
+    try:
+        while int(state.step) < total and not should_stop():
+            start = time.perf_counter()
+            batch, source_metrics = batch_source(state)
+            update_start = time.perf_counter()
+            state, learner_metrics = update(state, batch)
+            metrics = jax.device_get(learner_metrics | summarize(batch))
+            metrics = {k: float(v) for k, v in metrics.items()} | source_metrics
+            now = time.perf_counter()
+            metrics["time/update_s"] = now - update_start
+            metrics["time/iteration_s"] = now - start
+            for callback in callbacks:
+                callback.on_iteration(int(state.step), state, metrics)
+    finally:
+        for callback in callbacks:
+            callback.close()
+    return state
 
 
 def format_metrics(iteration: int, metrics: dict[str, Any]) -> str:
+    """One console line: the headline rewards and cooperation rates, the loss and the timings."""
     parts = [f"it {iteration:5d}"]
     for key, label in HEADLINE:
         if key in metrics and metrics[key] == metrics[key]:  # skip NaN (no episode of that kind)
             parts.append(f"{label} {float(metrics[key]):+.3f}")
     parts.append(f"loss {float(metrics['learner/loss']):.4f}")
-    parts.append(f"t {metrics['time/rollout_s']:.2f}+{metrics['time/update_s']:.2f}s")
+    parts.append(f"t {metrics.get('time/rollout_s', 0.0):.2f}+{metrics['time/update_s']:.2f}s")
     return "  ".join(parts)
+
+
+class ConsoleAndCsvLogger:
+    """Prints a line every `log_every` iterations and appends every iteration's metrics to `workdir/metrics.csv`."""
+
+    def __init__(self, workdir: str | None, log_every: int, log: Callable[[str], None] = print):
+        self.log_every, self.log = log_every, log
+        self.history: list[dict[str, float]] = []
+        self._file = self._writer = None
+        if workdir:
+            os.makedirs(workdir, exist_ok=True)
+            path = os.path.join(workdir, "metrics.csv")
+            self._file = open(path, "a", newline="")  # noqa: SIM115  (closed in close())
+
+    def on_iteration(self, iteration: int, state: TrainState, metrics: dict[str, float]) -> None:
+        row = {"iteration": iteration, **metrics}
+        self.history.append(row)
+        if self._file is not None:
+            if self._writer is None:
+                self._writer = csv.DictWriter(self._file, fieldnames=list(row), extrasaction="ignore")
+                if self._file.tell() == 0:
+                    self._writer.writeheader()
+            self._writer.writerow(row)
+            self._file.flush()
+        if iteration % self.log_every == 0 or iteration == 1:
+            self.log(format_metrics(iteration, metrics))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def train(
     config: ml_collections.ConfigDict,
     workdir: str | None = None,
     *,
+    components: Components | None = None,
     log: Callable[[str], None] = print,
-) -> tuple[TrainState, list[dict[str, Any]]]:
-    """Trains for `config.training_iterations` iterations in this process.
+) -> tuple[TrainState, list[dict[str, float]]]:
+    """Trains in this process for `config.training_iterations` iterations.
 
     Args:
-      config: the experiment config (validated here).
-      workdir: if given, `metrics.csv` is written there (one row per iteration).
+      config: the experiment config (validated by `build`).
+      workdir: if given, `metrics.csv` is written there.
+      components: prebuilt components (tests share compiled functions this way); built from `config` if None.
       log: where the per-iteration line goes.
 
     Returns:
-      The final TrainState and the list of per-iteration metric dicts.
+      The final TrainState and the per-iteration metrics.
     """
-    components = build(config)
+    components = components or build(config)
     state = components.learner.init(jax.random.PRNGKey(config.seed))
-    iteration = make_iteration(components)
-    history: list[dict[str, Any]] = []
-    writer = csv_file = None
-    if workdir:
-        os.makedirs(workdir, exist_ok=True)
-        csv_file = open(os.path.join(workdir, "metrics.csv"), "w", newline="")  # noqa: SIM115
-    try:
-        for it in range(config.training_iterations):
-            state, metrics = iteration(state)
-            metrics = {"iteration": it + 1, **{k: float(v) for k, v in metrics.items()}}
-            history.append(metrics)
-            if csv_file is not None:
-                if writer is None:
-                    writer = csv.DictWriter(csv_file, fieldnames=list(metrics))
-                    writer.writeheader()
-                writer.writerow(metrics)
-                csv_file.flush()
-            if (it + 1) % config.log_every == 0 or it == 0:
-                log(format_metrics(it + 1, metrics))
-    finally:
-        if csv_file is not None:
-            csv_file.close()
-    return state, history
+    logger = ConsoleAndCsvLogger(workdir, config.log_every, log)
+    state = learner_loop(components, state, inprocess_batch_source(components), [logger])
+    return state, logger.history

@@ -64,9 +64,7 @@ def _check_logits(*logits: jax.Array) -> None:
         chex.assert_shape(policy_logits, (NUM_LOGITS,))
 
 
-def joint_action_distribution(
-    cooperate_player_1: jax.Array, cooperate_player_2: jax.Array
-) -> jax.Array:
+def joint_action_distribution(cooperate_player_1: jax.Array, cooperate_player_2: jax.Array) -> jax.Array:
     """Distribution of the joint action (CC, CD, DC, DD) when both players act independently.
 
     Args:
@@ -80,9 +78,7 @@ def joint_action_distribution(
     return jnp.stack([p * q, p * (1 - q), (1 - p) * q, (1 - p) * (1 - q)], axis=-1)
 
 
-def initial_state_distribution(
-    logits_player_1: jax.Array, logits_player_2: jax.Array
-) -> jax.Array:
+def initial_state_distribution(logits_player_1: jax.Array, logits_player_2: jax.Array) -> jax.Array:
     """Distribution of the first round's joint action, s0 of paper.md §7.1.
 
     s0 = [σ(φ¹0)σ(φ²0), σ(φ¹0)(1−σ(φ²0)), (1−σ(φ¹0))σ(φ²0), (1−σ(φ¹0))(1−σ(φ²0))]ᵀ.
@@ -95,9 +91,7 @@ def initial_state_distribution(
       [4] probabilities of CC, CD, DC, DD in player 1's order.
     """
     _check_logits(logits_player_1, logits_player_2)
-    return joint_action_distribution(
-        jax.nn.sigmoid(logits_player_1[0]), jax.nn.sigmoid(logits_player_2[0])
-    )
+    return joint_action_distribution(jax.nn.sigmoid(logits_player_1[0]), jax.nn.sigmoid(logits_player_2[0]))
 
 
 def transition_matrix(logits_player_1: jax.Array, logits_player_2: jax.Array) -> jax.Array:
@@ -138,9 +132,7 @@ def discounted_state_visitation(
     """
     markov = transition_matrix(logits_player_1, logits_player_2)
     start = initial_state_distribution(logits_player_1, logits_player_2)
-    return solve_diagonally_dominant(
-        jnp.eye(NUM_JOINT_ACTIONS, dtype=markov.dtype) - gamma * markov, start
-    )
+    return solve_diagonally_dominant(jnp.eye(NUM_JOINT_ACTIONS, dtype=markov.dtype) - gamma * markov, start)
 
 
 def solve_diagonally_dominant(matrix: jax.Array, rhs: jax.Array) -> jax.Array:
@@ -247,9 +239,7 @@ def cooperation_rates(
     return visitation[CC] + visitation[CD], visitation[CC] + visitation[DC]
 
 
-def own_average_reward(
-    logits_own: jax.Array, logits_other: jax.Array, gamma: float | jax.Array
-) -> jax.Array:
+def own_average_reward(logits_own: jax.Array, logits_other: jax.Array, gamma: float | jax.Array) -> jax.Array:
     """Average reward of the player with `logits_own` against `logits_other` (seat-independent).
 
     Args:
@@ -263,9 +253,7 @@ def own_average_reward(
     return average_reward(logits_own, logits_other, gamma)[0]
 
 
-def partial_gradient(
-    logits_own: jax.Array, logits_other: jax.Array, gamma: float | jax.Array
-) -> jax.Array:
+def partial_gradient(logits_own: jax.Array, logits_other: jax.Array, gamma: float | jax.Array) -> jax.Array:
     """∂Jⁱ/∂φⁱ with the co-player held fixed: the naive learner's gradient and a meta agent's gradient against
     another meta agent (paper.md §7.1 "Gradients used").
 
@@ -356,9 +344,7 @@ def shaping_objective(
     Returns:
       Scalar: the agent's average reward over the naive learner's learning trajectory.
     """
-    trajectory = naive_learning_trajectory(
-        logits_agent, logits_naive, gamma, naive_learning_rate, num_naive_steps
-    )
+    trajectory = naive_learning_trajectory(logits_agent, logits_naive, gamma, naive_learning_rate, num_naive_steps)
     rewards = jax.vmap(own_average_reward, in_axes=(None, 0, None))(logits_agent, trajectory, gamma)
     return jnp.mean(rewards)
 
@@ -417,9 +403,7 @@ def lola_objective(
     Returns:
       Scalar.
     """
-    trajectory = naive_learning_trajectory(
-        logits_agent, logits_other, gamma, naive_learning_rate, look_ahead
-    )
+    trajectory = naive_learning_trajectory(logits_agent, logits_other, gamma, naive_learning_rate, look_ahead)
     return own_average_reward(logits_agent, trajectory[-1], gamma)
 
 
@@ -442,9 +426,7 @@ def lola_gradient(
     Returns:
       [5] gradient.
     """
-    return jax.grad(lola_objective)(
-        logits_agent, logits_other, gamma, naive_learning_rate, look_ahead
-    )
+    return jax.grad(lola_objective)(logits_agent, logits_other, gamma, naive_learning_rate, look_ahead)
 
 
 def mixed_group_gradient(
@@ -476,13 +458,9 @@ def mixed_group_gradient(
       [5] gradient (ascent direction).
     """
     chex.assert_rank([logits_naive_batch, logits_meta_coplayers], [2, 2])
-    naive_part = shaping_gradient(
-        logits_agent, logits_naive_batch, gamma, naive_learning_rate, num_naive_steps
-    )
+    naive_part = shaping_gradient(logits_agent, logits_naive_batch, gamma, naive_learning_rate, num_naive_steps)
     meta_part = jnp.mean(
-        jax.vmap(partial_gradient, in_axes=(None, 0, None))(
-            logits_agent, logits_meta_coplayers, gamma
-        ),
+        jax.vmap(partial_gradient, in_axes=(None, 0, None))(logits_agent, logits_meta_coplayers, gamma),
         axis=0,
     )
     return p_naive * naive_part + (1 - p_naive) * meta_part

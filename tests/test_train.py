@@ -1,0 +1,46 @@
+"""The in-process training loop and the `coala train` command."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from coala_dist.train import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_train_writes_one_csv_row_per_iteration(tiny_config, tiny_components, tmp_path):
+    lines = []
+    state, history = train(tiny_config, str(tmp_path), components=tiny_components, log=lines.append)
+    assert int(state.step) == tiny_config.training_iterations == len(history)
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
+    for row in rows:
+        assert np.isfinite(float(row["learner/loss"]))
+        assert -1.0 <= float(row["vs_naive/ego_reward"]) <= 2.0  # IPD payoffs per step lie in [S, T]
+    assert lines and lines[0].startswith("it     1")
+
+
+def _coala(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "coala_dist.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_bad_config_value_is_one_line_naming_the_field():
+    result = _coala("train", "--config=configs/ipd_tiny.py", "--config.p_naive=1.5")
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert "config.p_naive=1.5" in message and "[0.0, 1.0]" in message
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_command_lists_valid_ones():
+    result = _coala("trian")
+    assert result.returncode != 0 and "valid commands" in result.stderr and "train" in result.stderr
