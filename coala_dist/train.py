@@ -150,6 +150,28 @@ class ConsoleAndCsvLogger:
             self._file = None
 
 
+def prepare_learner(
+    config: ml_collections.ConfigDict,
+    workdir: str | None,
+    *,
+    components: Components | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[Components, TrainState, list[Callback]]:
+    """Everything a learner needs before its loop, whatever the launch type: the built components, the state to
+    continue from, and the callbacks (logging) to run after every update.
+
+    Args:
+      config: the experiment config (validated by `build`).
+      workdir: the run's directory (metrics.csv); None keeps everything in memory.
+      components: prebuilt components (tests share compiled functions this way); built from `config` if None.
+      log: where the per-iteration console line goes.
+    """
+    components = components or build(config)
+    state = components.learner.init(jax.random.PRNGKey(config.seed))
+    callbacks: list[Callback] = [ConsoleAndCsvLogger(workdir, config.log_every, log)]
+    return components, state, callbacks
+
+
 def train(
     config: ml_collections.ConfigDict,
     workdir: str | None = None,
@@ -157,7 +179,7 @@ def train(
     components: Components | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[TrainState, list[dict[str, float]]]:
-    """Trains in this process for `config.training_iterations` iterations.
+    """Trains in this process (launch type `inprocess` without actors: rollout and update alternate).
 
     Args:
       config: the experiment config (validated by `build`).
@@ -168,8 +190,7 @@ def train(
     Returns:
       The final TrainState and the per-iteration metrics.
     """
-    components = components or build(config)
-    state = components.learner.init(jax.random.PRNGKey(config.seed))
-    logger = ConsoleAndCsvLogger(workdir, config.log_every, log)
-    state = learner_loop(components, state, inprocess_batch_source(components), [logger])
-    return state, logger.history
+    components, state, callbacks = prepare_learner(config, workdir, components=components, log=log)
+    state = learner_loop(components, state, inprocess_batch_source(components), callbacks)
+    history = next(c.history for c in callbacks if isinstance(c, ConsoleAndCsvLogger))
+    return state, history
