@@ -7,7 +7,9 @@ so there is one rollout and one update implementation whatever the launch type.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
+import jax
 import ml_collections
 
 from coala_dist.config import validate
@@ -28,6 +30,9 @@ class Components:
     naive_learner: NaiveLearner
     rollout: Rollout
     learner: Learner
+    # Jitted once per experiment and shared by every caller (loops, tests, benchmarks) so nothing compiles twice.
+    rollout_episodes: Callable = dataclasses.field(repr=False, compare=False)
+    learner_update: Callable = dataclasses.field(repr=False, compare=False)
 
 
 def make_policy(config: ml_collections.ConfigDict, num_actions: int) -> HawkPolicy:
@@ -62,4 +67,13 @@ def build(config: ml_collections.ConfigDict) -> Components:
         p_naive=config.p_naive,
     )
     learner = Learner.from_config(config, policy, env.obs_dim)
-    return Components(ml_collections.FrozenConfigDict(config), env, policy, naive_learner, rollout, learner)
+    return Components(
+        config=ml_collections.FrozenConfigDict(config),
+        env=env,
+        policy=policy,
+        naive_learner=naive_learner,
+        rollout=rollout,
+        learner=learner,
+        rollout_episodes=jax.jit(rollout.episodes),
+        learner_update=jax.jit(learner.update),
+    )

@@ -14,6 +14,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "play": ("coala_dist.commands.play", "play one batched IPD episode with fresh Hawk policies"),
     "train": ("coala_dist.commands.train", "train meta agents in this process (--config, --workdir)"),
+    "analytic": ("coala_dist.commands.analytic", "exact analytic IPD experiments (paper §4, Fig. 3, 4, 8-10)"),
+    "experiment": ("coala_dist.commands.experiment", "reproduce the paper's IPD experiments (Fig. 5, ablation, H.3)"),
 }
 
 

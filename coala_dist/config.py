@@ -85,6 +85,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.naive.max_grad_norm = 1.0
 
     c.log_every = 1
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.save_every = 50  # updates between checkpoints (a final one is always written at the end or on SIGTERM)
+    c.checkpoint.max_to_keep = 3
     return c
 
 
@@ -134,6 +138,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "population_size_meta",
         "population_size_naive",
         "log_every",
+        "checkpoint.save_every",
+        "checkpoint.max_to_keep",
         "env.inner_episode_length",
         "policy.embed_dim",
         "policy.lru_width",

@@ -13,16 +13,21 @@ written by actors that call the very same rollout. There is no second loop.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import jax
 import ml_collections
 
 from coala_dist.builder import Components, build
+from coala_dist.checkpoint import Checkpointer, abstract_train_state
 from coala_dist.learner import TrainState
 from coala_dist.metrics import summarize_episodes
 from coala_dist.rollout import MetaEpisode
@@ -51,7 +56,7 @@ class Callback(Protocol):
 
 def inprocess_batch_source(components: Components) -> BatchSource:
     """Generates every agent's meta-batch in this process (sync mode: always the state's own version)."""
-    rollout = jax.jit(components.rollout.episodes)
+    rollout = components.rollout_episodes
     episode_indices = components.rollout.iteration_indices()
     learner = components.learner
 
@@ -73,6 +78,7 @@ def learner_loop(
     callbacks: Sequence[Callback] = (),
     *,
     should_stop: Callable[[], bool] = lambda: False,
+    total_iterations: int | None = None,
 ) -> TrainState:
     """Updates until `config.training_iterations` updates have been applied (or `should_stop()`).
 
@@ -82,13 +88,14 @@ def learner_loop(
       batch_source: where meta-batches come from.
       callbacks: called after every update with the 1-based iteration number.
       should_stop: polled between iterations (e.g. set by a SIGTERM handler).
+      total_iterations: stop once `state.step` reaches it; default `components.config.training_iterations`.
 
     Returns:
       The final state.
     """
-    update = jax.jit(components.learner.update)
+    update = components.learner_update
     summarize = jax.jit(summarize_episodes)
-    total = components.config.training_iterations
+    total = components.config.training_iterations if total_iterations is None else total_iterations
     try:
         while int(state.step) < total and not should_stop():
             start = time.perf_counter()
@@ -120,16 +127,30 @@ def format_metrics(iteration: int, metrics: dict[str, Any]) -> str:
 
 
 class ConsoleAndCsvLogger:
-    """Prints a line every `log_every` iterations and appends every iteration's metrics to `workdir/metrics.csv`."""
+    """Prints a line every `log_every` iterations and appends every iteration's metrics to `workdir/metrics.csv`.
 
-    def __init__(self, workdir: str | None, log_every: int, log: Callable[[str], None] = print):
+    On resume (`start_iteration` > 0) rows of iterations after the restored one (written before an interruption and
+    about to be redone) are dropped, so the CSV holds each iteration once.
+    """
+
+    def __init__(
+        self, workdir: str | None, log_every: int, log: Callable[[str], None] = print, start_iteration: int = 0
+    ):
         self.log_every, self.log = log_every, log
         self.history: list[dict[str, float]] = []
         self._file = self._writer = None
         if workdir:
             os.makedirs(workdir, exist_ok=True)
             path = os.path.join(workdir, "metrics.csv")
-            self._file = open(path, "a", newline="")  # noqa: SIM115  (closed in close())
+            kept: list[dict[str, str]] = []
+            if os.path.exists(path) and start_iteration > 0:
+                with open(path, newline="") as f:
+                    kept = [row for row in csv.DictReader(f) if int(row["iteration"]) <= start_iteration]
+            self._file = open(path, "w", newline="")  # noqa: SIM115  (closed in close())
+            if kept:
+                self._writer = csv.DictWriter(self._file, fieldnames=list(kept[0]), extrasaction="ignore")
+                self._writer.writeheader()
+                self._writer.writerows(kept)
 
     def on_iteration(self, iteration: int, state: TrainState, metrics: dict[str, float]) -> None:
         row = {"iteration": iteration, **metrics}
@@ -137,8 +158,7 @@ class ConsoleAndCsvLogger:
         if self._file is not None:
             if self._writer is None:
                 self._writer = csv.DictWriter(self._file, fieldnames=list(row), extrasaction="ignore")
-                if self._file.tell() == 0:
-                    self._writer.writeheader()
+                self._writer.writeheader()
             self._writer.writerow(row)
             self._file.flush()
         if iteration % self.log_every == 0 or iteration == 1:
@@ -150,25 +170,92 @@ class ConsoleAndCsvLogger:
             self._file = None
 
 
+class CheckpointCallback:
+    """Saves every `checkpoint.save_every` updates, and once more when the loop ends for any reason (finished,
+    SIGTERM/Ctrl-C, an exception), so a preempted run loses at most the iteration in flight."""
+
+    def __init__(self, checkpointer: Checkpointer, config: ml_collections.ConfigDict):
+        self.checkpointer, self.config = checkpointer, config
+        self._last_state: TrainState | None = None
+
+    def on_iteration(self, iteration: int, state: TrainState, metrics: dict[str, float]) -> None:
+        start = time.perf_counter()
+        if self.checkpointer.save(state, self.config):
+            # Saves are asynchronous: this is only the time the learner is blocked (device-to-host copy).
+            metrics["checkpoint/save_blocking_s"] = time.perf_counter() - start
+        self._last_state = state
+
+    def close(self) -> None:
+        if self._last_state is not None:
+            self.checkpointer.save(self._last_state, self.config, force=True)
+        self.checkpointer.close()
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """Within the block, SIGTERM (preemption) and SIGINT (Ctrl-C) set the yielded event instead of killing the
+    process, so the loop can finish its iteration and write a final checkpoint. Main thread only (else a no-op)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum, frame):
+        if stop.is_set():  # a second signal: give up waiting
+            signal.signal(signum, previous[signum])
+            raise KeyboardInterrupt
+        print(f"received signal {signum}: stopping after this iteration and saving a checkpoint", file=sys.stderr)
+        stop.set()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def prepare_learner(
     config: ml_collections.ConfigDict,
     workdir: str | None,
     *,
     components: Components | None = None,
     log: Callable[[str], None] = print,
+    sharding: jax.sharding.Sharding | None = None,
 ) -> tuple[Components, TrainState, list[Callback]]:
     """Everything a learner needs before its loop, whatever the launch type: the built components, the state to
-    continue from, and the callbacks (logging) to run after every update.
+    continue from (the newest readable checkpoint in `workdir`, else a fresh one), and the callbacks (checkpoints,
+    console/CSV logging) to run after every update.
 
     Args:
       config: the experiment config (validated by `build`).
-      workdir: the run's directory (metrics.csv); None keeps everything in memory.
+      workdir: the run's directory (checkpoints/, metrics.csv); None keeps everything in memory.
       components: prebuilt components (tests share compiled functions this way); built from `config` if None.
       log: where the per-iteration console line goes.
+      sharding: where the state's arrays live (e.g. replicated over a learner mesh); default: the first device.
+
+    Raises:
+      IncompatibleCheckpointError: the workdir's checkpoint was made with an incompatible config.
     """
     components = components or build(config)
-    state = components.learner.init(jax.random.PRNGKey(config.seed))
-    callbacks: list[Callback] = [ConsoleAndCsvLogger(workdir, config.log_every, log)]
+    key = jax.random.PRNGKey(config.seed)
+    state = None
+    callbacks: list[Callback] = []
+    if workdir:
+        checkpointer = Checkpointer(
+            workdir, save_every=config.checkpoint.save_every, max_to_keep=config.checkpoint.max_to_keep
+        )
+        state = checkpointer.restore_latest(abstract_train_state(components.learner.init, key, sharding), config)
+        if state is not None:
+            log(f"resumed from {checkpointer.directory} at iteration {int(state.step)}")
+        callbacks.append(CheckpointCallback(checkpointer, config))  # before the logger: it adds a metric
+    if state is None:
+        state = components.learner.init(key)
+        if sharding is not None:
+            state = jax.device_put(state, sharding)
+    callbacks.append(ConsoleAndCsvLogger(workdir, config.log_every, log, start_iteration=int(state.step)))
     return components, state, callbacks
 
 
@@ -187,10 +274,25 @@ def train(
       components: prebuilt components (tests share compiled functions this way); built from `config` if None.
       log: where the per-iteration line goes.
 
+    A workdir holding a checkpoint resumes from it; SIGTERM or Ctrl-C stops after the current iteration and saves.
+
     Returns:
-      The final TrainState and the per-iteration metrics.
+      The final TrainState and the per-iteration metrics of this invocation.
     """
     components, state, callbacks = prepare_learner(config, workdir, components=components, log=log)
-    state = learner_loop(components, state, inprocess_batch_source(components), callbacks)
-    history = next(c.history for c in callbacks if isinstance(c, ConsoleAndCsvLogger))
-    return state, history
+    logger = next(c for c in callbacks if isinstance(c, ConsoleAndCsvLogger))
+    if int(state.step) >= config.training_iterations:
+        log(f"run in {workdir} already finished: {int(state.step)} of {config.training_iterations} iterations done")
+        for callback in callbacks:
+            callback.close()
+        return state, logger.history
+    with stop_on_signals() as stop:
+        state = learner_loop(
+            components,
+            state,
+            inprocess_batch_source(components),
+            callbacks,
+            should_stop=stop.is_set,
+            total_iterations=config.training_iterations,
+        )
+    return state, logger.history

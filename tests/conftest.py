@@ -57,4 +57,4 @@ def tiny_state(tiny_components, tiny_config):
 @pytest.fixture(scope="session")
 def tiny_episodes(tiny_components):
     """The jitted batched rollout of the tiny experiment."""
-    return jax.jit(tiny_components.rollout.episodes)
+    return tiny_components.rollout_episodes

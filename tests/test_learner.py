@@ -25,7 +25,7 @@ def _per_agent_change(params_before, params_after) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def update(tiny_components):
-    return jax.jit(tiny_components.learner.update)
+    return tiny_components.learner_update
 
 
 @pytest.fixture(scope="module")

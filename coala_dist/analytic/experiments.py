@@ -461,7 +461,7 @@ def run_fig3a(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
         arrays[f"{start}/steps"] = steps
         arrays[f"{start}/cooperate"] = cooperate
         arrays[f"{start}/zd_error"] = fit.squared_error
-    arrays["random/zd_error"] = random_fit.squared_error
+    arrays["baseline/zd_error"] = random_fit.squared_error
     return FigureResult("fig3a", summary, checks, arrays)
 
 

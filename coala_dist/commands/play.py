@@ -27,7 +27,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"coala play: {error}") from None
     components = build(config)
     state = components.learner.init(jax.random.PRNGKey(config.seed))
-    episode = jax.jit(components.rollout.episodes)(
+    episode = components.rollout_episodes(
         state.meta_params, state.naive_params, state.run_key, state.version, jnp.zeros((1, 1), jnp.int32)
     )
     episode = jax.tree_util.tree_map(lambda x: x[0], episode)

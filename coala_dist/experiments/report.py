@@ -1,0 +1,276 @@
+"""Results of an experiment: per-seed files, the table of final numbers, and the plots (matplotlib, Agg).
+
+Numbers reported per run are the mean of a training metric over the last `final_window` iterations (each iteration's
+value is already a mean over that iteration's meta-batch); across seeds, mean ± sample std (ddof = 1) as in the
+paper's RL figures (mean ± std over 5 seeds, paper.md §6.1).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from coala_dist.experiments.definitions import METRIC_LABELS, Experiment
+from coala_dist.experiments.evaluation import defection_rates
+
+ESTIMATOR_LABELS = {"coala": "COALA-PG", "mfos": "M-FOS", "batch_unaware": "batch-unaware"}
+ESTIMATOR_COLORS = {"coala": "tab:blue", "mfos": "tab:orange", "batch_unaware": "tab:green"}
+
+
+def read_metrics_csv(path: str) -> list[dict[str, float]]:
+    """Rows of a run's `metrics.csv`, one per iteration, sorted by iteration.
+
+    A run restarted without a checkpoint appends its iterations again; the last row written for an iteration wins.
+    """
+    by_iteration: dict[int, dict[str, float]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            values = {k: float(v) if v not in ("", None) else math.nan for k, v in row.items()}
+            by_iteration[int(values["iteration"])] = values
+    return [by_iteration[i] for i in sorted(by_iteration)]
+
+
+def final_window_mean(values: Sequence[float], final_window: int) -> float:
+    """Mean of the last `final_window` finite values (NaN marks iterations without such episodes).
+
+    Args:
+      values: [iterations] one metric over training.
+      final_window: how many of the last iterations to average (clipped to the run's length).
+
+    Returns:
+      The mean, or NaN if none of the last values is finite.
+    """
+    tail = np.asarray(values, dtype=np.float64)[-max(final_window, 1) :]
+    tail = tail[np.isfinite(tail)]
+    return float(tail.mean()) if tail.size else math.nan
+
+
+def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; 0 for a single value) over seeds, ignoring NaN."""
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average along the last axis (the first entries average what exists so far), NaN-aware."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    filled = np.where(finite, values, 0.0)
+    sums = np.cumsum(filled, axis=-1)
+    counts = np.cumsum(finite, axis=-1)
+    if window < values.shape[-1]:
+        sums[..., window:] = sums[..., window:] - sums[..., :-window]
+        counts[..., window:] = counts[..., window:] - counts[..., :-window]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def json_safe(value):
+    """`value` with NaN/inf floats replaced by None (strict JSON) and floats rounded to 5 significant digits."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.5g}") if math.isfinite(value) else None
+    return value
+
+
+def _format(mean: float, std: float) -> str:
+    return "n/a" if math.isnan(mean) else f"{mean:+.3f} ± {std:.3f}"
+
+
+def write_per_seed_files(out_dir: str, run: dict, metric_names: Sequence[str]) -> None:
+    """`per_seed/<estimator>_seed<k>.csv` (iteration and the headline metrics) and `.json` (the run's result)."""
+    per_seed = os.path.join(out_dir, "per_seed")
+    os.makedirs(per_seed, exist_ok=True)
+    stem = os.path.join(per_seed, f"{run['estimator']}_seed{run['seed']}")
+    columns = ["iteration", *metric_names, "time/iteration_s"]
+    with open(stem + ".csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in run["metrics"]:
+            writer.writerow([int(row["iteration"])] + [f"{row.get(c, math.nan):.5g}" for c in columns[1:]])
+    with open(stem + ".json", "w") as f:
+        json.dump(json_safe(run["result"]), f)
+
+
+def summarize_runs(experiment: Experiment, runs: list[dict]) -> dict:
+    """Per estimator: mean ± std over seeds of each headline metric's final value, and of the evaluation numbers."""
+    summary: dict = {"experiment": experiment.name, "claim": experiment.claim, "estimators": {}}
+    for estimator in experiment.estimators:
+        mine = [r for r in runs if r["estimator"] == estimator]
+        if not mine:
+            continue
+        entry: dict = {
+            "seeds": [r["seed"] for r in mine],
+            "iterations": [r["result"]["iterations"] for r in mine],
+            "train_time_s": [r["result"]["train_time_s"] for r in mine],
+            "final": {},
+            "evaluation": {},
+        }
+        for metric in experiment.headline_metrics:
+            mean, std = mean_and_std([r["result"]["final"].get(metric, math.nan) for r in mine])
+            entry["final"][metric] = {"mean": mean, "std": std}
+        for metric in ("ego_reward", "coplayer_reward"):
+            per_run = [float(np.mean(r["result"]["evaluation"][metric])) for r in mine if r["result"]["evaluation"]]
+            mean, std = mean_and_std(per_run)
+            entry["evaluation"][metric] = {"mean": mean, "std": std}
+        for player, key in (("meta", "cooperate_player_1"), ("naive", "cooperate_player_2")):
+            per_run = [defection_rates(r["result"]["evaluation"][key])[0] for r in mine if r["result"]["evaluation"]]
+            if per_run:
+                curves = np.stack(per_run)  # [seeds, M]
+                entry["evaluation"][f"defection_{player}_first"] = dict(zip(("mean", "std"), mean_and_std(curves[:, 0])))
+                entry["evaluation"][f"defection_{player}_last"] = dict(zip(("mean", "std"), mean_and_std(curves[:, -1])))
+        summary["estimators"][estimator] = entry
+    return summary
+
+
+def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> str:
+    """The markdown table of an experiment's numbers (one row per estimator)."""
+    lines = [f"### {experiment.name}", "", f"Claim: {experiment.claim}", ""]
+    if experiment.within_meta_episode:
+        header = [
+            "estimator",
+            "seeds",
+            "defection meta, episode 1",
+            "defection meta, episode M",
+            "defection naive, episode 1",
+            "defection naive, episode M",
+            "eval reward/step meta",
+            "eval reward/step naive",
+        ]
+        keys = [
+            ("evaluation", "defection_meta_first"),
+            ("evaluation", "defection_meta_last"),
+            ("evaluation", "defection_naive_first"),
+            ("evaluation", "defection_naive_last"),
+            ("evaluation", "ego_reward"),
+            ("evaluation", "coplayer_reward"),
+        ]
+    else:
+        header = ["estimator", "seeds", *[METRIC_LABELS[m] for m in experiment.headline_metrics]]
+        keys = [("final", m) for m in experiment.headline_metrics]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for estimator, entry in summary["estimators"].items():
+        cells = [ESTIMATOR_LABELS[estimator], str(len(entry["seeds"]))]
+        for group, key in keys:
+            value = entry[group].get(key, {"mean": math.nan, "std": math.nan})
+            cells.append(_format(value["mean"], value["std"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    iterations = sorted({i for e in summary["estimators"].values() for i in e["iterations"]})
+    times = [t for e in summary["estimators"].values() for t in e["train_time_s"]]
+    lines.append("")
+    if experiment.within_meta_episode:
+        lines.append(
+            "Evaluation after training: each meta agent against fresh naive learners (every naive initialisation); "
+            "defection rates per inner episode, mean ± std over seeds."
+        )
+    else:
+        lines.append(
+            f"Mean over the last {final_window} training iterations per seed, then mean ± std (ddof=1) over seeds."
+        )
+    if times:
+        lines.append(
+            f"Training iterations per run: {', '.join(map(str, iterations))}; wall time per run "
+            f"{min(times):.0f}–{max(times):.0f} s (total {sum(times) / 60:.1f} min)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_training_curves(experiment: Experiment, runs: list[dict], path: str, smoothing: int = 5) -> None:
+    """One panel per headline metric: mean ± std over seeds against the training iteration, per estimator."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = experiment.headline_metrics
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for estimator in experiment.estimators:
+            mine = [r for r in runs if r["estimator"] == estimator]
+            if not mine:
+                continue
+            length = min(len(r["metrics"]) for r in mine)
+            curves = np.array([[row.get(metric, math.nan) for row in r["metrics"][:length]] for r in mine])
+            curves = moving_average(curves, smoothing)
+            iterations = np.arange(1, length + 1)
+            mean = np.nanmean(curves, axis=0)
+            std = np.nanstd(curves, axis=0, ddof=1) if len(mine) > 1 else np.zeros_like(mean)
+            color = ESTIMATOR_COLORS[estimator]
+            ax.plot(iterations, mean, color=color, label=f"{ESTIMATOR_LABELS[estimator]} ({len(mine)} seeds)")
+            ax.fill_between(iterations, mean - std, mean + std, color=color, alpha=0.2)
+        if "reward" in metric:
+            ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+            ax.axhline(0.0, color="gray", lw=0.8, ls=":")
+        ax.set_title(METRIC_LABELS[metric], fontsize=9)
+        ax.set_xlabel("training iteration")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{experiment.name} (mean ± std over seeds, {smoothing}-iteration moving average)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_within_meta_episode(experiment: Experiment, runs: list[dict], path: str) -> None:
+    """Fig. 5B: defection rates of the meta agent and of the naive co-player per inner-episode index."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    panels = (("cooperate_player_1", "meta agent"), ("cooperate_player_2", "naive co-player"))
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for estimator in experiment.estimators:
+            mine = [r for r in runs if r["estimator"] == estimator and r["result"]["evaluation"]]
+            if not mine:
+                continue
+            curves = np.stack([defection_rates(r["result"]["evaluation"][key])[0] for r in mine])  # [seeds, M]
+            mean = curves.mean(axis=0)
+            std = curves.std(axis=0, ddof=1) if len(mine) > 1 else np.zeros_like(mean)
+            episodes = np.arange(1, curves.shape[1] + 1)
+            color = ESTIMATOR_COLORS[estimator]
+            ax.plot(episodes, mean, marker="o", ms=3, color=color, label=f"{ESTIMATOR_LABELS[estimator]}")
+            ax.fill_between(episodes, mean - std, mean + std, color=color, alpha=0.2)
+        ax.set_title(f"defection rate: {title}", fontsize=10)
+        ax.set_xlabel("inner episode within the meta-episode")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel("defection rate")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{experiment.name}: trained meta agent vs fresh naive learners (mean ± std over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(experiment: Experiment, runs: list[dict], out_dir: str, final_window: int) -> dict:
+    """Writes everything an experiment produces into `out_dir`; returns the summary.
+
+    Files: `per_seed/<estimator>_seed<k>.{csv,json}`, `summary.json`, `table.md`, `<name>.png`.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    for run in runs:
+        write_per_seed_files(out_dir, run, experiment.headline_metrics)
+    summary = summarize_runs(experiment, runs)
+    summary["final_window"] = final_window
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(json_safe(summary), f, indent=1)
+    with open(os.path.join(out_dir, "table.md"), "w") as f:
+        f.write(table_markdown(experiment, summary, final_window))
+    plot_path = os.path.join(out_dir, f"{experiment.name}.png")
+    if experiment.within_meta_episode:
+        plot_within_meta_episode(experiment, runs, plot_path)
+    else:
+        plot_training_curves(experiment, runs, plot_path)
+    return summary

@@ -1,0 +1,173 @@
+"""Runs an experiment over seeds and estimators, resumably, then writes its results.
+
+Layout of the work directories (`workdir_root/<training experiment>/<estimator>/seed_<k>/`):
+  metrics.csv    every iteration's metrics (written by `coala_dist.train`),
+  result.json    written once the run has finished and been evaluated: final numbers, evaluation, wall time,
+  params.msgpack the trained meta agents and naive initialisations (flax serialization).
+Re-running the same command skips runs whose result.json matches the requested budget and continues the others
+through `train(config, workdir)` (which resumes from a checkpoint in the workdir when one exists). Runs are
+sequential: each goes through the one training loop, and the estimator's components (compiled rollout and update)
+are shared by its seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ml_collections
+from flax import serialization
+
+from coala_dist.builder import build
+from coala_dist.experiments.definitions import EXPERIMENTS, Experiment, experiment_config
+from coala_dist.experiments.evaluation import evaluate_against_naive, make_naive_evaluator
+from coala_dist.experiments.report import final_window_mean, read_metrics_csv, write_report
+from coala_dist.train import train
+
+RESULT_FILE = "result.json"
+PARAMS_FILE = "params.msgpack"
+# Evaluation meta-episodes per naive initialisation (10 initialisations in IPD: 20 meta-episodes of B trajectories).
+EVALUATION_EPISODES_PER_INITIALISATION = 2
+
+
+def run_directory(workdir_root: str, experiment: Experiment, estimator: str, seed: int) -> str:
+    return os.path.join(workdir_root, experiment.training_experiment, estimator, f"seed_{seed}")
+
+
+def final_window(config: ml_collections.ConfigDict) -> int:
+    """Iterations averaged for a run's final numbers: the last 10% of training (at least one)."""
+    return max(1, config.training_iterations // 10)
+
+
+def load_result(run_dir: str, iterations: int) -> dict | None:
+    """The finished run's result, or None if it is missing or was trained for a different budget."""
+    path = os.path.join(run_dir, RESULT_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        result = json.load(f)
+    return result if result.get("iterations") == iterations else None
+
+
+def _changed_fields(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Dotted fields where `config` differs from the paper defaults: what this CPU-scale run changed."""
+    out: dict[str, Any] = {}
+
+    def walk(a: dict, b: dict, prefix: str) -> None:
+        for key, value in a.items():
+            other = b.get(key)
+            if isinstance(value, dict):
+                walk(value, other or {}, f"{prefix}{key}.")
+            elif value != other:
+                out[f"{prefix}{key}"] = value
+
+    walk(config.to_dict(), reference.to_dict(), "")
+    return out
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    run_dir: str,
+    components,
+    evaluator,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Trains one run to `config.training_iterations`, evaluates it against fresh naive learners, writes its files.
+
+    Returns:
+      The run's result (also written to `run_dir/result.json`).
+    """
+    from coala_dist.config import default_config
+
+    os.makedirs(run_dir, exist_ok=True)
+    start = time.perf_counter()
+    state, _ = train(config, run_dir, components=components, log=lambda line: log(f"[{run_dir}] {line}"))
+    with open(os.path.join(run_dir, PARAMS_FILE), "wb") as f:
+        f.write(serialization.to_bytes({"meta_params": state.meta_params, "naive_params": state.naive_params}))
+    metrics = read_metrics_csv(os.path.join(run_dir, "metrics.csv"))
+    window = final_window(config)
+    evaluation = evaluate_against_naive(
+        evaluator, state.meta_params, state.naive_params, config.seed, config.population_size_meta
+    )
+    result = {
+        "estimator": config.estimator,
+        "seed": config.seed,
+        "iterations": int(state.step),
+        "final_window": window,
+        "final": {
+            key: final_window_mean([row.get(key, float("nan")) for row in metrics], window)
+            for key in metrics[-1]
+            if key.startswith(("vs_naive/", "vs_meta/"))
+        },
+        # Sum of the per-iteration wall times over the whole run (the first includes compilation), so a resumed
+        # run reports its total training time, not only the last session's.
+        "train_time_s": sum(row["time/iteration_s"] for row in metrics),
+        "session_wall_time_s": time.perf_counter() - start,
+        "evaluation": evaluation,
+        "changed_from_paper": _changed_fields(config, default_config()),
+    }
+    with open(os.path.join(run_dir, RESULT_FILE), "w") as f:
+        json.dump(result, f)
+    return result
+
+
+def run_experiment(
+    name: str,
+    *,
+    num_seeds: int,
+    out_dir: str,
+    workdir_root: str,
+    smoke: bool = False,
+    estimators: Sequence[str] | None = None,
+    extra_overrides: dict[str, Any] | None = None,
+    train_missing: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Trains (or resumes, or skips) every (estimator, seed) run of an experiment, then writes its results.
+
+    Args:
+      name: a key of `EXPERIMENTS`, e.g. "ipd-fig5a".
+      num_seeds: seeds 0 … num_seeds − 1.
+      out_dir: where the results go (per-seed CSV/JSON, summary.json, table.md, the PNG).
+      workdir_root: root of the runs' work directories (see the module docstring).
+      smoke: one tiny iteration per run (CI).
+      estimators: a subset of the experiment's estimators; all of them if None.
+      extra_overrides: dotted config overrides applied to every run (e.g. a different budget).
+      train_missing: train runs that are not finished; if False, only report the finished ones.
+      log: progress lines.
+
+    Returns:
+      The summary written to `out_dir/summary.json`.
+    """
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; valid experiments: {', '.join(EXPERIMENTS)}")
+    experiment = EXPERIMENTS[name]
+    training = EXPERIMENTS[experiment.training_experiment]
+    estimators = tuple(estimators or experiment.estimators)
+    runs: list[dict] = []
+    window = 1
+    for estimator in estimators:
+        components = evaluator = None
+        for seed in range(num_seeds):
+            config = experiment_config(training, estimator, seed, smoke=smoke, extra_overrides=extra_overrides)
+            window = final_window(config)
+            run_dir = run_directory(workdir_root, training, estimator, seed)
+            result = load_result(run_dir, config.training_iterations)
+            if result is None and not train_missing:
+                continue
+            if result is None:
+                log(f"{name}: training {estimator} seed {seed} -> {run_dir}")
+                if components is None:
+                    # Built once per estimator: the config differs between seeds only in `seed`, which the
+                    # components never read (the initial state is drawn from it in `train`).
+                    components = build(config)
+                    evaluator = make_naive_evaluator(components, EVALUATION_EPISODES_PER_INITIALISATION)
+                result = train_and_evaluate(config, run_dir, components, evaluator, log)
+            else:
+                log(f"{name}: {estimator} seed {seed} already finished ({run_dir})")
+            metrics = read_metrics_csv(os.path.join(run_dir, "metrics.csv"))
+            runs.append({"estimator": estimator, "seed": seed, "result": result, "metrics": metrics})
+    return write_report(experiment, runs, out_dir, window)
