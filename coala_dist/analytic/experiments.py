@@ -108,8 +108,44 @@ def _sample_naive(key: jax.Array, shape: tuple[int, ...], scale: float) -> jax.A
     return scale * jax.random.normal(key, (*shape, ipd.NUM_LOGITS))
 
 
+def scan_with_logging(
+    update: Callable[[Any, jax.Array], Any],
+    measure: Callable[[Any, jax.Array], Any],
+    carry: Any,
+    keys: jax.Array,
+    log_every: int,
+) -> tuple[Any, Any]:
+    """Runs `update(carry, key)` once per key, measuring `measure(carry, key)` before every `log_every`-th update.
+
+    Metrics cost a forward pass through every naive learning trajectory, so they are taken on a subset of the
+    updates: an outer scan over log points, an inner scan over the updates between them. The metrics of a log
+    point use the same key (hence the same naive learners) as the update that follows it.
+
+    Args:
+      update: (carry, key) -> carry.
+      measure: (carry, key) -> pytree of scalars.
+      carry: initial carry.
+      keys: [num_steps, ...] one key per update; num_steps must be a multiple of `log_every`.
+      log_every: updates per log point.
+
+    Returns:
+      (final carry, metrics stacked over the num_steps / log_every log points).
+    """
+    num_steps = keys.shape[0]
+    if num_steps % log_every:
+        raise ValueError(f"num_steps ({num_steps}) must be a multiple of log_every ({log_every})")
+    chunks = keys.reshape(num_steps // log_every, log_every, *keys.shape[1:])
+
+    def _chunk(carry, chunk_keys):
+        metrics = measure(carry, chunk_keys[0])
+        carry, _ = jax.lax.scan(lambda c, k: (update(c, k), None), carry, chunk_keys)
+        return carry, metrics
+
+    return jax.lax.scan(_chunk, carry, chunks)
+
+
 def make_shaping_trainer(
-    shaping: ml_collections.ConfigDict, gamma: float, num_steps: int
+    shaping: ml_collections.ConfigDict, gamma: float, num_steps: int, log_every: int = 1
 ) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, ShapingMetrics]]:
     """One learning-aware agent trained against fresh naive learners on the Eq. 17 gradient (Fig. 3A).
 
@@ -117,26 +153,31 @@ def make_shaping_trainer(
       shaping: the config's `shaping` block (M, naive lr, meta-batch size, init scale, meta lr).
       gamma: discount factor.
       num_steps: number of meta updates.
+      log_every: metrics are taken before every `log_every`-th update, on the naive learners it uses.
 
     Returns:
-      train(key, initial_logits [5]) -> (final logits [5], `ShapingMetrics` history, each [num_steps]). The
-      metrics of update u are measured before it, on the naive learners it uses.
+      train(key, initial_logits [5]) -> (final logits [5], `ShapingMetrics` history, each
+      [num_steps / log_every]).
     """
     optimizer = optax.adamw(shaping.meta_learning_rate)
     num_naive_steps = shaping.num_naive_steps
     naive_learning_rate = shaping.naive_learning_rate
 
-    def train(key: jax.Array, initial_logits: jax.Array) -> tuple[jax.Array, ShapingMetrics]:
-        def _update(carry, update_key):
-            logits, opt_state = carry
-            naive = _sample_naive(update_key, (shaping.meta_batch_size,), shaping.naive_init_scale)
-            metrics = shaping_metrics(logits, naive, gamma, naive_learning_rate, num_naive_steps)
-            gradient = ipd.shaping_gradient(logits, naive, gamma, naive_learning_rate, num_naive_steps)
-            updates, opt_state = optimizer.update(-gradient, opt_state, logits)  # ascent
-            return (optax.apply_updates(logits, updates), opt_state), metrics
+    def naive_batch(key):
+        return _sample_naive(key, (shaping.meta_batch_size,), shaping.naive_init_scale)
 
+    def update(carry, key):
+        logits, opt_state = carry
+        gradient = ipd.shaping_gradient(logits, naive_batch(key), gamma, naive_learning_rate, num_naive_steps)
+        updates, opt_state = optimizer.update(-gradient, opt_state, logits)  # ascent
+        return optax.apply_updates(logits, updates), opt_state
+
+    def measure(carry, key):
+        return shaping_metrics(carry[0], naive_batch(key), gamma, naive_learning_rate, num_naive_steps)
+
+    def train(key: jax.Array, initial_logits: jax.Array) -> tuple[jax.Array, ShapingMetrics]:
         initial = (initial_logits, optimizer.init(initial_logits))
-        (logits, _), history = jax.lax.scan(_update, initial, jax.random.split(key, num_steps))
+        (logits, _), history = scan_with_logging(update, measure, initial, jax.random.split(key, num_steps), log_every)
         return logits, history
 
     return train
@@ -164,22 +205,23 @@ def _other_members(group_size: int) -> np.ndarray:
 
 
 def make_group_trainer(
-    shaping: ml_collections.ConfigDict, gamma: float, num_steps: int, group_size: int
+    shaping: ml_collections.ConfigDict, gamma: float, num_steps: int, group_size: int, log_every: int = 1
 ) -> Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, GroupMetrics]]:
     """A group of learning-aware agents meeting naive learners with probability p_naive (Fig. 3B/3C, 9, 10).
 
     Every agent follows `ipd.mixed_group_gradient`: p_naive times its shaping gradient against its own fresh
     naive learners plus (1 − p_naive) times its partial gradient against the other members. All update at once.
-    With p_naive = 0 this is mutual naive learning between meta agents (Fig. 3B "trained against each other").
 
     Args:
       shaping: the config's `shaping` block.
       gamma: discount factor.
       num_steps: number of updates.
       group_size: K ≥ 2 learning-aware agents.
+      log_every: metrics are taken before every `log_every`-th update.
 
     Returns:
-      train(key, initial_logits [K, 5], p_naive) -> (final logits [K, 5], `GroupMetrics` history [num_steps]).
+      train(key, initial_logits [K, 5], p_naive) -> (final logits [K, 5], `GroupMetrics` history
+      [num_steps / log_every]).
     """
     if group_size < 2:
         raise ValueError(f"group_size must be >= 2, got {group_size}")
@@ -196,57 +238,74 @@ def make_group_trainer(
         per_member = jax.vmap(function, in_axes=(None, 0, None))
         return jax.vmap(per_member, in_axes=(0, 0, None))(logits, coplayers, gamma)
 
+    def naive_batch(key):
+        return _sample_naive(key, (group_size, shaping.meta_batch_size), shaping.naive_init_scale)
+
     def train(key, initial_logits, p_naive):
-        def _update(carry, update_key):
+        def update(carry, key):
             logits, opt_state = carry
-            naive = _sample_naive(update_key, (group_size, shaping.meta_batch_size), shaping.naive_init_scale)
             gradients = jax.vmap(ipd.mixed_group_gradient, in_axes=(0, 0, 0, None, None, None, None))(
-                logits, naive, logits[others], p_naive, gamma, naive_learning_rate, num_naive_steps
+                logits, naive_batch(key), logits[others], p_naive, gamma, naive_learning_rate, num_naive_steps
             )
-            meta_rewards = meet_each_other(ipd.own_average_reward, logits, logits[others])
-            meta_cooperation = meet_each_other(own_cooperation, logits, logits[others])
+            updates, opt_state = optimizer.update(-gradients, opt_state, logits)
+            return optax.apply_updates(logits, updates), opt_state
+
+        def measure(carry, key):
+            logits = carry[0]
             shaping_values = jax.vmap(shaping_metrics, in_axes=(0, 0, None, None, None))(
-                logits, naive, gamma, naive_learning_rate, num_naive_steps
+                logits, naive_batch(key), gamma, naive_learning_rate, num_naive_steps
             )
-            metrics = GroupMetrics(
-                meta_reward=jnp.mean(meta_rewards),
-                meta_cooperation=jnp.mean(meta_cooperation),
+            return GroupMetrics(
+                meta_reward=jnp.mean(meet_each_other(ipd.own_average_reward, logits, logits[others])),
+                meta_cooperation=jnp.mean(meet_each_other(own_cooperation, logits, logits[others])),
                 shaping_reward=jnp.mean(shaping_values.agent_reward),
                 naive_reward=jnp.mean(shaping_values.naive_reward),
             )
-            updates, opt_state = optimizer.update(-gradients, opt_state, logits)
-            return (optax.apply_updates(logits, updates), opt_state), metrics
 
         initial = (initial_logits, optimizer.init(initial_logits))
-        (logits, _), history = jax.lax.scan(_update, initial, jax.random.split(key, num_steps))
+        (logits, _), history = scan_with_logging(update, measure, initial, jax.random.split(key, num_steps), log_every)
         return logits, history
 
     return train
 
 
-def make_self_play_trainer(
-    meta_learning_rate: float, gamma: float, num_steps: int
+def make_mutual_trainer(
+    meta_learning_rate: float, gamma: float, num_steps: int, self_play: bool
 ) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
-    """Self-play (Fig. 3B): an agent follows its partial gradient against a frozen copy of itself.
+    """Learning-aware agents trained against each other without naive learners (Fig. 3B).
+
+    Against another learning-aware agent the gradient is the partial gradient ∂Jⁱ/∂φⁱ (paper.md §7.1). Two
+    agents update simultaneously; in self-play one agent meets a frozen copy of itself (the copy is a separate
+    player that the partial gradient holds fixed).
 
     Args:
       meta_learning_rate: adamw learning rate.
       gamma: discount factor.
       num_steps: number of updates.
+      self_play: one agent against its own copy instead of two agents.
 
     Returns:
-      train(initial_logits [5]) -> (final logits [5], self-play reward history [num_steps]).
+      train(initial_logits [2, 5], or [5] in self-play) -> (final logits, mutual reward history [num_steps],
+      the mean of both players' rewards).
     """
     optimizer = optax.adamw(meta_learning_rate)
+
+    def gradients(logits):
+        if self_play:
+            return ipd.partial_gradient(logits, logits, gamma)
+        return jnp.stack(
+            [ipd.partial_gradient(logits[0], logits[1], gamma), ipd.partial_gradient(logits[1], logits[0], gamma)]
+        )
+
+    def mutual_reward(logits):
+        first, second = (logits, logits) if self_play else (logits[0], logits[1])
+        return jnp.mean(jnp.stack(ipd.average_reward(first, second, gamma)))
 
     def train(initial_logits):
         def _update(carry, _):
             logits, opt_state = carry
-            # partial_gradient holds the co-player (the copy) fixed: it is a separate, frozen player.
-            gradient = ipd.partial_gradient(logits, logits, gamma)
-            reward = ipd.own_average_reward(logits, logits, gamma)
-            updates, opt_state = optimizer.update(-gradient, opt_state, logits)
-            return (optax.apply_updates(logits, updates), opt_state), reward
+            updates, opt_state = optimizer.update(-gradients(logits), opt_state, logits)
+            return (optax.apply_updates(logits, updates), opt_state), mutual_reward(logits)
 
         initial = (initial_logits, optimizer.init(initial_logits))
         (logits, _), history = jax.lax.scan(_update, initial, None, length=num_steps)
@@ -338,6 +397,11 @@ def naive_learning_curves(
 # Summaries.
 
 
+def rounded(values: np.ndarray, digits: int = 3) -> list[float]:
+    """A 1-D array as a JSON-friendly list of Python floats rounded to `digits` (no float32 noise)."""
+    return [round(float(value), digits) for value in np.asarray(values, np.float64)]
+
+
 def quantiles(values: np.ndarray) -> dict[str, float]:
     """Median and interquartile range of a 1-D sample, as floats."""
     q25, median, q75 = np.percentile(np.asarray(values, np.float64), [25, 50, 75])
@@ -353,11 +417,17 @@ def mean_standard_error(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def subsample_curve(curve: np.ndarray, num_points: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """Keeps `num_points` evenly spaced updates of a [..., num_steps] curve; returns (steps, values)."""
+def subsample_curve(
+    curve: np.ndarray, log_every: int = 1, num_points: int = CURVE_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keeps `num_points` evenly spaced log points of a [..., num_logs] curve.
+
+    Returns:
+      (update index of each kept point = log index · log_every, values [..., kept]).
+    """
     curve = np.asarray(curve)
-    steps = np.unique(np.linspace(0, curve.shape[-1] - 1, num_points).round().astype(int))
-    return steps, curve[..., steps]
+    kept = np.unique(np.linspace(0, curve.shape[-1] - 1, num_points).round().astype(int))
+    return kept * log_every, curve[..., kept]
 
 
 def _check(claim: str, criterion: str, value: Any, passed: bool) -> dict[str, Any]:
@@ -387,9 +457,9 @@ def _random_logits(keys: jax.Array, shape: tuple[int, ...], scale: float) -> jax
 
 
 def _train_shapers(
-    config: ml_collections.ConfigDict, keys: jax.Array, initial_logits: jax.Array, num_steps: int
+    config: ml_collections.ConfigDict, keys: jax.Array, initial_logits: jax.Array, num_steps: int, log_every: int
 ) -> tuple[np.ndarray, ShapingMetrics]:
-    train = make_shaping_trainer(config.shaping, config.game.gamma, num_steps)
+    train = make_shaping_trainer(config.shaping, config.game.gamma, num_steps, log_every)
     logits, history = jax.jit(jax.vmap(train))(keys, initial_logits)
     return np.asarray(logits), ShapingMetrics(*(np.asarray(x) for x in history))
 
@@ -419,7 +489,7 @@ def run_fig3a(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
     }
     checks, arrays = [], {}
     for start, initial_logits in starts.items():
-        logits, history = _train_shapers(config, keys, initial_logits, settings.num_steps)
+        logits, history = _train_shapers(config, keys, initial_logits, settings.num_steps, settings.log_every)
         cooperate = 1 / (1 + np.exp(-logits))
         fit = _fit_zero_determinant_batch(cooperate[:, 1:])
         final = {name: value[:, -1] for name, value in history._asdict().items()}
@@ -430,7 +500,7 @@ def run_fig3a(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
             "naive_reward_after_naive_learning": quantiles(final["naive_reward_final"]),
             "naive_cooperation_after_naive_learning": quantiles(final["naive_cooperation_final"]),
             "initial_agent_reward_over_naive_learning": quantiles(history.agent_reward[:, 0]),
-            "policy_median": np.median(cooperate, 0).round(3).tolist(),
+            "policy_median": rounded(np.median(cooperate, 0)),
             "zd_error": quantiles(fit.squared_error),
             "zd_chi": quantiles(fit.chi),
             "zd_phi": quantiles(fit.phi),
@@ -457,7 +527,7 @@ def run_fig3a(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
             )
         )
         for name in ("agent_reward", "naive_reward", "agent_reward_final", "naive_reward_final"):
-            steps, arrays[f"{start}/{name}"] = subsample_curve(getattr(history, name))
+            steps, arrays[f"{start}/{name}"] = subsample_curve(getattr(history, name), settings.log_every)
         arrays[f"{start}/steps"] = steps
         arrays[f"{start}/cooperate"] = cooperate
         arrays[f"{start}/zd_error"] = fit.squared_error
@@ -472,6 +542,11 @@ def run_fig3b(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
     against each other with partial gradients, and separately every agent is trained in self-play.
     """
     settings = config.fig3b
+    if not 0 <= settings.turn_steps < settings.num_mutual_steps:
+        raise ValueError(
+            f"fig3b.turn_steps must be in [0, num_mutual_steps = {settings.num_mutual_steps}), "
+            f"got {settings.turn_steps}"
+        )
     num_seeds = num_seeds or settings.num_seeds
     keys = _seed_keys(config, "fig3b", num_seeds)
     gamma = config.game.gamma
@@ -480,41 +555,46 @@ def run_fig3b(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
         keys,
         _random_logits(keys, (), config.shaping.meta_init_scale),
         settings.num_shaping_steps,
+        log_every=settings.num_shaping_steps,  # only the final policies are used
     )
     pairs = jnp.stack([extortioners, np.roll(extortioners, -1, axis=0)], axis=1)  # [n, 2, 5]
-    mutual = make_group_trainer(config.shaping, gamma, settings.num_mutual_steps, group_size=2)
-    mutual_logits, mutual_history = jax.jit(jax.vmap(mutual, in_axes=(0, 0, None)))(keys, pairs, 0.0)
-    self_play = make_self_play_trainer(config.shaping.meta_learning_rate, gamma, settings.num_mutual_steps)
+    mutual = make_mutual_trainer(config.shaping.meta_learning_rate, gamma, settings.num_mutual_steps, False)
+    mutual_logits, mutual_history = jax.jit(jax.vmap(mutual))(pairs)
+    self_play = make_mutual_trainer(config.shaping.meta_learning_rate, gamma, settings.num_mutual_steps, True)
     self_logits, self_history = jax.jit(jax.vmap(self_play))(jnp.asarray(extortioners))
-    mutual_reward = np.asarray(mutual_history.meta_reward)
+    mutual_reward = np.asarray(mutual_history)
     self_reward = np.asarray(self_history)
     sigmoid = lambda x: 1 / (1 + np.exp(-np.asarray(x)))
     summary = {
         "num_seeds": num_seeds,
-        "extortioner_policy_median": np.median(sigmoid(extortioners), 0).round(3).tolist(),
+        "extortioner_policy_median": rounded(np.median(sigmoid(extortioners), 0)),
         "pair_reward_before": quantiles(mutual_reward[:, 0]),
+        f"pair_reward_after_{settings.turn_steps}_updates": quantiles(mutual_reward[:, settings.turn_steps]),
         "pair_reward_after": quantiles(mutual_reward[:, -1]),
-        "pair_policy_after_median": np.median(sigmoid(mutual_logits).reshape(-1, 5), 0).round(3).tolist(),
+        "pair_policy_after_median": rounded(np.median(sigmoid(mutual_logits).reshape(-1, 5), 0)),
         "self_play_reward_before": quantiles(self_reward[:, 0]),
+        f"self_play_reward_after_{settings.turn_steps}_updates": quantiles(self_reward[:, settings.turn_steps]),
         "self_play_reward_after": quantiles(self_reward[:, -1]),
-        "self_play_policy_after_median": np.median(sigmoid(self_logits), 0).round(3).tolist(),
+        "self_play_policy_after_median": rounded(np.median(sigmoid(self_logits), 0)),
     }
     checks = []
+    turn = settings.turn_steps
     for label, curve in (("against each other", mutual_reward), ("in self-play", self_reward)):
-        before, after = np.median(curve[:, 0]), np.median(curve[:, -1])
+        before, turned, end = (np.median(curve[:, index]) for index in (0, turn, -1))
         checks.append(
             _check(
                 f"extortioners trained {label} turn cooperative (Fig. 3B)",
-                "median mutual reward < 0.5 at the start and > 0.9 at the end",
-                f"{before:.3f} -> {after:.3f} (IQR at end {np.percentile(curve[:, -1], 25):.3f}"
-                f"-{np.percentile(curve[:, -1], 75):.3f})",
-                before < 0.5 and after > 0.9,
+                f"median mutual reward < 0.5 at the start and > 0.9 after {turn} updates",
+                f"{before:.3f} -> {turned:.3f} after {turn} updates; after {curve.shape[1]} updates "
+                f"{end:.3f} (IQR {np.percentile(curve[:, -1], 25):.3f}-{np.percentile(curve[:, -1], 75):.3f})",
+                before < 0.5 and turned > 0.9,
             )
         )
     steps, arrays_mutual = subsample_curve(mutual_reward)
     _, arrays_self = subsample_curve(self_reward)
     arrays = {
         "steps": steps,
+        "turn_steps": np.asarray(settings.turn_steps),
         "pair_reward": arrays_mutual,
         "self_play_reward": arrays_self,
         "extortioner_cooperate": sigmoid(extortioners),
@@ -537,7 +617,9 @@ def _run_group_sweep(
     Returns final logits [p, seeds, K, 5] and histories [p, seeds, steps].
     """
     keys = _seed_keys(config, figure, num_seeds)
-    train = make_group_trainer(config.shaping, config.game.gamma, settings.num_steps, settings.group_size)
+    train = make_group_trainer(
+        config.shaping, config.game.gamma, settings.num_steps, settings.group_size, settings.log_every
+    )
     over_seeds = jax.vmap(train, in_axes=(0, 0, None))
     over_p = jax.vmap(over_seeds, in_axes=(None, None, 0))
     logits, history = jax.jit(over_p)(keys, initial_logits, jnp.asarray(p_naive_values))
@@ -561,7 +643,7 @@ def run_fig3c(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
             "fraction_of_seeds_cooperating(>0.9)": float(np.mean(final > 0.9)),
             "meta_cooperation_final": quantiles(history.meta_cooperation[index, :, -1]),
             "shaping_reward_final": quantiles(history.shaping_reward[index, :, -1]),
-            "policy_median": np.median(1 / (1 + np.exp(-logits[index].reshape(-1, 5))), 0).round(3).tolist(),
+            "policy_median": rounded(np.median(1 / (1 + np.exp(-logits[index].reshape(-1, 5))), 0)),
         }
         if p_naive == 0:
             checks.append(
@@ -581,7 +663,7 @@ def run_fig3c(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
                     np.median(final) > 0.9,
                 )
             )
-    steps, curves = subsample_curve(history.meta_reward)
+    steps, curves = subsample_curve(history.meta_reward, settings.log_every)
     arrays = {
         "p_naive": np.asarray(p_values),
         "steps": steps,
@@ -591,10 +673,10 @@ def run_fig3c(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
     return FigureResult("fig3c", summary, checks, arrays)
 
 
-def transition_step(curve: np.ndarray, threshold: float = 0.5) -> int:
-    """First update at which a [steps] reward curve exceeds `threshold`; -1 if it never does."""
+def transition_step(curve: np.ndarray, threshold: float = 0.5, log_every: int = 1) -> int:
+    """First update (log index · log_every) at which a [num_logs] reward curve exceeds `threshold`; -1 if never."""
     above = np.flatnonzero(np.asarray(curve) > threshold)
-    return int(above[0]) if above.size else -1
+    return int(above[0]) * log_every if above.size else -1
 
 
 def run_fig9(config: ml_collections.ConfigDict, num_seeds: int | None = None) -> FigureResult:
@@ -608,8 +690,9 @@ def run_fig9(config: ml_collections.ConfigDict, num_seeds: int | None = None) ->
     checks = []
     for index, p_naive in enumerate(p_values):
         rewards = history.meta_reward[index]
-        rise = [transition_step(curve, 0.1) for curve in rewards]
-        cross = [transition_step(curve, 0.9) for curve in rewards]
+        # In updates (log index · log_every); -1 if never reached.
+        rise = [transition_step(curve, 0.1, settings.log_every) for curve in rewards]
+        cross = [transition_step(curve, 0.9, settings.log_every) for curve in rewards]
         widths = [b - a for a, b in zip(rise, cross, strict=True) if a >= 0 and b >= 0]
         summary[f"p_naive={p_naive}"] = {
             "meta_reward_initial": quantiles(rewards[:, 0]),
@@ -617,7 +700,7 @@ def run_fig9(config: ml_collections.ConfigDict, num_seeds: int | None = None) ->
             "shaping_reward_final": quantiles(history.shaping_reward[index, :, -1]),
             "steps_to_reward_0.1": rise,
             "steps_to_reward_0.9": cross,
-            "policy_median": np.median(1 / (1 + np.exp(-logits[index].reshape(-1, 5))), 0).round(3).tolist(),
+            "policy_median": rounded(np.median(1 / (1 + np.exp(-logits[index].reshape(-1, 5))), 0)),
         }
         if p_naive == 0:
             checks.append(
@@ -639,8 +722,8 @@ def run_fig9(config: ml_collections.ConfigDict, num_seeds: int | None = None) ->
                 np.median(rewards[:, -1]) > 0.9 and sharp,
             )
         )
-    steps, curves = subsample_curve(history.meta_reward)
-    _, shaping_curves = subsample_curve(history.shaping_reward)
+    steps, curves = subsample_curve(history.meta_reward, settings.log_every)
+    _, shaping_curves = subsample_curve(history.shaping_reward, settings.log_every)
     arrays = {
         "p_naive": np.asarray(p_values),
         "steps": steps,
@@ -668,6 +751,11 @@ def run_fig10(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
     cooperate = 1 / (1 + np.exp(-logits.reshape(-1, 5)))
     tft_cooperate = 1 / (1 + np.exp(-np.asarray(tft)))
     distance = np.linalg.norm(cooperate - tft_cooperate, axis=-1)
+    # The softened TFT pair starts below full cooperation (its 1% errors echo); what matters is that cooperation,
+    # once reached, is kept while the policies move away from TFT.
+    lowest_after_cooperation = np.array(
+        [curve[max(transition_step(curve, 0.95), 0) :].min() for curve in history.meta_reward]
+    )
     # Fig. 10C: one fresh batch of naive learners (M steps) against TFT and against each learned policy.
     naive = _sample_naive(
         jax.random.PRNGKey(config.seed + 10),
@@ -692,14 +780,14 @@ def run_fig10(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
         "num_seeds": num_seeds,
         "p_naive": settings.p_naive,
         "meta_reward_initial": quantiles(history.meta_reward[:, 0]),
-        "meta_reward_min_over_training": quantiles(history.meta_reward.min(-1)),
+        "meta_reward_lowest_after_reaching_0.95": quantiles(lowest_after_cooperation),
         "meta_reward_final": quantiles(history.meta_reward[:, -1]),
         "shaping_reward_initial": quantiles(history.shaping_reward[:, 0]),
         "shaping_reward_final": quantiles(history.shaping_reward[:, -1]),
         "distance_from_tft_final": quantiles(distance),
-        "policy_median": np.median(cooperate, 0).round(3).tolist(),
-        "tft_shaping_curve(agent reward per naive step)": agent_curve[0].round(3).tolist(),
-        "learned_shaping_curve_median": np.median(agent_curve[1:], 0).round(3).tolist(),
+        "policy_median": rounded(np.median(cooperate, 0)),
+        "tft_shaping_curve(agent reward per naive step)": rounded(agent_curve[0]),
+        "learned_shaping_curve_median": rounded(np.median(agent_curve[1:], 0)),
     }
     checks = [
         _check(
@@ -716,13 +804,14 @@ def run_fig10(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
         ),
         _check(
             "the learned policies still cooperate with each other (Fig. 10)",
-            "median of the lowest meta-vs-meta reward during training > 0.9, and final > 0.95",
-            f"min {np.median(history.meta_reward.min(-1)):.3f}, final {np.median(history.meta_reward[:, -1]):.3f}",
-            np.median(history.meta_reward.min(-1)) > 0.9 and np.median(history.meta_reward[:, -1]) > 0.95,
+            "median final meta-vs-meta reward > 0.95, and once above 0.95 it never falls below 0.9",
+            f"final {np.median(history.meta_reward[:, -1]):.3f}, lowest after reaching 0.95: "
+            f"{np.median(lowest_after_cooperation):.3f}",
+            np.median(history.meta_reward[:, -1]) > 0.95 and np.median(lowest_after_cooperation) > 0.9,
         ),
     ]
-    steps, meta_curves = subsample_curve(history.meta_reward)
-    _, shaping_curves = subsample_curve(history.shaping_reward)
+    steps, meta_curves = subsample_curve(history.meta_reward, settings.log_every)
+    _, shaping_curves = subsample_curve(history.shaping_reward, settings.log_every)
     arrays = {
         "steps": steps,
         "meta_reward": meta_curves,
@@ -751,6 +840,11 @@ def run_fig4(config: ml_collections.ConfigDict, num_seeds: int | None = None) ->
         look_aheads, settings.naive_learning_rates, settings.lola_weights, strict=True
     ):
         for variant, lola_weight in (("pure", 1.0), ("mixed", weight)):
+            if variant == "mixed" and lola_weight == 1.0:  # nothing mixed in: the pure run is this run
+                summary[f"mixed/k={look_ahead}"] = summary[f"pure/k={look_ahead}"]
+                for name in ("reward", "reward_final"):
+                    arrays[f"mixed/k={look_ahead}/{name}"] = arrays[f"pure/k={look_ahead}/{name}"]
+                continue
             train = make_lola_trainer(
                 gamma,
                 settings.meta_learning_rate,
@@ -769,7 +863,7 @@ def run_fig4(config: ml_collections.ConfigDict, num_seeds: int | None = None) ->
                 "lola_weight": lola_weight,
                 "naive_learning_rate": naive_lr,
                 "reward_final": mean_standard_error(rewards[:, -1]),
-                "policy_median": np.median(cooperate, 0).round(3).tolist(),
+                "policy_median": rounded(np.median(cooperate, 0)),
                 "zd_error": quantiles(fit.squared_error),
                 "zd_chi": quantiles(fit.chi),
             }

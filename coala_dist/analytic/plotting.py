@@ -91,6 +91,7 @@ def plot_fig3b(result: FigureResult, path: pathlib.Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     _band(axes[0], arrays["steps"], arrays["pair_reward"], "two extortioners, against each other")
     _band(axes[0], arrays["steps"], arrays["self_play_reward"], "extortioner in self-play")
+    axes[0].axvline(float(arrays["turn_steps"]), color="grey", lw=0.5, linestyle=":")
     axes[0].set(xlabel="update (partial gradients, no naive learners)", ylabel="mutual average reward")
     axes[0].set_title("Fig. 3B: extortioners become cooperative (median, IQR)")
     axes[0].legend(fontsize=7)

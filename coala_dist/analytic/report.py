@@ -51,6 +51,39 @@ All settings live in `configs/analytic_ipd.py` (overridable, e.g. `--config.fig4
 """
 
 
+NOTES = """## Reading the committed run (seed 0, default config)
+
+- **Fig. 3A / Fig. 8 — reproduced.** From random logits and from pure defection alike, the agent becomes a ZD-like
+  extortioner, p(C | start, CC, CD, DC, DD) ≈ (0.00, 0.87, 0.05, 0.43, 0.00) with fitted χ ≈ 3 (p4 = 0 and the
+  ZD signature p1 ≫ p3 > p2). Its fit error to the ZD family is ~10× smaller than that of random policies. The
+  naive learners end up cooperating in 95% of rounds but earn 0.46 per round while the agent earns 1.19, more than
+  mutual cooperation would give it ("unfair cooperation").
+- **Fig. 3B — reproduced.** Two extortioners (and an extortioner facing its own copy) start in mutual defection
+  (0.02) and become cooperative within 500 partial-gradient updates (0.98). The paper makes no claim about what
+  follows; here, continued naive learning between the two erodes cooperation for part of the pairs (median 0.65
+  after 2000 updates against each other, 0.90 in self-play, see the widening band).
+- **Fig. 3C — partly reproduced.** p_naive = 0 stays in mutual defection and p_naive = 0.25 and 0.5 cooperate
+  robustly (0.99, IQR within 0.01). p_naive = 0.05 gets there late (half the seeds by 2500 updates). But
+  p_naive = 0.75 (and 1) ends in mutual defection: the shaping term dominates, pushes the first move and
+  p(C | DD) to defection (Adam moves even saturated logits at full speed), and two such extortioners lock into
+  DD, where the partial gradient is ~0. The paper's claim "any p_naive > 0" holds here only up to about 0.5.
+- **Fig. 9 — reproduced for small p_naive only.** From mutual defection, p_naive = 0.05 first learns to shape
+  naive learners (within ~300 updates), stays in mutual defection for ~1130 updates, then jumps to cooperation
+  within ~30 updates: a phase transition. With p_naive = 0.1 or 0.25 no transition happens within 4000 updates.
+- **Fig. 10 — reproduced (p_naive = 0.75).** From softened mutual TFT the agents drop p(C | DC) from 0.99 to 0.44
+  (an extortion-like deviation), shape fresh naive learners better (0.87 → 0.93 per round over the naive
+  trajectory; naive learners become cooperative faster, panel C) and keep cooperating with each other (0.998).
+- **Fig. 4 — reproduced except the k = 20 repair.** Pure LOLA: k = 1, 2 cooperate (0.81, 0.82); k = 10, 20 earn
+  0.33 and 0.11 with ZD-extortion-like policies that defect first and never forgive DD (k = 20: χ ≈ 1.6). A
+  fresh naive learner trained against the k = 20 policy cooperates 99.6% of rounds and earns 0.72 while LOLA earns
+  1.13: extorted. Mixing in the naive partial gradient restores cooperation for k = 3 (0.84) and k = 10 (0.77), but
+  for k = 20 with weight 0.4 only partly (0.45 ± 0.06: some seeds cooperate, others defect).
+- **Sensitivity (exploratory runs, not committed).** The fresh naive learners' initial spread matters: with naive
+  logits ~ N(0, 2²) instead of N(0, 1), Fig. 9's transition shows at p_naive = 0.25 (none at 0.5 or 0.75 within
+  3000 updates), and about half of the extortioner pairs of Fig. 3B end in defection after 2000–6000 updates.
+"""
+
+
 def write_result(
     result: FigureResult, out_dir: pathlib.Path, command: str, wall_time_s: float, settings: dict[str, Any]
 ) -> pathlib.Path:
@@ -108,7 +141,14 @@ def write_readme(out_dir: pathlib.Path) -> pathlib.Path:
     records = [
         json.loads((out_dir / f"{name}.json").read_text()) for name in FIGURES if (out_dir / f"{name}.json").exists()
     ]
-    lines = [HEADER, "## Claims", "", "| figure | claim | criterion | measured | reproduced |", "|---|---|---|---|---|"]
+    lines = [
+        HEADER,
+        NOTES,
+        "## Claims",
+        "",
+        "| figure | claim | criterion | measured | reproduced |",
+        "|---|---|---|---|---|",
+    ]
     for record in records:
         for check in record["checks"]:
             verdict = "yes" if check["passed"] else "**no**"
