@@ -17,6 +17,8 @@ from coala_dist.envs import ENV_NAMES
 ALGORITHMS = ("ppo", "a2c")
 OPTIMIZERS = ("adam", "sgd")
 SCAN_TYPES = ("linear", "associative")
+DISTRIBUTED_MODES = ("sync", "async")
+LEARNER_ACCELERATORS = ("none", "gpu", "tpu")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -89,6 +91,30 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.save_every = 50  # updates between checkpoints (a final one is always written at the end or on SIGTERM)
     c.checkpoint.max_to_keep = 3
+
+    # The actor-learner program (coala_dist/distributed; DESIGN.md §5-§6). `coala train` flags --mode and
+    # --num_actors override the first two fields.
+    c.distributed = ml_collections.ConfigDict()
+    # sync: the learner consumes exactly the episodes of its current version (reproducible whatever the actor
+    # count); async: actors never wait for the learner, episodes older than max_policy_lag versions are dropped.
+    c.distributed.mode = "sync"
+    c.distributed.num_actors = 1  # threads (launch inprocess) or processes (local, ray); 0: the plain loop
+    c.distributed.work_units_per_agent = 1  # an agent's meta-batch is rolled out as this many work units
+    c.distributed.max_policy_lag = 1  # async only: consumed episodes are at most this many versions old
+    c.distributed.queue_capacity_work_units = 2  # per queue table; actors block on insert when it is full
+    c.distributed.num_learner_processes = 1  # > 1: one jax.distributed group (launch local or ray)
+    c.distributed.learner_accelerator = "none"  # launch ray: what the learner node asks Ray for
+    c.distributed.learner_accelerator_count = 1
+    # Launch ray: custom Ray resources (one unit per node) marking where learners and actors may run; the cloud
+    # launchers (launch/common.py) give TPU hosts `coala_learner_host` and CPU VMs `coala_actor_slot`s. "": none.
+    c.distributed.ray_learner_resource = "coala_learner_host"
+    c.distributed.ray_actor_resource = "coala_actor_slot"
+    c.distributed.actor_max_restarts = 3  # Ray restarts of a dead actor process; -1: unlimited
+    c.distributed.poll_interval_s = 0.02  # waiting nodes re-check their tables and the stop event this often
+    c.distributed.rpc_timeout_s = 5.0  # every Reverb call gives up after this, re-checks the stop event, retries
+    c.distributed.data_timeout_s = 600.0  # learner: this long without a new episode is an error
+    c.distributed.replay_port = 0  # 0: any free port
+    c.distributed.stop_grace_s = 15.0  # a stopping node gets this long to finish before it is killed
     return c
 
 
@@ -124,6 +150,53 @@ def _check_range(value, field: str, low: float, high: float, *, low_open: bool =
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok:
         bracket = "(" if low_open else "["
         _fail(field, value, f"must be a number in {bracket}{low}, {high}]")
+
+
+def _check_int_at_least(value, field: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(field, value, f"must be an integer >= {minimum}")
+
+
+def episodes_per_work_unit(config: ml_collections.ConfigDict) -> int:
+    """Meta-episodes in one actor work unit (all of one ego agent, one version)."""
+    return config.meta_batch_size // config.distributed.work_units_per_agent
+
+
+def validate_distributed(config: ml_collections.ConfigDict) -> None:
+    """Checks `config.distributed` and its agreement with the batch sizes (part of `validate`)."""
+    d = config.distributed
+    _check_in(d.mode, "distributed.mode", DISTRIBUTED_MODES)
+    _check_in(d.learner_accelerator, "distributed.learner_accelerator", LEARNER_ACCELERATORS)
+    for field, minimum in (
+        ("num_actors", 0),
+        ("work_units_per_agent", 1),
+        ("max_policy_lag", 0),
+        ("queue_capacity_work_units", 1),
+        ("num_learner_processes", 1),
+        ("learner_accelerator_count", 1),
+        ("actor_max_restarts", -1),
+        ("replay_port", 0),
+    ):
+        _check_int_at_least(d[field], f"distributed.{field}", minimum)
+    for field in ("poll_interval_s", "rpc_timeout_s", "data_timeout_s", "stop_grace_s"):
+        _check_range(d[field], f"distributed.{field}", 0.0, float("inf"), low_open=True)
+    for field in ("ray_learner_resource", "ray_actor_resource"):
+        if not isinstance(d[field], str):
+            _fail(f"distributed.{field}", d[field], "must be a Ray resource name or empty")
+    if config.meta_batch_size % d.work_units_per_agent:
+        _fail(
+            "distributed.work_units_per_agent",
+            d.work_units_per_agent,
+            f"must divide meta_batch_size={config.meta_batch_size} (a work unit is a whole number of episodes)",
+        )
+    share, remainder = divmod(episodes_per_iteration(config), d.num_learner_processes)
+    if remainder or share % episodes_per_work_unit(config):
+        _fail(
+            "distributed.num_learner_processes",
+            d.num_learner_processes,
+            f"must split the {episodes_per_iteration(config)} episodes of an iteration into equal shares of whole "
+            f"work units of {episodes_per_work_unit(config)} episodes",
+        )
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -186,4 +259,5 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             config.population_size_naive,
             "must equal population_size_meta when dynamic_naive_agents=True (each naive init copies a meta agent)",
         )
+    validate_distributed(config)
     return config

@@ -1,6 +1,26 @@
-"""Per-iteration summaries of a batch of meta-episodes (what a researcher looks at)."""
+"""What a researcher looks at while a run trains.
+
+* `summarize_episodes`: per-iteration means of the per-episode metrics, split by co-player type;
+* `ThroughputMetrics`: episodes/s and agent-steps/s derived from the iteration wall time;
+* `TensorBoardWriter`: every scalar of every iteration into `workdir/tensorboard`;
+* `ProgressReporter`: the console: one redrawn line on a terminal, one line per log period otherwise.
+
+The callbacks plug into `coala_dist.train.learner_loop`; `coala_dist.train.prepare_learner` wires them for every
+launch type. The CSV (`workdir/metrics.csv`) is written by `coala_dist.train.ConsoleAndCsvLogger`.
+"""
 
 from __future__ import annotations
+
+import collections
+import json
+import math
+import numbers
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
 import jax
 import jax.numpy as jnp
@@ -29,3 +49,262 @@ def summarize_episodes(batch: MetaEpisode) -> dict[str, jax.Array]:
         out[f"vs_meta/{name}"] = _masked_mean(values, ~batch.coplayer_is_naive)
     out["episodes/fraction_naive"] = batch.coplayer_is_naive.mean()
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What a run reports while it trains: derived throughput, TensorBoard scalars and the console progress line.
+# These are callbacks of `coala_dist.train.learner_loop` (`on_iteration(iteration, state, metrics)`, `close()`); they
+# log whatever keys arrive (learner/*, vs_naive/*, vs_meta/*, time/*, distributed/*, ...).
+
+# (metric key, console label) of the numbers a researcher watches: rewards per step, then cooperation rates.
+HEADLINE = (
+    ("vs_naive/ego_reward", "r_meta|naive"),
+    ("vs_naive/coplayer_reward", "r_naive"),
+    ("vs_meta/ego_reward", "r_meta|meta"),
+    ("vs_naive/cooperate_player_1", "coop_meta|naive"),
+    ("vs_naive/cooperate_player_2", "coop_naive"),
+    ("vs_meta/cooperate_player_1", "coop_meta|meta"),
+)
+# The reward shown on the one-line TTY progress bar: against naive learners, else between meta agents.
+HEADLINE_REWARDS = (("vs_naive/ego_reward", "r_meta|naive"), ("vs_meta/ego_reward", "r_meta|meta"))
+
+# Iterations whose durations the ETA averages (the first one of a run, which compiles, is never among them).
+ETA_WINDOW = 20
+
+
+def agent_steps_per_episode(config) -> int:
+    """Ego agent-steps in one meta-episode: B · M · T (paper.md §8).
+
+    One agent-step is one step of one game as the ego meta agent sees it; its co-player acts in the same step.
+    """
+    return config.batch_size * config.num_inner_episodes * config.env.inner_episode_length
+
+
+def agent_steps_per_iteration(config) -> int:
+    """Ego agent-steps consumed by one training iteration: P · meta_batch_size · B · M · T (paper.md §8 gives
+    meta_batch × B × M × T per meta agent; the P meta agents each get a meta-batch)."""
+    return config.population_size_meta * config.meta_batch_size * agent_steps_per_episode(config)
+
+
+def _is_finite_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def learner_wait_fraction(metrics: dict[str, float], iteration_seconds: float) -> float:
+    """The fraction of an iteration's wall time the learner spent waiting for its meta-batch instead of updating.
+
+    Distributed learners report their wait as `time/wait_for_data_s`; in the in-process loop the learner generates
+    the batch itself, so its wait is the rollout, `time/rollout_s`. NaN when neither is known.
+    """
+    waited = metrics.get("time/wait_for_data_s", metrics.get("time/rollout_s", math.nan))
+    if not (_is_finite_number(waited) and _is_finite_number(iteration_seconds)) or iteration_seconds <= 0:
+        return math.nan
+    return min(1.0, waited / iteration_seconds)
+
+
+class ThroughputMetrics:
+    """Adds `throughput/episodes_per_s`, `throughput/agent_steps_per_s`, `throughput/agent_steps` (cumulative) and
+    `throughput/learner_wait_fraction` (`learner_wait_fraction`) to the metrics.
+
+    Rates use the wall time between consecutive iterations as seen by the callbacks, so they include everything
+    the learner spends (waiting for data, the update, logging, checkpointing). The first iteration of a run has no
+    predecessor and uses the loop's `time/iteration_s` (which includes compilation). Put this callback before the
+    writers so they see the keys.
+
+    Args:
+      config: the experiment config (batch sizes).
+      clock: seconds, monotonic (tests pass a fake one).
+    """
+
+    def __init__(self, config, clock: Callable[[], float] = time.perf_counter):
+        self.episodes_per_iteration = config.population_size_meta * config.meta_batch_size
+        self.agent_steps_per_iteration = agent_steps_per_iteration(config)
+        self._clock = clock
+        self._last: float | None = None
+
+    def on_iteration(self, iteration: int, state, metrics: dict[str, float]) -> None:
+        del state
+        now = self._clock()
+        seconds = (now - self._last) if self._last is not None else metrics.get("time/iteration_s", math.nan)
+        self._last = now
+        rate = 1.0 / seconds if seconds and seconds > 0 else math.nan
+        metrics["throughput/episodes_per_s"] = self.episodes_per_iteration * rate
+        metrics["throughput/agent_steps_per_s"] = self.agent_steps_per_iteration * rate
+        metrics["throughput/agent_steps"] = float(iteration * self.agent_steps_per_iteration)
+        metrics["throughput/learner_wait_fraction"] = learner_wait_fraction(metrics, seconds)
+
+    def close(self) -> None:
+        pass
+
+
+class TensorBoardWriter:
+    """Writes every finite scalar metric of every iteration to TensorBoard event files in `logdir`.
+
+    On resume (`start_iteration` > 0) TensorBoard is told to purge the events of iterations after the restored one
+    (written before an interruption and about to be redone), so every curve holds each iteration once.
+
+    Args:
+      logdir: the event directory (a run uses `workdir/tensorboard`).
+      start_iteration: iterations already done (the restored checkpoint's step).
+      config: if given, written once as text (tag `config`) so a run's settings sit next to its curves.
+      flush_every_s: seconds between flushes to disk.
+    """
+
+    def __init__(self, logdir: str, start_iteration: int = 0, config=None, flush_every_s: float = 10.0):
+        from tensorboardX import SummaryWriter  # imported here so `coala --help` and JAX-only users skip it
+
+        os.makedirs(logdir, exist_ok=True)
+        self._writer = SummaryWriter(
+            logdir=logdir,
+            purge_step=start_iteration + 1 if start_iteration > 0 else None,
+            flush_secs=max(1, int(flush_every_s)),
+        )
+        if config is not None and start_iteration == 0:
+            text = json.dumps(config.to_dict(), indent=1, sort_keys=True, default=str)
+            self._writer.add_text("config", f"```\n{text}\n```", global_step=0)
+
+    def on_iteration(self, iteration: int, state, metrics: dict[str, float]) -> None:
+        del state
+        for key, value in metrics.items():
+            if _is_finite_number(value):  # NaN marks "no episode of that kind": no point rather than a gap marker
+                self._writer.add_scalar(key, value, global_step=iteration)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def format_duration(seconds: float) -> str:
+    """`H:MM:SS` (days prefixed as `Nd `), or `?` when unknown."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    total = int(round(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{days}d {text}" if days else text
+
+
+def estimate_remaining_seconds(recent_iteration_seconds: Sequence[float], remaining_iterations: int) -> float:
+    """ETA: the mean duration of the recent iterations times the iterations left; NaN without any duration."""
+    if remaining_iterations <= 0:
+        return 0.0
+    if not recent_iteration_seconds:
+        return math.nan
+    return remaining_iterations * sum(recent_iteration_seconds) / len(recent_iteration_seconds)
+
+
+def _headline_parts(metrics: dict[str, float], keys: Sequence[tuple[str, str]]) -> list[str]:
+    return [f"{label} {metrics[key]:+.3f}" for key, label in keys if _is_finite_number(metrics.get(key))]
+
+
+class ProgressReporter:
+    """The console view of a run.
+
+    On a terminal (`tty=True`) one line is redrawn in place: a bar, iterations done of the total, ETA, iterations
+    per second and the headline reward. Otherwise (a log file, a test, a Ray worker) one line is written per log
+    period (and for the first and last iteration of this invocation), starting `it <iteration>/<total>` and holding
+    the headline rewards and cooperation rates, the loss, the throughput and the ETA.
+
+    Args:
+      total_iterations: the run's `training_iterations` (what the ETA counts down to).
+      log_every: iterations between lines when not on a terminal.
+      start_iteration: iterations already done (after a resume).
+      log: where lines go when not on a terminal.
+      tty: redraw one line on `stream` instead of calling `log`.
+      stream: the terminal (default sys.stdout).
+      clock: seconds, monotonic (tests pass a fake one).
+      redraw_every_s: minimum seconds between redraws on a terminal (the last iteration is always drawn).
+    """
+
+    def __init__(
+        self,
+        total_iterations: int,
+        log_every: int,
+        *,
+        start_iteration: int = 0,
+        log: Callable[[str], None] = print,
+        tty: bool = False,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        redraw_every_s: float = 0.1,
+    ):
+        self.total, self.log_every, self.start = total_iterations, max(1, log_every), start_iteration
+        self.log, self.tty, self.stream = log, tty, stream
+        self._clock, self._redraw_every_s = clock, redraw_every_s
+        self._durations: collections.deque[float] = collections.deque(maxlen=ETA_WINDOW)
+        self._last_time: float | None = None
+        self._first_duration = math.nan
+        self._last_draw = -math.inf
+        self._drawn = False
+
+    def _recent_durations(self) -> list[float]:
+        # The first iteration of an invocation compiles: it stands in only until a second iteration has been timed.
+        if self._durations:
+            return list(self._durations)
+        return [self._first_duration] if _is_finite_number(self._first_duration) else []
+
+    def eta_seconds(self, iteration: int) -> float:
+        """Seconds left: the mean of the recent iteration durations times the iterations still to do."""
+        return estimate_remaining_seconds(self._recent_durations(), self.total - iteration)
+
+    def on_iteration(self, iteration: int, state, metrics: dict[str, float]) -> None:
+        del state
+        now = self._clock()
+        if self._last_time is None:
+            self._first_duration = metrics.get("time/iteration_s", math.nan)
+        else:
+            self._durations.append(now - self._last_time)
+        self._last_time = now
+        if self.tty:
+            last = iteration >= self.total
+            if last or now - self._last_draw >= self._redraw_every_s:
+                self._draw(self.tty_line(iteration, metrics))
+                self._last_draw = now
+        elif iteration == self.start + 1 or iteration % self.log_every == 0 or iteration >= self.total:
+            self.log(self.log_line(iteration, metrics))
+
+    def _rates(self) -> str:
+        durations = self._recent_durations()
+        if not durations:
+            return ""
+        per_iteration = sum(durations) / len(durations)
+        return f"{per_iteration:.2f} s/it" if per_iteration >= 1 else f"{1 / per_iteration:.1f} it/s"
+
+    def log_line(self, iteration: int, metrics: dict[str, float]) -> str:
+        """The line written per log period: `it <i>/<total>`, headline numbers, loss, throughput, ETA."""
+        parts = [f"it {iteration:5d}/{self.total}", *_headline_parts(metrics, HEADLINE)]
+        if _is_finite_number(metrics.get("learner/loss")):
+            parts.append(f"loss {metrics['learner/loss']:.4f}")
+        if _is_finite_number(metrics.get("throughput/agent_steps_per_s")):
+            parts.append(f"{metrics['throughput/agent_steps_per_s']:.3g} steps/s")
+        parts.append(f"eta {format_duration(self.eta_seconds(iteration))}")
+        return "  ".join(parts)
+
+    def tty_line(self, iteration: int, metrics: dict[str, float], bar_width: int = 20) -> str:
+        """The redrawn terminal line: bar, progress, ETA, speed and the headline reward."""
+        fraction = min(1.0, iteration / self.total) if self.total else 1.0
+        filled = int(round(bar_width * fraction))
+        parts = [
+            f"[{'#' * filled}{'.' * (bar_width - filled)}] {iteration}/{self.total} {100 * fraction:3.0f}%",
+            f"eta {format_duration(self.eta_seconds(iteration))}",
+        ]
+        if self._rates():
+            parts.append(self._rates())
+        parts.extend(_headline_parts(metrics, HEADLINE_REWARDS))
+        return "  ".join(parts)
+
+    def _draw(self, line: str) -> None:
+        stream = self.stream or sys.stdout
+        width = shutil.get_terminal_size((120, 24)).columns - 1
+        stream.write("\r" + line[:width] + "\x1b[K")  # \x1b[K clears what a longer previous line left
+        stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self._drawn:
+            (self.stream or sys.stdout).write("\n")
+            (self.stream or sys.stdout).flush()
+            self._drawn = False

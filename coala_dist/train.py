@@ -29,7 +29,7 @@ import ml_collections
 from coala_dist.builder import Components, build
 from coala_dist.checkpoint import Checkpointer, abstract_train_state
 from coala_dist.learner import TrainState
-from coala_dist.metrics import summarize_episodes
+from coala_dist.metrics import ProgressReporter, TensorBoardWriter, ThroughputMetrics, summarize_episodes
 from coala_dist.rollout import MetaEpisode
 
 # A batch source returns the meta-batch for the state's version (episodes sorted by episode index) and its own
@@ -255,7 +255,22 @@ def prepare_learner(
         state = components.learner.init(key)
         if sharding is not None:
             state = jax.device_put(state, sharding)
-    callbacks.append(ConsoleAndCsvLogger(workdir, config.log_every, log, start_iteration=int(state.step)))
+    start_iteration = int(state.step)
+    # Order matters: callbacks that add metrics (checkpoint timing, throughput) run before the writers.
+    callbacks.append(ThroughputMetrics(config))
+    # The CSV and the in-memory history; the console is the progress reporter's (below).
+    callbacks.append(ConsoleAndCsvLogger(workdir, config.log_every, lambda line: None, start_iteration=start_iteration))
+    if workdir:
+        callbacks.append(TensorBoardWriter(os.path.join(workdir, "tensorboard"), start_iteration, config=config))
+    callbacks.append(
+        ProgressReporter(
+            config.training_iterations,
+            config.log_every,
+            start_iteration=start_iteration,
+            log=log,
+            tty=log is print and sys.stdout.isatty(),  # a caller's own `log` always gets whole lines
+        )
+    )
     return components, state, callbacks
 
 

@@ -1,6 +1,7 @@
 """`coala experiment NAME --seeds=5 --out=results/ipd/NAME`: reproduce one of the paper's IPD experiments.
 
-NAME is one of ipd-fig5a, ipd-fig5b, ipd-fig5c, ipd-ablation-pnaive0 (see coala_dist/experiments/definitions.py).
+NAME is one of ipd-fig5a, ipd-fig5b, ipd-fig5c, ipd-ablation-pnaive0, ipd-h3 (coala_dist/experiments/definitions.py;
+ipd-h3 needs the core patch results/ipd/h3_core_patch.diff).
 Runs are trained under --workdir_root and are resumable: re-running the same command skips finished runs and
 continues the others. ipd-fig5b evaluates the ipd-fig5a runs (training them first if needed).
 """
@@ -12,12 +13,22 @@ from absl import flags
 _SEEDS = flags.DEFINE_integer("seeds", 5, "Number of seeds (0 … seeds − 1) per estimator.")
 _OUT = flags.DEFINE_string("out", None, "Results folder; default results/ipd/NAME.")
 _WORKDIR_ROOT = flags.DEFINE_string(
-    "workdir_root", "workdirs/experiments", "Root of the runs' work directories (metrics.csv, result.json, params)."
+    "workdir_root",
+    "workdirs/experiments",
+    "Root of the runs' work directories (metrics.csv, result.json, params).",
 )
-_SMOKE = flags.DEFINE_bool("smoke", False, "One tiny iteration per run (CI); runs go under WORKDIR_ROOT/smoke.")
-_ESTIMATORS = flags.DEFINE_list("estimators", None, "Subset of the experiment's estimators (default: all).")
-_ITERATIONS = flags.DEFINE_integer("iterations", None, "Override the config's training_iterations (budget).")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Do not train; write results from the finished runs only.")
+_SMOKE = flags.DEFINE_bool(
+    "smoke", False, "One tiny iteration per run (CI); runs go under WORKDIR_ROOT/smoke."
+)
+_ESTIMATORS = flags.DEFINE_list(
+    "estimators", None, "Subset of the experiment's estimators (default: all)."
+)
+_ITERATIONS = flags.DEFINE_integer(
+    "iterations", None, "Override the config's training_iterations (budget)."
+)
+_REPORT_ONLY = flags.DEFINE_bool(
+    "report_only", False, "Do not train; write results from the finished runs only."
+)
 
 
 def main(argv: list[str]) -> None:
@@ -27,12 +38,16 @@ def main(argv: list[str]) -> None:
 
     names = argv[1:]
     if len(names) != 1 or names[0] not in EXPERIMENTS:
-        raise SystemExit(f"coala experiment: give one experiment NAME out of {', '.join(EXPERIMENTS)}")
+        raise SystemExit(
+            f"coala experiment: give one experiment NAME out of {', '.join(EXPERIMENTS)}"
+        )
     name = names[0]
-    workdir_root = os.path.join(_WORKDIR_ROOT.value, "smoke") if _SMOKE.value else _WORKDIR_ROOT.value
+    workdir_root = (
+        os.path.join(_WORKDIR_ROOT.value, "smoke") if _SMOKE.value else _WORKDIR_ROOT.value
+    )
     overrides = {} if _ITERATIONS.value is None else {"training_iterations": _ITERATIONS.value}
     try:
-        summary = run_experiment(
+        run_experiment(
             name,
             num_seeds=1 if _SMOKE.value else _SEEDS.value,
             out_dir=_OUT.value or os.path.join("results", "ipd", name),
@@ -45,5 +60,5 @@ def main(argv: list[str]) -> None:
     except ValueError as error:  # a bad name or override is one line, not a traceback
         raise SystemExit(f"coala experiment: {error}") from None
     out = _OUT.value or os.path.join("results", "ipd", name)
-    print(open(os.path.join(out, "table.md")).read())
-    del summary
+    with open(os.path.join(out, "table.md")) as f:
+        print(f.read())

@@ -46,6 +46,9 @@ class Experiment:
         None trains its own runs.
       within_meta_episode: whether the experiment's plot is the after-training evaluation per inner-episode index
         (Fig. 5B) rather than training curves.
+      agent_estimators: per-agent naive-opponent rules with cross-rule pairing (App. H.3); the run's `estimator`
+        field is then unused (its runs are filed under the first entry of `estimators`). Needs the core's
+        `config.agent_estimators` / `config.cross_estimator_pairing` (see results/ipd/h3_core_patch.diff).
     """
 
     name: str
@@ -56,12 +59,15 @@ class Experiment:
     headline_metrics: tuple[str, ...]
     runs_from: str | None = None
     within_meta_episode: bool = False
+    agent_estimators: tuple[str, ...] | None = None
 
     @property
     def training_experiment(self) -> str:
         """The experiment whose runs (work directories) this one reads."""
         return self.runs_from or self.name
 
+
+H3_AGENT_ESTIMATORS = ("coala", "coala", "mfos", "mfos")
 
 _PURE_SHAPING_METRICS = (
     "vs_naive/ego_reward",
@@ -123,6 +129,23 @@ EXPERIMENTS: dict[str, Experiment] = {
             estimators=("coala",),
             headline_metrics=("vs_meta/ego_reward", "vs_meta/cooperate_player_1"),
         ),
+        Experiment(
+            name="ipd-h3",
+            claim=(
+                "Head-to-head (App. H.3): a mixed pool (p_naive = 0.75) of 2 COALA-PG and 2 M-FOS agents where COALA "
+                "agents meet only M-FOS agents or naive learners and vice versa. Paper: COALA-PG shapes M-FOS into "
+                "cooperation, average rewards 0.850 ± 0.037 (COALA-PG) and 0.853 ± 0.017 (M-FOS)."
+            ),
+            config_file="ipd_cpu_mixed_pool.py",
+            overrides={"agent_estimators": H3_AGENT_ESTIMATORS, "cross_estimator_pairing": True},
+            estimators=("coala",),
+            headline_metrics=(
+                "vs_meta/ego_reward",
+                "vs_meta/cooperate_player_1",
+                "vs_naive/ego_reward",
+            ),
+            agent_estimators=H3_AGENT_ESTIMATORS,
+        ),
     )
 }
 
@@ -154,7 +177,9 @@ def load_config_file(file_name: str) -> ml_collections.ConfigDict:
     return module.get_config()
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: dict[str, Any]
+) -> ml_collections.ConfigDict:
     """Sets dotted fields (e.g. "meta.learning_rate") on a copy of `config`."""
     config = ml_collections.ConfigDict(config.to_dict())
     for dotted, value in overrides.items():
@@ -186,10 +211,18 @@ def experiment_config(
       extra_overrides: further dotted overrides (e.g. a longer budget: {"training_iterations": 300}).
     """
     if estimator not in experiment.estimators:
-        raise ValueError(f"{experiment.name} runs estimators {experiment.estimators}, not {estimator!r}")
+        raise ValueError(
+            f"{experiment.name} runs estimators {experiment.estimators}, not {estimator!r}"
+        )
+    base = load_config_file(experiment.config_file)
+    if experiment.agent_estimators and "agent_estimators" not in base:
+        raise ValueError(
+            f"{experiment.name} needs per-agent estimators and cross-estimator pairing in the learning core "
+            "(config.agent_estimators, config.cross_estimator_pairing): apply results/ipd/h3_core_patch.diff"
+        )
     overrides = dict(experiment.overrides)
     if smoke:
         overrides |= smoke_overrides()
     overrides |= extra_overrides or {}
     overrides |= {"estimator": estimator, "seed": seed}
-    return apply_overrides(load_config_file(experiment.config_file), overrides)
+    return apply_overrides(base, overrides)

@@ -1,9 +1,10 @@
-"""After training: a meta agent against fresh naive learners, per inner-episode index (paper Fig. 5B).
+"""After training: meta agents against fresh naive learners (paper Fig. 5B) and against each other (App. H.3).
 
 A fresh naive learner starts from one of the static naive initialisations (the ones it trained against, paper.md
 §1.6) and learns by A2C after each of the M inner episodes, exactly as in training: the evaluation calls the same
 `Rollout.play`. What Fig. 5B shows is how the two players' defection rates evolve over the M inner episodes of one
-meta-episode.
+meta-episode. Between meta agents nobody learns inside a meta-episode (paper.md §2.7); the head-to-head numbers of
+App. H.3 are the reward per step of every ordered pair of meta agents.
 """
 
 from __future__ import annotations
@@ -52,12 +53,16 @@ def make_naive_evaluator(components: Components, episodes_per_initialisation: in
     num_naive = components.config.population_size_naive
     naive_ids = jnp.repeat(jnp.arange(num_naive), episodes_per_initialisation)
 
-    def evaluate(meta_params: Any, naive_params: Any, ego_id: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
+    def evaluate(
+        meta_params: Any, naive_params: Any, ego_id: jax.Array, key: jax.Array
+    ) -> dict[str, jax.Array]:
         ego_params = select_params(meta_params, ego_id)
         keys = jax.random.split(key, naive_ids.shape[0])
 
         def one(naive_id, episode_key):
-            _, metrics = rollout.play(ego_params, select_params(naive_params, naive_id), jnp.array(True), episode_key)
+            _, metrics = rollout.play(
+                ego_params, select_params(naive_params, naive_id), jnp.array(True), episode_key
+            )
             return metrics
 
         return jax.vmap(one)(naive_ids, keys)
@@ -82,7 +87,62 @@ def evaluate_against_naive(
     """
     base = jax.random.fold_in(jax.random.PRNGKey(seed), EVALUATION_KEY_INDEX)
     per_agent = [
-        jax.device_get(evaluator(meta_params, naive_params, jnp.int32(i), jax.random.fold_in(base, i)))
+        jax.device_get(
+            evaluator(meta_params, naive_params, jnp.int32(i), jax.random.fold_in(base, i))
+        )
         for i in range(population_size_meta)
     ]
     return {name: np.concatenate([m[name] for m in per_agent]).tolist() for name in per_agent[0]}
+
+
+def make_meta_evaluator(components: Components, num_episodes: int):
+    """A jitted function playing meta agent i (ego) against meta agent j (co-player, not learning).
+
+    Returns:
+      `evaluate(meta_params, ego_id, coplayer_id, key) -> metrics`, a dict of [num_episodes, M] arrays.
+    """
+    rollout = components.rollout
+
+    def evaluate(
+        meta_params: Any, ego_id: jax.Array, coplayer_id: jax.Array, key: jax.Array
+    ) -> dict[str, jax.Array]:
+        ego_params = select_params(meta_params, ego_id)
+        coplayer = select_params(meta_params, coplayer_id)
+        keys = jax.random.split(key, num_episodes)
+        return jax.vmap(lambda k: rollout.play(ego_params, coplayer, jnp.array(False), k)[1])(keys)
+
+    return jax.jit(evaluate)
+
+
+def evaluate_between_meta_agents(
+    evaluator, meta_params: Any, seed: int, population_size_meta: int
+) -> dict[str, list[list[float | None]]]:
+    """Reward per step and cooperation rate of every ordered pair (i, j ≠ i) of meta agents.
+
+    Args:
+      evaluator: from `make_meta_evaluator`.
+      meta_params: trained meta agents, stacked on [P].
+      seed: the run's seed (evaluation keys derive from it).
+      population_size_meta: P.
+
+    Returns:
+      {"ego_reward": [P][P], "cooperate_player_1": [P][P]}: entry [i][j] is agent i's mean over the evaluation
+      meta-episodes when it plays agent j; None on the diagonal.
+    """
+    base = jax.random.fold_in(jax.random.PRNGKey(seed), EVALUATION_KEY_INDEX + 1)
+    out = {
+        name: [[None] * population_size_meta for _ in range(population_size_meta)]
+        for name in _PAIR_METRICS
+    }
+    for i in range(population_size_meta):
+        for j in range(population_size_meta):
+            if i == j:
+                continue
+            key = jax.random.fold_in(base, i * population_size_meta + j)
+            metrics = jax.device_get(evaluator(meta_params, jnp.int32(i), jnp.int32(j), key))
+            for name in _PAIR_METRICS:
+                out[name][i][j] = float(np.mean(metrics[name]))
+    return out
+
+
+_PAIR_METRICS = ("ego_reward", "cooperate_player_1")

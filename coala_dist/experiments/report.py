@@ -98,9 +98,50 @@ def write_per_seed_files(out_dir: str, run: dict, metric_names: Sequence[str]) -
         writer = csv.writer(f)
         writer.writerow(columns)
         for row in run["metrics"]:
-            writer.writerow([int(row["iteration"])] + [f"{row.get(c, math.nan):.5g}" for c in columns[1:]])
+            writer.writerow(
+                [int(row["iteration"])] + [f"{row.get(c, math.nan):.5g}" for c in columns[1:]]
+            )
     with open(stem + ".json", "w") as f:
         json.dump(json_safe(run["result"]), f)
+
+
+def head_to_head_numbers(
+    result: dict, agent_estimators: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """One run's App. H.3 numbers per rule: means over its agents of the after-training evaluation.
+
+    For rule r: `reward_vs_other_rule` / `cooperation_vs_other_rule` average agent i's reward per step / cooperation
+    rate over ordered pairs (i, j) with rule(i) = r ≠ rule(j); `reward_vs_naive` averages the rule's agents' reward
+    per step against fresh naive learners.
+
+    Args:
+      result: a run's result with `meta_evaluation` ([P][P] matrices) and `evaluation` (rows grouped by agent).
+      agent_estimators: the rule of each of the P agents.
+    """
+    rules = list(agent_estimators)
+    num_agents = len(rules)
+    naive_rewards = np.asarray(result["evaluation"]["ego_reward"], dtype=np.float64)  # [P·K·r, M]
+    naive_per_agent = naive_rewards.reshape(num_agents, -1).mean(axis=1)
+    out = {}
+    for rule in dict.fromkeys(rules):
+        pairs = [
+            (i, j)
+            for i in range(num_agents)
+            for j in range(num_agents)
+            if rules[i] == rule != rules[j]
+        ]
+        out[rule] = {
+            "reward_vs_other_rule": float(
+                np.mean([result["meta_evaluation"]["ego_reward"][i][j] for i, j in pairs])
+            ),
+            "cooperation_vs_other_rule": float(
+                np.mean([result["meta_evaluation"]["cooperate_player_1"][i][j] for i, j in pairs])
+            ),
+            "reward_vs_naive": float(
+                np.mean([naive_per_agent[i] for i in range(num_agents) if rules[i] == rule])
+            ),
+        }
+    return out
 
 
 def summarize_runs(experiment: Experiment, runs: list[dict]) -> dict:
@@ -121,15 +162,49 @@ def summarize_runs(experiment: Experiment, runs: list[dict]) -> dict:
             mean, std = mean_and_std([r["result"]["final"].get(metric, math.nan) for r in mine])
             entry["final"][metric] = {"mean": mean, "std": std}
         for metric in ("ego_reward", "coplayer_reward"):
-            per_run = [float(np.mean(r["result"]["evaluation"][metric])) for r in mine if r["result"]["evaluation"]]
+            per_run = [
+                float(np.mean(r["result"]["evaluation"][metric]))
+                for r in mine
+                if r["result"]["evaluation"]
+            ]
             mean, std = mean_and_std(per_run)
             entry["evaluation"][metric] = {"mean": mean, "std": std}
         for player, key in (("meta", "cooperate_player_1"), ("naive", "cooperate_player_2")):
-            per_run = [defection_rates(r["result"]["evaluation"][key])[0] for r in mine if r["result"]["evaluation"]]
+            per_run = [
+                defection_rates(r["result"]["evaluation"][key])[0]
+                for r in mine
+                if r["result"]["evaluation"]
+            ]
             if per_run:
                 curves = np.stack(per_run)  # [seeds, M]
-                entry["evaluation"][f"defection_{player}_first"] = dict(zip(("mean", "std"), mean_and_std(curves[:, 0])))
-                entry["evaluation"][f"defection_{player}_last"] = dict(zip(("mean", "std"), mean_and_std(curves[:, -1])))
+                # First and last inner episode, and each seed's lowest defection rate over the meta-episode
+                # (Fig. 5B: a shaper cooperates most in the middle, then exploits toward the end).
+                per_position = {
+                    "first": curves[:, 0],
+                    "last": curves[:, -1],
+                    "min": curves.min(axis=1),
+                }
+                for position, values in per_position.items():
+                    mean, std = mean_and_std(values)
+                    entry["evaluation"][f"defection_{player}_{position}"] = {
+                        "mean": mean,
+                        "std": std,
+                    }
+        if experiment.agent_estimators:
+            per_run = [head_to_head_numbers(r["result"], experiment.agent_estimators) for r in mine]
+            entry["head_to_head"] = {
+                rule: {
+                    key: dict(
+                        zip(
+                            ("mean", "std"),
+                            mean_and_std([p[rule][key] for p in per_run]),
+                            strict=True,
+                        )
+                    )
+                    for key in per_run[0][rule]
+                }
+                for rule in per_run[0]
+            }
         summary["estimators"][estimator] = entry
     return summary
 
@@ -142,6 +217,7 @@ def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> 
             "estimator",
             "seeds",
             "defection meta, episode 1",
+            "defection meta, lowest",
             "defection meta, episode M",
             "defection naive, episode 1",
             "defection naive, episode M",
@@ -150,6 +226,7 @@ def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> 
         ]
         keys = [
             ("evaluation", "defection_meta_first"),
+            ("evaluation", "defection_meta_min"),
             ("evaluation", "defection_meta_last"),
             ("evaluation", "defection_naive_first"),
             ("evaluation", "defection_naive_last"),
@@ -159,10 +236,30 @@ def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> 
     else:
         header = ["estimator", "seeds", *[METRIC_LABELS[m] for m in experiment.headline_metrics]]
         keys = [("final", m) for m in experiment.headline_metrics]
+    if experiment.agent_estimators:
+        header = [
+            "agents",
+            "seeds",
+            "reward/step vs the other rule",
+            "cooperation vs the other rule",
+            "reward vs naive",
+        ]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for entry in summary["estimators"].values():
+            for rule, numbers in entry["head_to_head"].items():
+                cells = [ESTIMATOR_LABELS[rule], str(len(entry["seeds"]))]
+                cells += [_format(v["mean"], v["std"]) for v in numbers.values()]
+                lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")  # then the training numbers of the whole pool
+        header = ["pool", "seeds", *[METRIC_LABELS[m] for m in experiment.headline_metrics]]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for estimator, entry in summary["estimators"].items():
-        cells = [ESTIMATOR_LABELS[estimator], str(len(entry["seeds"]))]
+        label = ESTIMATOR_LABELS[estimator]
+        if experiment.agent_estimators:
+            label = " + ".join(ESTIMATOR_LABELS[rule] for rule in experiment.agent_estimators)
+        cells = [label, str(len(entry["seeds"]))]
         for group, key in keys:
             value = entry[group].get(key, {"mean": math.nan, "std": math.nan})
             cells.append(_format(value["mean"], value["std"]))
@@ -187,7 +284,9 @@ def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> 
     return "\n".join(lines) + "\n"
 
 
-def plot_training_curves(experiment: Experiment, runs: list[dict], path: str, smoothing: int = 5) -> None:
+def plot_training_curves(
+    experiment: Experiment, runs: list[dict], path: str, smoothing: int = 5
+) -> None:
     """One panel per headline metric: mean ± std over seeds against the training iteration, per estimator."""
     import matplotlib
 
@@ -202,21 +301,32 @@ def plot_training_curves(experiment: Experiment, runs: list[dict], path: str, sm
             if not mine:
                 continue
             length = min(len(r["metrics"]) for r in mine)
-            curves = np.array([[row.get(metric, math.nan) for row in r["metrics"][:length]] for r in mine])
+            curves = np.array(
+                [[row.get(metric, math.nan) for row in r["metrics"][:length]] for r in mine]
+            )
             curves = moving_average(curves, smoothing)
             iterations = np.arange(1, length + 1)
             mean = np.nanmean(curves, axis=0)
             std = np.nanstd(curves, axis=0, ddof=1) if len(mine) > 1 else np.zeros_like(mean)
             color = ESTIMATOR_COLORS[estimator]
-            ax.plot(iterations, mean, color=color, label=f"{ESTIMATOR_LABELS[estimator]} ({len(mine)} seeds)")
+            ax.plot(
+                iterations,
+                mean,
+                color=color,
+                label=f"{ESTIMATOR_LABELS[estimator]} ({len(mine)} seeds)",
+            )
             ax.fill_between(iterations, mean - std, mean + std, color=color, alpha=0.2)
         if "reward" in metric:
             ax.axhline(1.0, color="gray", lw=0.8, ls="--")
             ax.axhline(0.0, color="gray", lw=0.8, ls=":")
         ax.set_title(METRIC_LABELS[metric], fontsize=9)
         ax.set_xlabel("training iteration")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{experiment.name} (mean ± std over seeds, {smoothing}-iteration moving average)", fontsize=10)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=8)
+    fig.suptitle(
+        f"{experiment.name} (mean ± std over seeds, {smoothing}-iteration moving average)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -236,19 +346,32 @@ def plot_within_meta_episode(experiment: Experiment, runs: list[dict], path: str
             mine = [r for r in runs if r["estimator"] == estimator and r["result"]["evaluation"]]
             if not mine:
                 continue
-            curves = np.stack([defection_rates(r["result"]["evaluation"][key])[0] for r in mine])  # [seeds, M]
+            curves = np.stack(
+                [defection_rates(r["result"]["evaluation"][key])[0] for r in mine]
+            )  # [seeds, M]
             mean = curves.mean(axis=0)
             std = curves.std(axis=0, ddof=1) if len(mine) > 1 else np.zeros_like(mean)
             episodes = np.arange(1, curves.shape[1] + 1)
             color = ESTIMATOR_COLORS[estimator]
-            ax.plot(episodes, mean, marker="o", ms=3, color=color, label=f"{ESTIMATOR_LABELS[estimator]}")
+            ax.plot(
+                episodes,
+                mean,
+                marker="o",
+                ms=3,
+                color=color,
+                label=f"{ESTIMATOR_LABELS[estimator]}",
+            )
             ax.fill_between(episodes, mean - std, mean + std, color=color, alpha=0.2)
         ax.set_title(f"defection rate: {title}", fontsize=10)
         ax.set_xlabel("inner episode within the meta-episode")
         ax.set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("defection rate")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{experiment.name}: trained meta agent vs fresh naive learners (mean ± std over seeds)", fontsize=10)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=8)
+    fig.suptitle(
+        f"{experiment.name}: trained meta agent vs fresh naive learners (mean ± std over seeds)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

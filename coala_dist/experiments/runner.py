@@ -23,7 +23,12 @@ from flax import serialization
 
 from coala_dist.builder import build
 from coala_dist.experiments.definitions import EXPERIMENTS, Experiment, experiment_config
-from coala_dist.experiments.evaluation import evaluate_against_naive, make_naive_evaluator
+from coala_dist.experiments.evaluation import (
+    evaluate_against_naive,
+    evaluate_between_meta_agents,
+    make_meta_evaluator,
+    make_naive_evaluator,
+)
 from coala_dist.experiments.report import final_window_mean, read_metrics_csv, write_report
 from coala_dist.train import train
 
@@ -31,6 +36,8 @@ RESULT_FILE = "result.json"
 PARAMS_FILE = "params.msgpack"
 # Evaluation meta-episodes per naive initialisation (10 initialisations in IPD: 20 meta-episodes of B trajectories).
 EVALUATION_EPISODES_PER_INITIALISATION = 2
+# Evaluation meta-episodes per ordered pair of meta agents.
+EVALUATION_EPISODES_PER_META_PAIR = 4
 
 
 def run_directory(workdir_root: str, experiment: Experiment, estimator: str, seed: int) -> str:
@@ -52,7 +59,9 @@ def load_result(run_dir: str, iterations: int) -> dict | None:
     return result if result.get("iterations") == iterations else None
 
 
-def _changed_fields(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict) -> dict[str, Any]:
+def _changed_fields(
+    config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict
+) -> dict[str, Any]:
     """Dotted fields where `config` differs from the paper defaults: what this CPU-scale run changed."""
     out: dict[str, Any] = {}
 
@@ -72,7 +81,7 @@ def train_and_evaluate(
     config: ml_collections.ConfigDict,
     run_dir: str,
     components,
-    evaluator,
+    evaluators: tuple[Any, Any],
     log: Callable[[str], None] = print,
 ) -> dict:
     """Trains one run to `config.training_iterations`, evaluates it against fresh naive learners, writes its files.
@@ -84,13 +93,31 @@ def train_and_evaluate(
 
     os.makedirs(run_dir, exist_ok=True)
     start = time.perf_counter()
-    state, _ = train(config, run_dir, components=components, log=lambda line: log(f"[{run_dir}] {line}"))
+    state, _ = train(
+        config, run_dir, components=components, log=lambda line: log(f"[{run_dir}] {line}")
+    )
     with open(os.path.join(run_dir, PARAMS_FILE), "wb") as f:
-        f.write(serialization.to_bytes({"meta_params": state.meta_params, "naive_params": state.naive_params}))
+        f.write(
+            serialization.to_bytes(
+                {"meta_params": state.meta_params, "naive_params": state.naive_params}
+            )
+        )
     metrics = read_metrics_csv(os.path.join(run_dir, "metrics.csv"))
     window = final_window(config)
+    naive_evaluator, meta_evaluator = evaluators
     evaluation = evaluate_against_naive(
-        evaluator, state.meta_params, state.naive_params, config.seed, config.population_size_meta
+        naive_evaluator,
+        state.meta_params,
+        state.naive_params,
+        config.seed,
+        config.population_size_meta,
+    )
+    meta_evaluation = (
+        evaluate_between_meta_agents(
+            meta_evaluator, state.meta_params, config.seed, config.population_size_meta
+        )
+        if config.population_size_meta > 1
+        else None
     )
     result = {
         "estimator": config.estimator,
@@ -107,6 +134,7 @@ def train_and_evaluate(
         "train_time_s": sum(row["time/iteration_s"] for row in metrics),
         "session_wall_time_s": time.perf_counter() - start,
         "evaluation": evaluation,
+        "meta_evaluation": meta_evaluation,
         "changed_from_paper": _changed_fields(config, default_config()),
     }
     with open(os.path.join(run_dir, RESULT_FILE), "w") as f:
@@ -143,16 +171,20 @@ def run_experiment(
       The summary written to `out_dir/summary.json`.
     """
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; valid experiments: {', '.join(EXPERIMENTS)}")
+        raise ValueError(
+            f"unknown experiment {name!r}; valid experiments: {', '.join(EXPERIMENTS)}"
+        )
     experiment = EXPERIMENTS[name]
     training = EXPERIMENTS[experiment.training_experiment]
     estimators = tuple(estimators or experiment.estimators)
     runs: list[dict] = []
     window = 1
     for estimator in estimators:
-        components = evaluator = None
+        components = evaluators = None
         for seed in range(num_seeds):
-            config = experiment_config(training, estimator, seed, smoke=smoke, extra_overrides=extra_overrides)
+            config = experiment_config(
+                training, estimator, seed, smoke=smoke, extra_overrides=extra_overrides
+            )
             window = final_window(config)
             run_dir = run_directory(workdir_root, training, estimator, seed)
             result = load_result(run_dir, config.training_iterations)
@@ -164,10 +196,15 @@ def run_experiment(
                     # Built once per estimator: the config differs between seeds only in `seed`, which the
                     # components never read (the initial state is drawn from it in `train`).
                     components = build(config)
-                    evaluator = make_naive_evaluator(components, EVALUATION_EPISODES_PER_INITIALISATION)
-                result = train_and_evaluate(config, run_dir, components, evaluator, log)
+                    evaluators = (
+                        make_naive_evaluator(components, EVALUATION_EPISODES_PER_INITIALISATION),
+                        make_meta_evaluator(components, EVALUATION_EPISODES_PER_META_PAIR),
+                    )
+                result = train_and_evaluate(config, run_dir, components, evaluators, log)
             else:
                 log(f"{name}: {estimator} seed {seed} already finished ({run_dir})")
             metrics = read_metrics_csv(os.path.join(run_dir, "metrics.csv"))
-            runs.append({"estimator": estimator, "seed": seed, "result": result, "metrics": metrics})
+            runs.append(
+                {"estimator": estimator, "seed": seed, "result": result, "metrics": metrics}
+            )
     return write_report(experiment, runs, out_dir, window)
