@@ -1,0 +1,267 @@
+"""The experiment runner: numbers against hand computations, and a smoke run of every experiment command.
+
+The smoke runs train one tiny iteration (configs/ipd_tiny.py sizes) of one estimator per experiment into a tmp dir
+and check the files each experiment writes; ipd-fig5b re-uses the ipd-fig5a run, as the real command does.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+
+import numpy as np
+import pytest
+
+from coala_dist.experiments import EXPERIMENTS, experiment_config, run_experiment
+from coala_dist.experiments.definitions import apply_overrides, load_config_file
+from coala_dist.experiments.evaluation import defection_rates
+from coala_dist.experiments.report import (
+    final_window_mean,
+    json_safe,
+    mean_and_std,
+    moving_average,
+    read_metrics_csv,
+)
+
+# ---------------------------------------------------------------------------------------------------------------
+# Numbers
+
+
+def test_final_window_mean_skips_nan_and_clips_window():
+    values = [5.0, 1.0, math.nan, 2.0, 4.0]
+    assert final_window_mean(values, 3) == pytest.approx((2.0 + 4.0) / 2)
+    assert final_window_mean(values, 100) == pytest.approx((5 + 1 + 2 + 4) / 4)
+    assert math.isnan(final_window_mean([1.0, math.nan], 1))
+
+
+def test_mean_and_std_is_sample_std_over_seeds():
+    seeds = [0.9, 1.1, 1.3, 0.7, 1.0]
+    mean, std = mean_and_std(seeds + [math.nan])
+    assert mean == pytest.approx(statistics.mean(seeds))
+    assert std == pytest.approx(statistics.stdev(seeds))
+    assert mean_and_std([2.0]) == (2.0, 0.0)
+
+
+def test_moving_average_matches_a_loop():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(2, 11))
+    values[1, 4] = np.nan
+    window = 3
+    expected = np.empty_like(values)
+    for i in range(values.shape[0]):
+        for t in range(values.shape[1]):
+            chunk = [v for v in values[i, max(0, t - window + 1) : t + 1] if not np.isnan(v)]
+            expected[i, t] = sum(chunk) / len(chunk)
+    np.testing.assert_allclose(moving_average(values, window), expected)
+
+
+def test_defection_rates_per_inner_episode():
+    cooperation = np.array([[1.0, 0.25, 0.0], [0.5, 0.75, 0.0]])
+    mean, std = defection_rates(cooperation)
+    np.testing.assert_allclose(mean, [0.25, 0.5, 1.0])
+    np.testing.assert_allclose(std, [0.25, 0.25, 0.0])
+
+
+def test_read_metrics_csv_keeps_the_last_row_of_a_repeated_iteration(tmp_path):
+    path = tmp_path / "metrics.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["iteration", "vs_naive/ego_reward", "vs_meta/ego_reward"])
+        writer.writerows([[1, 0.1, ""], [2, 0.2, ""], [1, 0.5, ""], [2, 0.6, ""], [3, 0.7, 0.3]])
+    rows = read_metrics_csv(str(path))
+    assert [r["iteration"] for r in rows] == [1, 2, 3]
+    assert [r["vs_naive/ego_reward"] for r in rows] == [0.5, 0.6, 0.7]
+    assert math.isnan(rows[0]["vs_meta/ego_reward"]) and rows[2]["vs_meta/ego_reward"] == 0.3
+
+
+def test_json_safe_writes_strict_json():
+    assert (
+        json.dumps(json_safe({"a": [math.nan, 1.234567891], "b": math.inf}))
+        == '{"a": [null, 1.2346], "b": null}'
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configs
+
+
+def test_experiment_configs_are_the_claims():
+    fig5a = experiment_config(EXPERIMENTS["ipd-fig5a"], "mfos", 3)
+    assert (fig5a.estimator, fig5a.seed, fig5a.p_naive, fig5a.population_size_meta) == (
+        "mfos",
+        3,
+        1.0,
+        1,
+    )
+    # The paper's sizes that the estimators' 1/B scaling depends on are kept (Table 2).
+    assert (fig5a.batch_size, fig5a.num_inner_episodes, fig5a.env.inner_episode_length) == (
+        16,
+        20,
+        10,
+    )
+    assert (fig5a.meta.discount, fig5a.meta.td_lambda, fig5a.meta.gae_lambda) == (1.0, 1.0, 1.0)
+    fig5c = experiment_config(EXPERIMENTS["ipd-fig5c"], "coala", 0)
+    assert (fig5c.p_naive, fig5c.population_size_meta) == (0.75, 4)
+    ablation = experiment_config(EXPERIMENTS["ipd-ablation-pnaive0"], "coala", 0)
+    assert (ablation.p_naive, ablation.population_size_meta) == (0.0, 4)
+    with pytest.raises(ValueError, match="estimators"):
+        experiment_config(EXPERIMENTS["ipd-ablation-pnaive0"], "mfos", 0)
+
+
+def test_apply_overrides_rejects_unknown_fields_and_copies():
+    config = load_config_file("ipd_cpu_pure_shaping.py")
+    changed = apply_overrides(config, {"meta.learning_rate": 0.01})
+    assert changed.meta.learning_rate == 0.01 and config.meta.learning_rate == 3e-3
+    with pytest.raises(ValueError, match="unknown config field"):
+        apply_overrides(config, {"meta.learning_rat": 0.01})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Smoke: every experiment command, one tiny iteration
+
+
+@pytest.fixture(scope="module")
+def smoke_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("experiments"))
+
+
+def _smoke(name: str, root: str, **kwargs) -> tuple[dict, str]:
+    out = os.path.join(root, "results", name)
+    summary = run_experiment(
+        name,
+        num_seeds=1,
+        out_dir=out,
+        workdir_root=os.path.join(root, "workdirs"),
+        smoke=True,
+        estimators=("coala",),
+        log=lambda line: None,
+        **kwargs,
+    )
+    return summary, out
+
+
+def _check_outputs(name: str, out: str) -> None:
+    files = (
+        "summary.json",
+        "table.md",
+        f"{name}.png",
+        "per_seed/coala_seed0.csv",
+        "per_seed/coala_seed0.json",
+    )
+    for file_name in files:
+        assert os.path.getsize(os.path.join(out, file_name)) > 0, file_name
+    with open(os.path.join(out, "summary.json")) as f:
+        json.load(f, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+
+
+def test_smoke_fig5a_then_fig5b_reuses_its_runs(smoke_root):
+    summary, out = _smoke("ipd-fig5a", smoke_root)
+    _check_outputs("ipd-fig5a", out)
+    reward = summary["estimators"]["coala"]["final"]["vs_naive/ego_reward"]["mean"]
+    assert -1.0 <= reward <= 2.0  # IPD payoffs bound the reward per step
+    run_dir = os.path.join(smoke_root, "workdirs", "ipd-fig5a", "coala", "seed_0")
+    result_mtime = os.path.getmtime(os.path.join(run_dir, "result.json"))
+
+    summary, out = _smoke("ipd-fig5b", smoke_root)
+    _check_outputs("ipd-fig5b", out)
+    # Fig. 5B evaluated the Fig. 5A run without retraining it.
+    assert os.path.getmtime(os.path.join(run_dir, "result.json")) == result_mtime
+    evaluation = summary["estimators"]["coala"]["evaluation"]
+    for key in (
+        "defection_meta_first",
+        "defection_meta_last",
+        "defection_naive_first",
+        "defection_naive_last",
+    ):
+        assert 0.0 <= evaluation[key]["mean"] <= 1.0
+    with open(os.path.join(out, "table.md")) as f:
+        assert "defection naive, episode M" in f.read()
+
+
+def test_smoke_fig5c_and_ablation(smoke_root):
+    summary, out = _smoke("ipd-fig5c", smoke_root)
+    _check_outputs("ipd-fig5c", out)
+    assert set(summary["estimators"]["coala"]["final"]) == set(
+        EXPERIMENTS["ipd-fig5c"].headline_metrics
+    )
+    summary, out = _smoke("ipd-ablation-pnaive0", smoke_root)
+    _check_outputs("ipd-ablation-pnaive0", out)
+    # p_naive = 0: every co-player is a meta agent, so there are no naive-opponent numbers.
+    with open(os.path.join(out, "per_seed", "coala_seed0.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert all(not math.isnan(float(r["vs_meta/ego_reward"])) for r in rows)
+
+
+def test_command_line_report_only(smoke_root):
+    """`coala experiment` parses its flags and, with --report_only, rewrites results from the finished runs."""
+    from absl import flags
+
+    from coala_dist.commands import experiment
+
+    out = os.path.join(smoke_root, "results", "cli-fig5a")
+    argv = [
+        "coala experiment",
+        "ipd-fig5a",
+        "--smoke",
+        "--report_only",
+        "--estimators=coala",
+        f"--workdir_root={os.path.join(smoke_root, 'cli')}",
+        f"--out={out}",
+    ]
+    try:
+        experiment.main(flags.FLAGS(argv))
+    finally:
+        flags.FLAGS.unparse_flags()
+    # No finished run under this root and --report_only: nothing was trained, an empty table was written.
+    assert not os.path.exists(os.path.join(smoke_root, "cli"))
+    with open(os.path.join(out, "table.md")) as f:
+        assert "| estimator |" in f.read()
+
+
+def test_head_to_head_needs_the_core_patch_or_builds_its_pool():
+    """ipd-h3 either names the missing core feature (per-agent estimators) or configures the App. H.3 pool."""
+    from coala_dist.config import default_config
+
+    experiment = EXPERIMENTS["ipd-h3"]
+    if "agent_estimators" not in default_config():
+        with pytest.raises(ValueError, match="h3_core_patch.diff"):
+            experiment_config(experiment, "coala", 0)
+        return
+    config = experiment_config(experiment, "coala", 0)
+    assert tuple(config.agent_estimators) == ("coala", "coala", "mfos", "mfos")
+    assert config.cross_estimator_pairing and config.p_naive == 0.75
+
+
+def test_head_to_head_numbers_average_the_right_pairs():
+    from coala_dist.experiments.report import head_to_head_numbers
+
+    nan = math.nan
+    # Agent i's reward against agent j; rules: 0, 1 = coala, 2, 3 = mfos.
+    rewards = [
+        [nan, 9.0, 0.8, 1.0],
+        [9.0, nan, 0.6, 0.6],
+        [0.5, 0.7, nan, 9.0],
+        [0.9, 0.9, 9.0, nan],
+    ]
+    cooperation = [
+        [nan, 0.0, 1.0, 1.0],
+        [0.0, nan, 0.5, 0.5],
+        [1.0, 1.0, nan, 0.0],
+        [0.0, 0.0, 0.0, nan],
+    ]
+    # vs naive: 2 rows per agent, grouped by agent.
+    naive = [[0.1], [0.3], [0.5], [0.7], [1.0], [1.2], [1.4], [1.6]]
+    result = {
+        "meta_evaluation": {"ego_reward": rewards, "cooperate_player_1": cooperation},
+        "evaluation": {"ego_reward": naive},
+    }
+    numbers = head_to_head_numbers(result, ("coala", "coala", "mfos", "mfos"))
+    assert numbers["coala"]["reward_vs_other_rule"] == pytest.approx((0.8 + 1.0 + 0.6 + 0.6) / 4)
+    assert numbers["mfos"]["reward_vs_other_rule"] == pytest.approx((0.5 + 0.7 + 0.9 + 0.9) / 4)
+    assert numbers["coala"]["cooperation_vs_other_rule"] == pytest.approx(0.75)
+    assert numbers["mfos"]["cooperation_vs_other_rule"] == pytest.approx(0.5)
+    assert numbers["coala"]["reward_vs_naive"] == pytest.approx((0.1 + 0.3 + 0.5 + 0.7) / 4)
+    assert numbers["mfos"]["reward_vs_naive"] == pytest.approx((1.0 + 1.2 + 1.4 + 1.6) / 4)
