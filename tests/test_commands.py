@@ -1,0 +1,332 @@
+"""`coala plot`, `coala eval` and `coala bench` on tiny work directories trained here, and the numbers behind them."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from coala_dist.analysis import bench, flops
+from coala_dist.analysis.curves import aggregate_over_seeds, group_runs, moving_average, plot_runs
+from coala_dist.analysis.evaluation import (
+    cleanup_paper_metrics,
+    cooperation_by_state,
+    evaluate_workdir,
+    fit_extortion,
+    pooled_probability,
+)
+from coala_dist.analysis.runs import Run, config_from_saved, json_safe, load_run
+from coala_dist.config import validate
+from coala_dist.envs import analytic_ipd
+from coala_dist.networks.policy import HawkPolicy, init_policy_params
+from coala_dist.train import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _coala(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "coala_dist.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def _with_seed(config, seed: int):
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.seed = seed
+    return config
+
+
+@pytest.fixture(scope="module")
+def workdirs(tiny_config, tiny_components, tmp_path_factory):
+    """Two seeds of the tiny experiment, trained to the end (checkpoint, metrics.csv, TensorBoard)."""
+    root = tmp_path_factory.mktemp("runs")
+    dirs = []
+    for seed in (0, 1):
+        workdir = str(root / f"seed_{seed}")
+        train(_with_seed(tiny_config, seed), workdir, components=tiny_components, log=lambda line: None)
+        dirs.append(workdir)
+    return dirs
+
+
+def assert_valid_png(path: str, min_bytes: int = 20_000) -> None:
+    import matplotlib.image
+
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_SIGNATURE
+    assert os.path.getsize(path) > min_bytes
+    image = matplotlib.image.imread(path)
+    assert image.shape[0] > 200 and image.shape[1] > 300
+    assert float(np.std(image[..., :3])) > 0.01  # not a blank canvas
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# plot
+def test_moving_average_matches_a_loop():
+    values = np.array([[1.0, np.nan, 3.0, 4.0, np.nan, np.nan, 10.0], [2.0, 2.0, 2.0, np.nan, 0.0, 1.0, 5.0]])
+    window = 3
+    expected = np.full(values.shape, np.nan)
+    for r in range(values.shape[0]):
+        for i in range(values.shape[1]):
+            chunk = [v for v in values[r, max(0, i - window + 1) : i + 1] if not math.isnan(v)]
+            if chunk:
+                expected[r, i] = sum(chunk) / len(chunk)
+    np.testing.assert_allclose(moving_average(values, window), expected, equal_nan=True)
+    np.testing.assert_allclose(moving_average(values, 1), values, equal_nan=True)
+
+
+def test_mean_and_std_over_seeds_match_a_loop():
+    curves = np.array([[1.0, 2.0, np.nan, 4.0], [3.0, np.nan, np.nan, 8.0], [5.0, 6.0, np.nan, np.nan]])
+    mean, std, count = aggregate_over_seeds(curves)
+    for i in range(curves.shape[1]):
+        column = [v for v in curves[:, i] if not math.isnan(v)]
+        assert count[i] == len(column)
+        if not column:
+            assert math.isnan(mean[i]) and math.isnan(std[i])
+            continue
+        mu = sum(column) / len(column)
+        sigma = math.sqrt(sum((v - mu) ** 2 for v in column) / (len(column) - 1)) if len(column) > 1 else 0.0
+        assert mean[i] == pytest.approx(mu) and std[i] == pytest.approx(sigma)
+
+
+def test_runs_are_grouped_by_estimator():
+    def run(name, estimator):
+        return Run(workdir=f"/x/{name}", config=None if estimator is None else {"estimator": estimator}, rows=[])
+
+    runs = [run("a", "mfos"), run("b", "coala"), run("c", None), run("d", "coala"), run("e", "batch_unaware")]
+    groups = group_runs(runs)
+    assert list(groups) == ["COALA-PG", "M-FOS", "batch-unaware", "c"]
+    assert [r.workdir for r in groups["COALA-PG"]] == ["/x/b", "/x/d"]
+
+
+def test_plot_draws_mean_and_std_over_seeds(workdirs, tiny_config, tmp_path):
+    runs = [load_run(w) for w in workdirs]
+    assert runs[0].config["seed"] == 0 and runs[1].config["seed"] == 1
+    assert config_from_saved(runs[0].config).to_dict() == tiny_config.to_dict()
+    out = str(tmp_path / "fig.png")
+    summary = plot_runs(runs, out)
+    assert_valid_png(out)
+    assert summary["groups"]["COALA-PG"]["seeds"] == 2
+    final = summary["groups"]["COALA-PG"]["final"]["vs_naive/ego_reward"]
+    last = [run.rows[-1]["vs_naive/ego_reward"] for run in runs]
+    assert final["mean"] == pytest.approx(np.mean(last)) and final["std"] == pytest.approx(np.std(last, ddof=1))
+
+
+def test_plot_command(workdirs, tmp_path):
+    out = str(tmp_path / "cli" / "fig.png")
+    result = _coala("plot", *workdirs, f"--out={out}", "--metrics=vs_naive/ego_reward,learner/loss")
+    assert result.returncode == 0, result.stderr
+    assert "COALA-PG (2 seeds)" in result.stdout
+    assert_valid_png(out, min_bytes=10_000)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# eval
+def test_cooperation_by_state_matches_a_loop():
+    rng = np.random.default_rng(0)
+    n, batch, num_inner, length = 3, 2, 4, 5
+    steps = num_inner * length
+    states = rng.integers(0, 5, size=(n, batch, steps))
+    late = states[:, :, 2 * length :]
+    states[:, :, 2 * length :] = np.where(late == 4, 3, late)  # DD is never seen in the last two inner episodes
+    obs = np.eye(5)[states]
+    actions = rng.integers(0, 2, size=(n, batch, steps))
+    logp = np.log(rng.uniform(0.05, 0.95, size=(n, batch, steps)))
+    probability, visits = cooperation_by_state(obs, actions, logp, length)
+    for m in range(num_inner):
+        for s in range(5):
+            chosen = []
+            for i in range(n):
+                for b in range(batch):
+                    for t in range(length):
+                        step = m * length + t
+                        if states[i, b, step] == s:
+                            taken = math.exp(logp[i, b, step])
+                            chosen.append(taken if actions[i, b, step] == 0 else 1 - taken)
+            assert visits[m, s] == len(chosen)
+            if chosen:
+                assert probability[m, s] == pytest.approx(sum(chosen) / len(chosen))
+            else:
+                assert math.isnan(probability[m, s])
+    assert np.isnan(probability[2:, 4]).all()  # DD never observed in the last two inner episodes
+    # Pooled over the meta-episode: every visit counts once.
+    pooled = pooled_probability(probability, visits)
+    taken = np.exp(logp)
+    everything = np.where(actions == 0, taken, 1 - taken)
+    for s in range(5):
+        assert pooled[s] == pytest.approx(everything[states == s].mean())
+
+
+def test_cleanup_metrics_match_the_per_step_definitions():
+    from coala_dist.envs.cleanup_lite import INFO_KEYS
+
+    rng = np.random.default_rng(1)
+    n, num_inner, batch, length = 3, 4, 2, 6
+    info = {k: rng.integers(0, 2, size=(n, num_inner, batch, length)).astype(float) for k in INFO_KEYS}
+    info["pollution"] = rng.uniform(size=(n, num_inner, batch, length))
+    info["apples"] = rng.uniform(size=(n, num_inner, batch, length))
+    rewards = {"ego_reward": info["apple_player_1"], "coplayer_reward": info["apple_player_2"]}
+    # What the rollout reports: means over the B games and T steps of each inner episode.
+    per_episode = {k: v.mean(axis=(2, 3)) for k, v in (info | rewards).items()}
+    result = cleanup_paper_metrics(per_episode, length)
+    for m in range(num_inner):
+        own = np.mean([info["apple_player_1"][i, m].sum() / batch for i in range(n)])  # apples per game and episode
+        assert result["per_inner_episode"]["own_return"][m] == pytest.approx(own)
+    own_total = np.mean([info["apple_player_1"][i].sum() / (batch * num_inner) for i in range(n)])
+    assert result["overall"]["own_return"] == pytest.approx(own_total)
+    discrepancy = np.mean(
+        [abs(info["cleaned_player_1"][i].mean() - info["cleaned_player_2"][i].mean()) for i in range(n)]
+    )
+    assert result["overall"]["cleaning_discrepancy"] == pytest.approx(discrepancy)
+    assert result["overall"]["zap_rate"] == pytest.approx(info["zapped_player_1"].mean())
+    assert result["overall"]["pollution"] == pytest.approx(info["pollution"].mean())
+    assert result["overall"]["coplayer_return"] == pytest.approx(info["apple_player_2"].sum() / (n * batch * num_inner))
+
+
+def test_extortion_fit_recovers_a_zero_determinant_strategy():
+    chi = 3.0
+    phi = 0.5 * float(analytic_ipd.zero_determinant_phi_max(chi))
+    strategy = np.asarray(analytic_ipd.zero_determinant_strategy(chi, phi))
+    always_cooperate = np.ones(4)
+    fit = fit_extortion(np.stack([strategy, always_cooperate, np.full(4, np.nan)]), (2.0, 1.0, 0.0, -1.0))
+    assert fit["chi"][0] == pytest.approx(chi, rel=1e-2) and fit["phi"][0] == pytest.approx(phi, rel=1e-2)
+    assert fit["squared_error"][0] < 1e-6
+    assert fit["squared_error"][1] > 0.1  # unconditional cooperation is far from every extortioner
+    assert math.isnan(fit["chi"][2])  # an unobserved state: no fit
+
+
+def test_eval_writes_json_and_png(workdirs, tiny_config, tiny_components, tmp_path):
+    lines: list[str] = []
+    out = str(tmp_path / "eval")
+    result = evaluate_workdir(workdirs[0], out, rounds=2, components=tiny_components, log=lines.append)
+    assert_valid_png(os.path.join(out, "eval.png"))
+    with open(os.path.join(out, "eval.json")) as f:
+        written = json.load(f)
+    assert written == result and result["step"] == tiny_config.training_iterations
+    num_inner = tiny_config.num_inner_episodes
+    episodes = 0
+    for group in ("vs_naive", "vs_meta"):  # p_naive = 0.5 with two meta agents: both kinds occur
+        summary = result[group]
+        episodes += summary["episodes"]
+        table = np.array(summary["cooperation_by_state"]["per_inner_episode"], dtype=float)
+        assert table.shape == (num_inner, 5)
+        assert np.nanmin(table) >= 0 and np.nanmax(table) <= 1
+        assert (
+            np.array(summary["cooperation_by_state"]["visits"])[:, 0].tolist()
+            == [summary["episodes"] * tiny_config.batch_size] * num_inner
+        )  # every inner episode starts in s0, once per game
+        assert len(summary["zd_extortion_fit"]["per_inner_episode"]["chi"]) == num_inner
+        assert len(summary["per_inner_episode"]["cooperate_player_2"]["mean"]) == num_inner
+    assert episodes == 2 * tiny_config.population_size_meta * tiny_config.meta_batch_size
+    text = "\n".join(lines)
+    assert "against fresh naive learners" in text and "ZD extortion fit" in text and "P(C|CC)" in text
+
+
+def test_eval_command_without_a_checkpoint_says_so(tmp_path):
+    result = _coala("eval", f"--workdir={tmp_path}")
+    assert result.returncode != 0
+    assert "has no readable checkpoint" in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# bench
+def test_forward_flops_match_the_parameter_shapes():
+    policy = HawkPolicy(num_actions=3, embed_dim=8, lru_width=12, mlp_width=6, num_heads=3, num_blocks=2)
+    # Shapes only: eval_shape runs no initialiser.
+    params = jax.eval_shape(policy.init, jax.random.PRNGKey(0), jnp.zeros((1, 1, 7)), jnp.zeros((1, 1), jnp.int32))
+    model, executed = 0, 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        names = [getattr(p, "key", "") for p in path]
+        is_kernel = names[-1].endswith("kernel") or names[-1] == "w"  # not a bias, norm scale or Λ
+        if not is_kernel or "conv_1d" in names:  # the convolution is depthwise: not a matmul
+            continue
+        if leaf.ndim == 3:  # a block-diagonal gate: h blocks of [e/h, e/h], run as one dense [e, e]
+            heads, rows, columns = leaf.shape
+            model += heads * rows * columns
+            executed += (heads * rows) * (heads * columns)
+        else:
+            model += leaf.shape[0] * leaf.shape[1]
+            executed += leaf.shape[0] * leaf.shape[1]
+    sizes = dict(obs_dim=7, num_actions=3, embed_dim=8, lru_width=12, mlp_width=6, num_heads=3, num_blocks=2)
+    assert flops.policy_forward_flops_per_step(**sizes) == 2 * model
+    assert flops.policy_forward_flops_per_step(**sizes, dense_gates=True) == 2 * executed
+
+
+def test_forward_flops_agree_with_xla(tiny_config):
+    config = ml_collections.ConfigDict(tiny_config.to_dict())
+    policy = HawkPolicy(num_actions=2, embed_dim=32, lru_width=32, mlp_width=32, num_heads=2)
+    config.policy.embed_dim = config.policy.lru_width = config.policy.mlp_width = 32
+    params = init_policy_params(policy, jax.random.PRNGKey(0), obs_dim=5)
+    xla = flops.xla_policy_flops_per_step(policy, params, obs_dim=5, rows=16, length=4)
+    dense = flops.policy_flops_from_config(config, 5, 2, dense_gates=True)
+    assert 2 * sum(flops.policy_matmul_macs(config, 5, 2).values()) == dense
+    # XLA also counts the elementwise work (norms, gates, activations), which the matmul count leaves out.
+    assert dense <= xla["acting_step"] <= 1.5 * dense
+    assert dense <= xla["sequence_forward"] <= 1.5 * dense
+    assert 2.5 * dense <= xla["sequence_forward_backward"] <= 4.5 * dense  # backward ≈ 2 × forward
+
+
+def test_training_flops_by_phase(tiny_config):
+    config = ml_collections.ConfigDict(tiny_config.to_dict())
+    config.p_naive, config.num_inner_episodes, config.meta.ppo_num_epochs = 0.5, 3, 2
+    phases = flops.training_flops_per_agent_step(config, 100.0)
+    assert phases["acting"] == 200.0
+    assert phases["naive_forward_backward"] == pytest.approx(300.0 * 0.5 * 2 / 3)
+    assert phases["meta_forward_backward"] == 600.0
+    assert phases["total"] == pytest.approx(200.0 + 100.0 + 600.0)
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_bench_configs_are_valid(quick):
+    configs = bench.bench_configs(quick)
+    for config in configs.values():
+        validate(config)
+    assert configs["cleanup"].env.name == "cleanup_lite"
+    assert configs["ipd"].env.name == "ipd" and configs["ipd"].policy.scan_type == "linear"
+    assert configs["ipd_associative"].policy.scan_type == "associative"
+    if not quick:
+        assert configs["cleanup"].env.inner_episode_length == 64
+        assert configs["ipd"].meta_batch_size == 128 and configs["ipd"].num_inner_episodes == 20
+
+
+def test_bench_json_has_every_key(tiny_config, tiny_components, workdirs, tmp_path):
+    # Compiling Clean Up's rollout or an associative-scan update takes tens of seconds; their measurements run the
+    # same code as the IPD ones, so this test of the JSON times the tiny IPD experiment in their place
+    # (test_bench_configs_are_valid checks the configs the command builds for them).
+    components = {"ipd": tiny_components, "ipd_associative": tiny_components, "cleanup": tiny_components}
+    result = bench.run_bench(
+        components, timed_iterations=1, launches=(), matmul_rows=512, matmul_repeats=1, log=lambda line: None
+    )
+    for key in bench.BENCH_KEYS:
+        bench.lookup(result, key)  # raises KeyError naming a missing one
+    numbers = [k for k in bench.BENCH_KEYS if not k.startswith(("machine.", "configs.", "end_to_end.launch"))]
+    for key in numbers:
+        value = bench.lookup(result, key)
+        if isinstance(value, (int, float)):
+            assert math.isfinite(value) and value > 0, key
+    for launch, actors in bench.LAUNCHES:
+        entry = result["end_to_end"][bench.launch_key(launch, actors)]
+        assert entry["episodes_per_s"] is None and "not requested" in entry["reason"]
+    loop = result["end_to_end"]["inprocess_loop"]
+    assert 0 < loop["learner_wait_fraction"] < 1
+    assert result["configs"]["ipd"]["agent_steps_per_iteration"] == 4 * 2 * 4 * 3 * 3
+    assert result["flops"]["limit"]["fraction"] == pytest.approx(
+        loop["agent_steps_per_s"] / result["flops"]["limit"]["agent_steps_per_s"]
+    )
+    table = bench.markdown_table(result)
+    assert "agent-steps/s" in table and "not measured" in table
+    json.dumps(json_safe(result), allow_nan=False)  # what the command writes is strict JSON
+
+
+def test_bench_command_rejects_an_unknown_launch():
+    result = _coala("bench", "--launches=ray:9")
+    assert result.returncode != 0 and "--launches entry 'ray:9' is invalid" in result.stderr
