@@ -138,29 +138,41 @@ class ConsoleAndCsvLogger:
     ):
         self.log_every, self.log = log_every, log
         self.history: list[dict[str, float]] = []
-        self._file = self._writer = None
+        self._file = None
+        self._rows: list[dict] = []  # every row of the file, so that a late new metric can widen the header
+        self._fields: list[str] = []
         if workdir:
             os.makedirs(workdir, exist_ok=True)
             path = os.path.join(workdir, "metrics.csv")
-            kept: list[dict[str, str]] = []
             if os.path.exists(path) and start_iteration > 0:
                 with open(path, newline="") as f:
-                    kept = [row for row in csv.DictReader(f) if int(row["iteration"]) <= start_iteration]
+                    self._rows = [row for row in csv.DictReader(f) if int(row["iteration"]) <= start_iteration]
             self._file = open(path, "w", newline="")  # noqa: SIM115  (closed in close())
-            if kept:
-                self._writer = csv.DictWriter(self._file, fieldnames=list(kept[0]), extrasaction="ignore")
-                self._writer.writeheader()
-                self._writer.writerows(kept)
+            if self._rows:
+                self._fields = list(self._rows[0])
+                self._rewrite()
+
+    def _rewrite(self) -> None:
+        """Writes the whole file again with the current columns (metrics absent from a row stay empty)."""
+        self._file.seek(0)
+        self._file.truncate()
+        writer = csv.DictWriter(self._file, fieldnames=self._fields, restval="")
+        writer.writeheader()
+        writer.writerows(self._rows)
+        self._file.flush()
 
     def on_iteration(self, iteration: int, state: TrainState, metrics: dict[str, float]) -> None:
         row = {"iteration": iteration, **metrics}
         self.history.append(row)
         if self._file is not None:
-            if self._writer is None:
-                self._writer = csv.DictWriter(self._file, fieldnames=list(row), extrasaction="ignore")
-                self._writer.writeheader()
-            self._writer.writerow(row)
-            self._file.flush()
+            self._rows.append(row)
+            new_fields = [k for k in row if k not in self._fields]
+            if new_fields:  # e.g. checkpoint/save_blocking_s first appears at the first save
+                self._fields += new_fields
+                self._rewrite()
+            else:
+                csv.DictWriter(self._file, fieldnames=self._fields, restval="").writerow(row)
+                self._file.flush()
         if iteration % self.log_every == 0 or iteration == 1:
             self.log(format_metrics(iteration, metrics))
 
