@@ -229,6 +229,15 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
+def local_metrics_dir(workdir: str | None) -> str | None:
+    """Where metrics.csv and TensorBoard events go: the workdir itself, or for a remote workdir (gs://...), whose
+    checkpoints Orbax writes through tensorstore, a local mirror `workdirs/remote/<bucket>/<path>` (the CSV writer
+    needs a local file system)."""
+    if workdir is None or "://" not in workdir:
+        return workdir
+    return os.path.join("workdirs", "remote", workdir.replace("://", "/", 1))
+
+
 def prepare_learner(
     config: ml_collections.ConfigDict,
     workdir: str | None,
@@ -268,12 +277,17 @@ def prepare_learner(
         if sharding is not None:
             state = jax.device_put(state, sharding)
     start_iteration = int(state.step)
+    metrics_dir = local_metrics_dir(workdir)
+    if metrics_dir != workdir:
+        log(f"checkpoints go to {workdir}; metrics.csv and TensorBoard events to the local {metrics_dir}")
     # Order matters: callbacks that add metrics (checkpoint timing, throughput) run before the writers.
     callbacks.append(ThroughputMetrics(config))
     # The CSV and the in-memory history; the console is the progress reporter's (below).
-    callbacks.append(ConsoleAndCsvLogger(workdir, config.log_every, lambda line: None, start_iteration=start_iteration))
-    if workdir:
-        callbacks.append(TensorBoardWriter(os.path.join(workdir, "tensorboard"), start_iteration, config=config))
+    callbacks.append(
+        ConsoleAndCsvLogger(metrics_dir, config.log_every, lambda line: None, start_iteration=start_iteration)
+    )
+    if metrics_dir:
+        callbacks.append(TensorBoardWriter(os.path.join(metrics_dir, "tensorboard"), start_iteration, config=config))
     callbacks.append(
         ProgressReporter(
             config.training_iterations,

@@ -44,3 +44,11 @@ def test_bad_config_value_is_one_line_naming_the_field():
 def test_unknown_command_lists_valid_ones():
     result = _coala("trian")
     assert result.returncode != 0 and "valid commands" in result.stderr and "train" in result.stderr
+
+
+def test_remote_workdir_keeps_metrics_in_a_local_mirror():
+    from coala_dist.train import local_metrics_dir
+
+    assert local_metrics_dir(None) is None
+    assert local_metrics_dir("runs/a") == "runs/a"
+    assert local_metrics_dir("gs://bucket/run1") == os.path.join("workdirs", "remote", "gs", "bucket", "run1")
