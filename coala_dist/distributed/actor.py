@@ -1,0 +1,179 @@
+"""The actor node: poll parameters, roll out work units with THE rollout (`Rollout.episodes`), write episodes.
+
+* **sync**: for every new version v, the actor rolls out its fixed share of v's work units (`work.actor_work_units`)
+  with the run key, so episode e of version v is the same whichever actor makes it (keys are
+  fold_in(run_key, v, e)), then waits for v + 1.
+* **async**: the actor never waits for the learner: before each work unit it adopts whatever newer parameters its
+  background fetch has brought (`ParamsClient.update`) and rolls out the next agent's unit in round robin. Its
+  episodes take their keys from a stream of its own (`async_run_key`), so two actors never duplicate an episode;
+  async runs are not reproducible and do not try to be. Only the queue's rate limiter can block it.
+
+Timers (cleanba style) are summed per actor and returned by `run`; the learner is the only node writing metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+
+from coala_dist.builder import Components, build
+from coala_dist.config import episodes_per_work_unit
+from coala_dist.distributed.codec import PublishedParams, episode_codec, params_codec
+from coala_dist.distributed.params import NodeStoppedError, ParamsClient
+from coala_dist.distributed.replay import ReplayClient
+from coala_dist.distributed.work import WorkUnit, actor_work_units, unit_table, work_units
+
+# fold_in index of the async key streams: versions (the first fold_in of every sync episode key) never reach it.
+ASYNC_STREAM_INDEX = 2**31 - 2
+
+
+def async_run_key(run_key: jax.Array, actor_id: int, incarnation: int, unit_counter: int) -> jax.Array:
+    """The run key an async actor passes to `Rollout.episodes` for its `unit_counter`-th unit.
+
+    Episode keys are then fold_in(async_run_key, version, episode_index): distinct for every (actor, incarnation,
+    unit), so concurrent actors (and a restarted one) never produce the same episode twice.
+    """
+    key = jax.random.fold_in(run_key, ASYNC_STREAM_INDEX)
+    for data in (actor_id, incarnation, unit_counter):
+        key = jax.random.fold_in(key, data)
+    return key
+
+
+@dataclasses.dataclass
+class ActorStats:
+    """What one actor did (sums since it started).
+
+    Attributes:
+      actor_id: the actor.
+      pid: its process id (a restarted actor has a new one).
+      units: work units written.
+      episodes: meta-episodes written.
+      versions: distinct policy versions it rolled out.
+      params_wait_s: time waiting for or fetching parameters.
+      rollout_s: time in the jitted rollout.
+      write_s: time writing to Reverb (including time blocked by a full queue).
+    """
+
+    actor_id: int
+    pid: int = dataclasses.field(default_factory=os.getpid)
+    units: int = 0
+    episodes: int = 0
+    versions: int = 0
+    params_wait_s: float = 0.0
+    rollout_s: float = 0.0
+    write_s: float = 0.0
+
+
+class Actor:
+    """One actor node. Build it in the thread or process that runs it; `run()` returns when stopped.
+
+    Args:
+      config: the experiment config.
+      actor_id: in [0, num_actors).
+      num_actors: how many actors the program has.
+      replay_address: the replay node's address.
+      should_stop: polled between (and inside) blocking steps.
+      components: prebuilt components (in-process actors share the learner's compiled rollout); built if None.
+      device: where parameters and rollouts live (None: JAX's default device).
+    """
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        actor_id: int,
+        num_actors: int,
+        replay_address: str,
+        *,
+        should_stop: Callable[[], bool],
+        components: Components | None = None,
+        device: Any = None,
+    ):
+        if not 0 <= actor_id < num_actors:
+            raise ValueError(f"actor_id={actor_id} must be in [0, num_actors={num_actors})")
+        self.config = config
+        self.actor_id, self.num_actors = actor_id, num_actors
+        self.should_stop = should_stop
+        self.components = components or build(config)
+        self.episode_codec = episode_codec(self.components, episodes_per_work_unit(config))
+        self.replay = ReplayClient(replay_address, config.distributed.rpc_timeout_s)
+        self.params = ParamsClient(
+            replay_address, params_codec(self.components), config.distributed.rpc_timeout_s, device
+        )
+        self.device = device
+        self.stats = ActorStats(actor_id)
+
+    def _roll_out_and_write(self, params: PublishedParams, unit: WorkUnit, run_key: jax.Array, writer) -> bool:
+        start = time.perf_counter()
+        indices = jax.device_put(unit.episode_indices(), self.device)
+        episodes = self.components.rollout_episodes(
+            params.meta_params, params.naive_params, run_key, params.version, indices
+        )
+        items = self.episode_codec.unstack(episodes)  # device -> host
+        written = time.perf_counter()
+        self.stats.rollout_s += written - start
+        table = unit_table(self.config, unit)
+        for item in items:
+            writer.add(table, item)
+        done = writer.flush(self.config.distributed.rpc_timeout_s, self.should_stop)
+        self.stats.write_s += time.perf_counter() - written
+        if done:
+            self.stats.units += 1
+            self.stats.episodes += len(items)
+        return done
+
+    def _run_sync(self, writer) -> None:
+        units = actor_work_units(self.config, self.actor_id, self.num_actors)
+        done_version = -1
+        while not self.should_stop():
+            start = time.perf_counter()
+            self.params.wait_for_newer(done_version, self.config.distributed.poll_interval_s, self.should_stop)
+            self.stats.params_wait_s += time.perf_counter() - start
+            params = self.params.params
+            for unit in units:
+                if not self._roll_out_and_write(params, unit, params.run_key, writer):
+                    return
+            done_version = self.params.version
+            self.stats.versions += 1
+
+    def _run_async(self, writer) -> None:
+        units = work_units(self.config)
+        incarnation = secrets.randbelow(2**31)  # a restarted actor must not replay its predecessor's keys
+        start = time.perf_counter()
+        self.params.wait_for_newer(-1, self.config.distributed.poll_interval_s, self.should_stop)
+        self.stats.params_wait_s += time.perf_counter() - start
+        counter, last_version = 0, -1
+        while not self.should_stop():
+            start = time.perf_counter()
+            self.params.update()  # never blocks: adopts a finished fetch, starts the next
+            self.stats.params_wait_s += time.perf_counter() - start
+            params = self.params.params
+            if self.params.version != last_version:
+                last_version = self.params.version
+                self.stats.versions += 1
+            unit = units[(self.actor_id + counter) % len(units)]  # every agent in turn, actors offset
+            key = async_run_key(params.run_key, self.actor_id, incarnation, counter)
+            if not self._roll_out_and_write(params, unit, key, writer):
+                return
+            counter += 1
+
+    def run(self) -> dict[str, float]:
+        """Rolls out until stopped; returns this actor's `ActorStats` as a dict."""
+        writer = self.replay.writer()
+        try:
+            if self.config.distributed.mode == "sync":
+                self._run_sync(writer)
+            else:
+                self._run_async(writer)
+        except NodeStoppedError:
+            pass
+        finally:
+            writer.close()
+            self.params.close()
+        return {k: float(v) for k, v in dataclasses.asdict(self.stats).items()}

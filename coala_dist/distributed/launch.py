@@ -1,0 +1,356 @@
+"""Runs a `Program` (program.py): as threads of this process, or as Ray processes on this machine or a cluster.
+
+* `run_inprocess`: the replay node embeds its Reverb server in this process; actors are threads sharing the
+  learner's compiled rollout; the learner runs in the calling thread. SIGTERM/Ctrl-C (main thread) stop the learner
+  after its current iteration (its checkpoint callback saves), then the actors, then the server.
+* `run_on_ray`: each node is a Ray actor process (`ReplayProcess`, `LearnerProcess`, `ActorProcess`, as `ps`
+  shows them). Actors get `JAX_PLATFORMS=cpu` and Ray restarts (`max_restarts`, and `max_task_retries` so the
+  restarted process resumes `run()`); the learner may ask for accelerators. This driver process only orchestrates:
+  it never initialises a JAX backend (on a TPU host only the learner may open the chips). On SIGTERM/Ctrl-C, or
+  when the learner finishes, it asks every node to stop, gives them `stop_grace_s`, kills what is left and, for
+  `local`, shuts its Ray instance down, leaving no processes behind.
+
+Every wait here has a timeout and re-checks the stop signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from coala_dist import xla_flags
+from coala_dist.distributed.program import NodeSpec, Program
+
+# Environment variables a node process inherits from this driver when set (compilation cache, logging).
+PASSED_ENVIRONMENT = (
+    "JAX_THREEFRY_PARTITIONABLE",  # random streams must agree across every process of a run
+    "JAX_COMPILATION_CACHE_DIR",
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+    "TF_CPP_MIN_LOG_LEVEL",
+)
+LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # episodes travel through Reverb, not Ray's object store
+STARTUP_TIMEOUT_S = 600.0  # a node process that takes longer than this to start is an error
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a run returns.
+
+    Attributes:
+      state: the learner's final TrainState on the host, or None if it never got one.
+      history: per-iteration metrics of this run.
+      actor_stats: per actor, what it did (`ActorStats` as dicts), for actors that reported.
+      consumed_lags: policy lag of every episode the (primary) learner consumed.
+      dropped_stale: episodes dropped as too old.
+      dropped_duplicates: sync episodes received twice (e.g. redone by a restarted actor).
+    """
+
+    state: Any
+    history: list[dict[str, float]]
+    actor_stats: list[dict[str, float]]
+    consumed_lags: list[int]
+    dropped_stale: int
+    dropped_duplicates: int
+
+
+def _result(learner_result: Any, actor_stats: list[dict[str, float]]) -> RunResult:
+    return RunResult(
+        state=learner_result.state,
+        history=learner_result.history,
+        actor_stats=actor_stats,
+        consumed_lags=learner_result.consumed_lags,
+        dropped_stale=learner_result.dropped_stale,
+        dropped_duplicates=learner_result.dropped_duplicates,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# In-process: threads and an embedded Reverb server.
+def run_inprocess(program: Program, *, components: Any = None, log: Callable[[str], None] = print) -> RunResult:
+    """Runs `program` as threads of this process.
+
+    Args:
+      program: from `make_program(..., launch="inprocess")`.
+      components: prebuilt components shared by every node (tests pass theirs so nothing recompiles).
+      log: where the learner's console lines go.
+
+    Raises:
+      RuntimeError: an actor thread failed (the learner is stopped first).
+    """
+    from coala_dist.builder import build
+    from coala_dist.train import stop_on_signals
+
+    config = program.config
+    components = components or build(config)
+    stop = threading.Event()
+    failures: list[tuple[str, BaseException]] = []
+    actor_stats: dict[str, dict[str, float]] = {}
+    # Built here, before the actors: its eval_shape of the rollout primes the trace cache they share.
+    replay = program.replay.factory(components=components)
+
+    def run_actor(spec: NodeSpec) -> None:
+        try:
+            actor = spec.factory(replay_address=replay.address, should_stop=stop.is_set, components=components)
+            actor_stats[spec.name] = actor.run()
+        except BaseException as error:  # reported by the main thread; stops everything
+            failures.append((spec.name, error))
+            stop.set()
+
+    threads = [threading.Thread(target=run_actor, args=(spec,), name=spec.name, daemon=True) for spec in program.actors]
+    try:
+        for thread in threads:
+            thread.start()
+        with stop_on_signals() as signalled:
+            learner = program.learners[0].factory(
+                replay_address=replay.address,
+                should_stop=lambda: stop.is_set() or signalled.is_set(),
+                components=components,
+                log=log,
+            )
+            learner_result = learner.run()
+    finally:
+        stop.set()
+        deadline = time.monotonic() + config.distributed.stop_grace_s
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        replay.stop()
+    if failures:
+        name, error = failures[0]
+        raise RuntimeError(f"{name} failed: {error!r}") from error
+    return _result(learner_result, [actor_stats[s.name] for s in program.actors if s.name in actor_stats])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Ray: one process per node.
+class _NodeProcess:
+    """A node living in its own Ray actor process: builds it from its factory, runs it, stops it."""
+
+    def __init__(self, factory: Callable[..., Any], **runtime: Any):
+        # JAX reads its flags from the runtime environment the launcher gave this process; this covers a process
+        # started without it (it only sets variables JAX has not read yet: no backend exists before the factory).
+        xla_flags.configure()
+        self._stop = threading.Event()
+        self._node = factory(should_stop=self._stop.is_set, **runtime)
+
+    def run(self, **kwargs: Any) -> Any:
+        return self._node.run(**kwargs)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class ReplayProcess(_NodeProcess):
+    """The replay node's process; other nodes reach it at this machine's IP address."""
+
+    def __init__(self, factory: Callable[..., Any]):
+        import ray
+
+        super().__init__(factory, host=ray.util.get_node_ip_address())
+
+    def address(self) -> str:
+        return self._node.address
+
+    def stop(self) -> None:
+        super().stop()
+        self._node.stop()
+
+
+class LearnerProcess(_NodeProcess):
+    """A learner process."""
+
+    def coordinator_address(self) -> str | None:
+        """`ip:port` for the learner group's `jax.distributed` coordinator (asked of learner process 0); None where
+        the node sets `$JAX_COORDINATOR_ADDRESS` (Cloud TPU hosts: JAX finds the group itself)."""
+        import portpicker
+        import ray
+
+        if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+            return None
+        return f"{ray.util.get_node_ip_address()}:{portpicker.pick_unused_port()}"
+
+
+class ActorProcess(_NodeProcess):
+    """An actor process."""
+
+
+def _node_environment(spec: NodeSpec) -> dict[str, str]:
+    xla_flags.configure()
+    env = {"XLA_FLAGS": os.environ["XLA_FLAGS"]}
+    env.update({name: os.environ[name] for name in PASSED_ENVIRONMENT if name in os.environ})
+    if spec.cpu_only:
+        env["JAX_PLATFORMS"] = "cpu"  # only the learner may open accelerators (one libtpu user per host)
+    return env
+
+
+def _options(spec: NodeSpec) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "num_cpus": 1,
+        "max_concurrency": 2,  # `stop` must get through while `run` is executing
+        "runtime_env": {"env_vars": _node_environment(spec)},
+        **spec.ray_options,
+    }
+    if spec.max_restarts:
+        options["max_restarts"] = spec.max_restarts
+        options["max_task_retries"] = spec.max_restarts  # the restarted process runs `run()` again
+    return options
+
+
+def _start(process_class: type, spec: NodeSpec, **runtime: Any) -> Any:
+    """Starts `spec`'s node in a new Ray actor process of `process_class`; returns its handle."""
+    import ray
+
+    return ray.remote(process_class).options(**_options(spec)).remote(spec.factory, **runtime)
+
+
+def _wait_for(ref: Any, signalled: threading.Event, what: str, timeout_s: float = STARTUP_TIMEOUT_S) -> Any:
+    """`ray.get(ref)`, in short waits that notice a stop signal."""
+    import ray
+
+    from coala_dist.distributed.params import NodeStoppedError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ready, _ = ray.wait([ref], timeout=0.2)
+        if ready:
+            return ray.get(ready[0])
+        if signalled.is_set():
+            raise NodeStoppedError
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not answer within {timeout_s:.0f} s")
+
+
+def run_on_ray(
+    program: Program,
+    *,
+    address: str | None = None,
+    log: Callable[[str], None] = print,
+    forward_node_logs: bool = True,
+) -> RunResult:
+    """Runs `program` with one Ray actor process per node.
+
+    Args:
+      program: from `make_program(..., launch="local" | "ray")`.
+      address: the Ray cluster for launch `ray` (e.g. `ray://head:10001` or `auto`); ignored for `local`, which
+        starts a private Ray instance on this machine. If Ray is already initialised in this process (tests), that
+        instance is used and left running.
+      log: where the driver's lines go (the learner's console lines come through Ray's log forwarding).
+      forward_node_logs: whether the nodes' output is printed here (Ray's `log_to_driver`; when Ray is started
+        here).
+
+    Raises:
+      RuntimeError: an actor process failed for good (its restarts used up).
+    """
+    import ray
+
+    from coala_dist.distributed.params import NodeStoppedError
+    from coala_dist.train import stop_on_signals
+
+    config = program.config
+    owns_ray = not ray.is_initialized()
+    if owns_ray:
+        base_env = {"env_vars": {"XLA_FLAGS": _node_environment(program.replay)["XLA_FLAGS"]}}
+        if program.launch == "local":
+            nodes = 1 + len(program.learners) + len(program.actors)
+            ray.init(
+                address="local",
+                num_cpus=max(nodes, os.cpu_count() or 1),
+                include_dashboard=False,
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                runtime_env=base_env,
+                log_to_driver=forward_node_logs,
+            )
+        else:
+            ray.init(address=address, runtime_env=base_env, log_to_driver=forward_node_logs)
+    handles: list[Any] = []
+    actor_refs: dict[Any, str] = {}
+    actor_stats: list[dict[str, float]] = []
+    learner_result = None
+    try:
+        with stop_on_signals() as signalled:
+            try:
+                replay = _start(ReplayProcess, program.replay)
+                handles.append(replay)
+                replay_address = _wait_for(replay.address.remote(), signalled, "the replay node")
+                log(f"replay node at {replay_address}")
+                learners = [_start(LearnerProcess, spec, replay_address=replay_address) for spec in program.learners]
+                handles.extend(learners)
+                coordinator = None
+                if len(learners) > 1:
+                    coordinator = _wait_for(learners[0].coordinator_address.remote(), signalled, "learner 0")
+                actors = [_start(ActorProcess, spec, replay_address=replay_address) for spec in program.actors]
+                handles.extend(actors)
+                learner_refs = [learner.run.remote(coordinator_address=coordinator) for learner in learners]
+                actor_refs = {actor.run.remote(): spec.name for actor, spec in zip(actors, program.actors, strict=True)}
+                learner_result = _supervise(learner_refs, actor_refs, learners, signalled, config, log)
+            except NodeStoppedError:
+                log("stopped before training started")
+    finally:
+        actor_stats = _stop_all(handles, actor_refs, config.distributed.stop_grace_s)
+        if owns_ray:
+            ray.shutdown()
+    if learner_result is None:
+        return RunResult(None, [], actor_stats, [], 0, 0)
+    return _result(learner_result, actor_stats)
+
+
+def _supervise(learner_refs, actor_refs, learners, signalled, config, log) -> Any:
+    """Waits for the learners to finish; stops them on a signal; fails if an actor process is gone for good."""
+    import ray
+
+    while True:
+        done, _ = ray.wait(learner_refs, num_returns=len(learner_refs), timeout=0.2)
+        if len(done) == len(learner_refs):
+            return ray.get(learner_refs)[0]
+        finished, _ = ray.wait(list(actor_refs), num_returns=1, timeout=0)
+        for ref in finished:
+            try:
+                ray.get(ref)  # raises if the actor died and its restarts are used up
+            except Exception as error:
+                raise RuntimeError(f"{actor_refs[ref]} failed: {error}") from error
+            raise RuntimeError(f"{actor_refs[ref]} stopped while the learner was still training")
+        if signalled.is_set():
+            log("stopping: asking the learner to finish its iteration")
+            for learner in learners:
+                learner.stop.remote()
+            ready, _ = ray.wait(learner_refs, num_returns=len(learner_refs), timeout=config.distributed.stop_grace_s)
+            return ray.get(learner_refs)[0] if len(ready) == len(learner_refs) else None
+
+
+def _stop_all(handles: list[Any], actor_refs: dict[Any, str], grace_s: float) -> list[dict[str, float]]:
+    """Asks every node to stop, collects the actors' stats within `grace_s`, then kills every node process."""
+    import ray
+
+    for handle in handles:
+        handle.stop.remote()
+    stats = []
+    if actor_refs:
+        ready, _ = ray.wait(list(actor_refs), num_returns=len(actor_refs), timeout=grace_s)
+        for ref in ready:
+            with contextlib.suppress(Exception):  # a failed actor has no stats; its error was reported already
+                stats.append(ray.get(ref))
+    for handle in handles:
+        ray.kill(handle, no_restart=True)
+    return stats
+
+
+def launch(
+    program: Program,
+    *,
+    ray_address: str | None = None,
+    components: Any = None,
+    log: Callable[[str], None] = print,
+    forward_node_logs: bool = True,
+) -> RunResult:
+    """Runs `program` the way its launch type says (`components` only matter in-process, `ray_address` and
+    `forward_node_logs` only on Ray)."""
+    if program.launch == "inprocess":
+        return run_inprocess(program, components=components, log=log)
+    return run_on_ray(program, address=ray_address, log=log, forward_node_logs=forward_node_logs)

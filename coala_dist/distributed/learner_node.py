@@ -1,0 +1,336 @@
+"""The learner node: `prepare_learner` + `learner_loop` (coala_dist/train.py) with a Reverb-backed batch source.
+
+`ReplayBatchSource(state)` is a `coala_dist.train.BatchSource`. Each call
+
+1. publishes the parameters of `state.version` (primary learner process only; once per version);
+2. takes this process's share of the meta-batch from its queue tables, polling with a timeout and a stop check:
+   * **sync**: exactly the episodes of `state.version` with the indices of its share; older episodes (e.g. written
+     twice by a restarted actor) are dropped and counted; the batch is sorted by episode index — the same batch
+     as the in-process loop's, whatever the actor count;
+   * **async**: `meta_batch_size` episodes per agent (its share of them), whatever version made them, except that
+     episodes more than `max_policy_lag` versions old are dropped and counted; PPO's ratio uses their stored
+     behaviour log-probs;
+3. returns the batch (sharded over the learner mesh when it has several devices) and its metrics: the time spent
+   waiting for data, the queue size, the policy lag of the consumed episodes and the dropped counts.
+
+Invariants: only learner process 0 publishes parameters and writes metrics (the other processes keep only the
+checkpoint callback of `prepare_learner`, because Orbax saves collectively).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from coala_dist.builder import Components, build
+from coala_dist.config import episodes_per_iteration, episodes_per_work_unit
+from coala_dist.distributed.codec import TreeCodec, episode_codec, params_codec
+from coala_dist.distributed.params import NodeStoppedError, ParamsPublisher
+from coala_dist.distributed.replay import DeadlineExceededError, ReplayClient
+from coala_dist.distributed.sharding import (
+    check_batch_divides,
+    data_parallel_update,
+    global_batch,
+    initialize_learner_group,
+    learner_mesh,
+    process_episode_range,
+    replicated,
+)
+from coala_dist.distributed.work import learner_share, learner_tables
+from coala_dist.learner import TrainState
+from coala_dist.rollout import MetaEpisode
+from coala_dist.train import CheckpointCallback, ConsoleAndCsvLogger, learner_loop, prepare_learner
+
+
+def _leaf_position(codec: TreeCodec, field: str) -> int:
+    """Index of a MetaEpisode field in the codec's flat item."""
+    positions = codec.unflatten(list(range(len(codec.specs))))
+    return getattr(positions, field)
+
+
+class ReplayBatchSource:
+    """Publishes parameters and assembles the meta-batch of one learner process from Reverb.
+
+    Args:
+      config: the experiment config.
+      components: the built experiment.
+      replay: a client of the replay node.
+      learner_process: this process's index in the learner group.
+      publisher: publishes parameters (primary process), or None.
+      should_stop: polled while waiting; a stop raises `NodeStoppedError` out of the call.
+      mesh: the learner's mesh when it has more than one device (the batch is then returned sharded), else None.
+
+    Attributes:
+      dropped_stale: episodes dropped because they were too old (sync: not of the current version).
+      dropped_duplicates: sync episodes received twice.
+      consumed_lags: policy lag of every consumed episode, in consumption order.
+    """
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        components: Components,
+        replay: ReplayClient,
+        *,
+        learner_process: int,
+        publisher: ParamsPublisher | None,
+        should_stop: Callable[[], bool],
+        mesh: jax.sharding.Mesh | None = None,
+    ):
+        self.config, self.replay, self.publisher, self.should_stop, self.mesh = (
+            config,
+            replay,
+            publisher,
+            should_stop,
+            mesh,
+        )
+        self.sync = config.distributed.mode == "sync"
+        self.tables = learner_tables(config, learner_process)  # in episode (hence agent) order
+        self.share = learner_share(config, learner_process)
+        self.codec = episode_codec(components, episodes_per_work_unit(config))
+        self._version_at = _leaf_position(self.codec, "policy_version")
+        self._index_at = _leaf_position(self.codec, "episode_index")
+        self.dropped_stale = 0
+        self.dropped_duplicates = 0
+        self.consumed_lags: list[int] = []
+
+    # -------------------------------------------------------------------------------------------------------------
+    def _poll(self) -> dict[str, int]:
+        while True:
+            if self.should_stop():
+                raise NodeStoppedError
+            try:
+                return self.replay.sizes()
+            except DeadlineExceededError:
+                continue
+
+    def _waited(self, progressed: bool, last_progress: float, missing: str) -> float:
+        """Book-keeping of one polling round: returns the new time of last progress; sleeps or times out."""
+        now = time.monotonic()
+        if progressed:
+            return now
+        if now - last_progress > self.config.distributed.data_timeout_s:
+            raise TimeoutError(
+                f"the learner received no episode for {self.config.distributed.data_timeout_s:g} s "
+                f"(still missing: {missing}); are the actors alive?"
+            )
+        time.sleep(self.config.distributed.poll_interval_s)
+        return last_progress
+
+    def _collect_sync(self, version: int) -> tuple[list[list[np.ndarray]], int]:
+        """Exactly this share's episodes of `version`, sorted by episode index; and the queue size first seen."""
+        needed = set(self.share)
+        received: dict[int, list[np.ndarray]] = {}
+        last_progress, queue_size = time.monotonic(), None
+        while len(received) < len(needed):
+            sizes = self._poll()
+            if queue_size is None:
+                queue_size = sum(sizes.get(table, 0) for table in self.tables)
+            progressed = False
+            for table in self.tables:
+                for item in self.replay.take(table, sizes.get(table, 0)):
+                    item_version, index = int(item[self._version_at]), int(item[self._index_at])
+                    if item_version < version:
+                        self.dropped_stale += 1
+                    elif item_version > version:
+                        raise RuntimeError(
+                            f"sync learner at version {version} received an episode of version {item_version}: "
+                            "is another program writing to this replay server?"
+                        )
+                    elif index in received or index not in needed:
+                        self.dropped_duplicates += 1
+                    else:
+                        received[index] = item
+                        progressed = True
+            missing = sorted(needed - set(received))
+            last_progress = self._waited(progressed, last_progress, f"episodes {missing[:8]} of version {version}")
+        return [received[index] for index in sorted(received)], queue_size or 0
+
+    def _collect_async(self, version: int) -> tuple[list[list[np.ndarray]], int]:
+        """This share's count of episodes per agent, none older than `max_policy_lag` versions."""
+        oldest = version - self.config.distributed.max_policy_lag
+        remaining = dict(self.tables)
+        received: dict[str, list[list[np.ndarray]]] = {table: [] for table in self.tables}
+        last_progress, queue_size = time.monotonic(), None
+        while any(remaining.values()):
+            sizes = self._poll()
+            if queue_size is None:
+                queue_size = sum(sizes.get(table, 0) for table in self.tables)
+            progressed = False
+            for table, count in remaining.items():
+                for item in self.replay.take(table, min(count, sizes.get(table, 0))):
+                    if int(item[self._version_at]) < oldest:
+                        self.dropped_stale += 1
+                    else:
+                        received[table].append(item)
+                        remaining[table] -= 1
+                        progressed = True
+            last_progress = self._waited(progressed, last_progress, f"{remaining} episodes per table")
+        items = []
+        for table in self.tables:  # agent order, as Learner.update expects
+            items.extend(sorted(received[table], key=lambda i: (int(i[self._version_at]), int(i[self._index_at]))))
+        return items, queue_size or 0
+
+    # -------------------------------------------------------------------------------------------------------------
+    def __call__(self, state: TrainState) -> tuple[MetaEpisode, dict[str, float]]:
+        start = time.perf_counter()
+        if self.publisher is not None:
+            self.publisher.publish(state, self.should_stop)
+        published = time.perf_counter()
+        version = int(state.version)
+        items, queue_size = self._collect_sync(version) if self.sync else self._collect_async(version)
+        received = time.perf_counter()
+        batch = self.codec.stack(items)
+        lags = version - batch.policy_version.astype(np.int64)
+        self.consumed_lags.extend(int(lag) for lag in lags)
+        if self.mesh is not None:
+            batch = global_batch(batch, self.mesh, episodes_per_iteration(self.config))
+        metrics = {
+            "time/publish_s": published - start,
+            "time/wait_for_data_s": received - published,
+            "replay/queue_size": float(queue_size),
+            "replay/episodes": float(len(items)),
+            "replay/policy_lag_mean": float(lags.mean()),
+            "replay/policy_lag_max": float(lags.max()),
+            "replay/dropped_stale": float(self.dropped_stale),
+            "replay/dropped_duplicates": float(self.dropped_duplicates),
+        }
+        return batch, metrics
+
+
+@dataclasses.dataclass
+class LearnerResult:
+    """What a learner node returns.
+
+    Attributes:
+      state: the final TrainState on the host (numpy), or None on non-primary learner processes.
+      history: the per-iteration metrics of this run (primary process).
+      consumed_lags: policy lag of every episode this process consumed.
+      dropped_stale: episodes dropped as too old.
+      dropped_duplicates: sync episodes received twice.
+    """
+
+    state: TrainState | None
+    history: list[dict[str, float]]
+    consumed_lags: list[int]
+    dropped_stale: int
+    dropped_duplicates: int
+
+
+class _LatestState:
+    """A callback remembering the newest state (the loop may be left by an exception)."""
+
+    def __init__(self, state: TrainState):
+        self.state = state
+
+    def on_iteration(self, iteration: int, state: TrainState, metrics: dict[str, float]) -> None:
+        self.state = state
+
+    def close(self) -> None:
+        pass
+
+
+class LearnerNode:
+    """One learner process. Build it where it runs; `run()` trains until done or stopped.
+
+    Args:
+      config: the experiment config.
+      workdir: the run's directory (checkpoints, metrics.csv), or None.
+      replay_address: the replay node's address.
+      should_stop: polled between iterations and while waiting for data.
+      learner_process: this process's index in the learner group.
+      components: prebuilt components (in-process launch shares the compiled functions); built if None.
+      log: where the primary process's console lines go (default: print).
+    """
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: str | None,
+        replay_address: str,
+        *,
+        should_stop: Callable[[], bool],
+        learner_process: int = 0,
+        components: Components | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.config, self.workdir, self.replay_address = config, workdir, replay_address
+        self.should_stop, self.learner_process = should_stop, learner_process
+        self.components, self.log = components, log or print
+
+    def run(self, coordinator_address: str | None = None) -> LearnerResult:
+        """Trains; returns the final state (primary process) and the replay statistics.
+
+        Args:
+          coordinator_address: `host:port` of learner process 0 when there are several learner processes (None:
+            detected by JAX from `$JAX_COORDINATOR_ADDRESS` and the Cloud TPU metadata).
+        """
+        config = self.config
+        num_processes = config.distributed.num_learner_processes
+        if num_processes > 1:
+            self.learner_process = initialize_learner_group(coordinator_address, num_processes, self.learner_process)
+        primary = self.learner_process == 0
+        components = self.components or build(config)
+        mesh = learner_mesh()
+        check_batch_divides(episodes_per_iteration(config), mesh)
+        sharded = mesh.size > 1
+        if sharded:
+            components = dataclasses.replace(components, learner_update=data_parallel_update(components.learner, mesh))
+            block = process_episode_range(mesh, episodes_per_iteration(config))
+            if block != learner_share(config, self.learner_process):
+                raise ValueError(f"learner process {self.learner_process} holds episodes {block} of the mesh")
+        log = self.log if primary else (lambda line: None)
+        components, state, callbacks = prepare_learner(
+            config, self.workdir, components=components, log=log, sharding=replicated(mesh) if sharded else None
+        )
+        if not primary:  # one process writes metrics; the others keep the checkpoint callback (Orbax saves jointly)
+            for callback in callbacks:
+                if not isinstance(callback, CheckpointCallback):
+                    callback.close()
+            callbacks = [c for c in callbacks if isinstance(c, CheckpointCallback)]
+        logger = next((c for c in callbacks if isinstance(c, ConsoleAndCsvLogger)), None)
+        latest = _LatestState(state)
+        replay = ReplayClient(self.replay_address, config.distributed.rpc_timeout_s)
+        publisher = ParamsPublisher(components, replay, params_codec(components)) if primary else None
+        source = ReplayBatchSource(
+            config,
+            components,
+            replay,
+            learner_process=self.learner_process,
+            publisher=publisher,
+            should_stop=self.should_stop,
+            mesh=mesh if sharded else None,
+        )
+        try:
+            if int(state.step) >= config.training_iterations:
+                log(f"run in {self.workdir} already finished: {int(state.step)} of {config.training_iterations}")
+                for callback in callbacks:
+                    callback.close()
+            else:
+                learner_loop(
+                    components,
+                    state,
+                    source,
+                    [*callbacks, latest],
+                    should_stop=self.should_stop,
+                    total_iterations=config.training_iterations,
+                )
+        except NodeStoppedError:
+            log(f"learner stopped at iteration {int(latest.state.step)}")
+        finally:
+            if publisher is not None:
+                publisher.close()
+        final: Any = jax.device_get(latest.state) if primary else None
+        return LearnerResult(
+            state=final,
+            history=logger.history if logger is not None else [],
+            consumed_lags=source.consumed_lags,
+            dropped_stale=source.dropped_stale,
+            dropped_duplicates=source.dropped_duplicates,
+        )

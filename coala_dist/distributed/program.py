@@ -1,0 +1,195 @@
+"""The program graph: which nodes exist and how each is built (Acme's `make_distributed_experiment`).
+
+`make_program(config, launch=..., num_actors=..., workdir=...)` validates every option first, then returns a
+`Program`: the replay node, the learner node(s) and the actor nodes, each a `NodeSpec` holding an UNCALLED factory
+(a closure over the config) plus what it needs from the launcher (where it runs, what it may restart). The launcher
+(`launch.py`) calls each factory inside the thread or process that runs the node, handing it the runtime pieces
+only known there: the replay address, the node's stop check, shared components for in-process threads.
+
+Seeding: there is one root key, `config.seed`; the learner derives the run key from it, publishes it with the
+parameters, and every episode key is folded from it (`rollout.episode_key`), so no node needs a key of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+
+from coala_dist.config import validate
+
+LAUNCH_TYPES = ("inprocess", "local", "ray")
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSpec:
+    """One node of the program.
+
+    Attributes:
+      name: e.g. `replay`, `learner/0`, `actor/3`.
+      factory: called where the node runs, with keyword arguments from the launcher; returns an object with
+        `run()` (and, for the replay node, `address` and `stop()`).
+      cpu_only: the node's process gets `JAX_PLATFORMS=cpu` (only the learner may own accelerators).
+      ray_options: extra Ray actor options (placement), e.g. {"num_gpus": 1} or {"resources": {"TPU": 4}}.
+      max_restarts: Ray restarts after the process dies (0: none, -1: unlimited).
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    cpu_only: bool
+    ray_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    max_restarts: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """The nodes of one run.
+
+    Attributes:
+      config: the validated config (with the launch's mode and actor count written in).
+      launch: inprocess | local | ray.
+      workdir: absolute path of the run's directory, or None.
+      replay: the replay node.
+      learners: one node per learner process (`distributed.num_learner_processes`).
+      actors: `num_actors` actor nodes.
+    """
+
+    config: ml_collections.ConfigDict
+    launch: str
+    workdir: str | None
+    replay: NodeSpec
+    learners: tuple[NodeSpec, ...]
+    actors: tuple[NodeSpec, ...]
+
+
+def _placement(config: ml_collections.ConfigDict, launch: str, role: str) -> dict[str, Any]:
+    """Ray options placing a learner or actor node on an existing cluster (launch ray; nothing otherwise)."""
+    d = config.distributed
+    if launch != "ray":
+        return {}
+    options: dict[str, Any] = {}
+    resources: dict[str, float] = {}
+    if role == "learner":
+        if d.learner_accelerator == "gpu":
+            options["num_gpus"] = d.learner_accelerator_count
+        elif d.learner_accelerator == "tpu":
+            resources["TPU"] = d.learner_accelerator_count
+        if d.ray_learner_resource:
+            resources[d.ray_learner_resource] = 1
+    elif d.ray_actor_resource:
+        resources[d.ray_actor_resource] = 1
+    if resources:
+        options["resources"] = resources
+    return options
+
+
+def make_program(
+    config: ml_collections.ConfigDict,
+    *,
+    launch: str = "inprocess",
+    num_actors: int | None = None,
+    mode: str | None = None,
+    workdir: str | None = None,
+) -> Program:
+    """Validates the options and describes the program's nodes.
+
+    Args:
+      config: the experiment config.
+      launch: inprocess (threads of this process, embedded Reverb server) | local (Ray on this machine, one process
+        per node) | ray (an existing Ray cluster).
+      num_actors: actor nodes; default `config.distributed.num_actors`.
+      mode: sync | async; default `config.distributed.mode`.
+      workdir: the run's directory (checkpoints, metrics.csv), or None.
+
+    Raises:
+      ValueError: naming the offending option, before any node exists.
+    """
+    if isinstance(config, ml_collections.FrozenConfigDict):
+        config = config.as_configdict()
+    config = config.copy_and_resolve_references()
+    if num_actors is not None:
+        config.distributed.num_actors = num_actors
+    if mode is not None:
+        config.distributed.mode = mode
+    validate(config)
+    d = config.distributed
+    if launch not in LAUNCH_TYPES:
+        raise ValueError(f"launch={launch!r} is invalid: must be one of {', '.join(LAUNCH_TYPES)}")
+    if d.num_actors < 1:
+        raise ValueError(f"num_actors={d.num_actors} is invalid: the distributed program needs at least one actor")
+    if launch == "inprocess" and d.num_learner_processes > 1:
+        raise ValueError(
+            f"distributed.num_learner_processes={d.num_learner_processes} needs launch local or ray (one process "
+            "per learner), not inprocess"
+        )
+    if launch != "ray" and d.learner_accelerator != "none":
+        raise ValueError(
+            f"distributed.learner_accelerator={d.learner_accelerator!r} only applies to launch ray; launch {launch} "
+            "uses this machine's devices as they are"
+        )
+    workdir = os.path.abspath(workdir) if workdir else None
+    frozen = ml_collections.FrozenConfigDict(config)
+
+    def build_replay(*, should_stop=None, host="localhost", components=None):
+        from coala_dist.distributed.replay_node import ReplayNode
+
+        return ReplayNode(frozen, components=components, host=host, should_stop=should_stop)
+
+    def build_learner(learner_process: int, *, replay_address: str, should_stop, components=None, log=None):
+        from coala_dist.distributed.learner_node import LearnerNode
+
+        # `log=None` prints; `print` itself is not captured here: Ray's driver patches it and cannot pickle it.
+        return LearnerNode(
+            frozen,
+            workdir,
+            replay_address,
+            should_stop=should_stop,
+            learner_process=learner_process,
+            components=components,
+            log=log,
+        )
+
+    def build_actor(actor_id: int, *, replay_address: str, should_stop, components=None):
+        from coala_dist.distributed.actor import Actor
+
+        return Actor(frozen, actor_id, d.num_actors, replay_address, should_stop=should_stop, components=components)
+
+    learners = tuple(
+        NodeSpec(
+            name=f"learner/{process}",
+            factory=_bind(build_learner, process),
+            cpu_only=False,
+            ray_options=_placement(config, launch, "learner"),
+        )
+        for process in range(d.num_learner_processes)
+    )
+    actors = tuple(
+        NodeSpec(
+            name=f"actor/{i}",
+            factory=_bind(build_actor, i),
+            cpu_only=True,
+            ray_options=_placement(config, launch, "actor"),
+            max_restarts=d.actor_max_restarts,
+        )
+        for i in range(d.num_actors)
+    )
+    return Program(
+        config=config,
+        launch=launch,
+        workdir=workdir,
+        replay=NodeSpec(name="replay", factory=build_replay, cpu_only=True),
+        learners=learners,
+        actors=actors,
+    )
+
+
+def _bind(factory: Callable[..., Any], index: int) -> Callable[..., Any]:
+    """`factory` with its first (node index) argument fixed; keyword arguments come from the launcher."""
+
+    def bound(**kwargs):
+        return factory(index, **kwargs)
+
+    return bound

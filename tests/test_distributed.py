@@ -1,0 +1,422 @@
+"""The distributed program in one process: work layout, Reverb tables, the learner's batch rules, sync and async runs.
+
+The end-to-end checks run `launch=inprocess` (actor threads, embedded Reverb server) on the tiny experiment and
+compare with the plain in-process loop (`coala_dist.train.train`), an independent path that never touches Reverb.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from coala_dist.config import validate
+from coala_dist.distributed import work
+from coala_dist.distributed.codec import LeafSpec, TreeCodec, episode_codec
+from coala_dist.distributed.launch import run_inprocess
+from coala_dist.distributed.learner_node import ReplayBatchSource
+from coala_dist.distributed.params import NodeStoppedError, ParamsClient
+from coala_dist.distributed.program import make_program
+from coala_dist.distributed.replay import ReplayClient, ReplayServer, TableSpec
+from coala_dist.distributed.replay_node import table_specs
+from coala_dist.learner import TrainState
+from coala_dist.train import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _with(config, **fields):
+    """A copy of `config` with dotted fields (written with `__`) replaced."""
+    config = config.copy_and_resolve_references()
+    for name, value in fields.items():
+        *parents, last = name.split("__")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return config
+
+
+def _never() -> bool:
+    return False
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Layout: work units, actors, learner shares and tables.
+def test_work_units_cover_every_episode_once_and_actors_split_them(tiny_config):
+    config = _with(tiny_config, distributed__work_units_per_agent=2)  # P=2 agents x N=4 episodes, units of 2
+    units = work.work_units(config)
+    indices = np.concatenate([unit.episode_indices()[0] for unit in units])
+    np.testing.assert_array_equal(indices, np.arange(8))
+    for unit in units:  # one ego agent per unit (Rollout.episodes shares the ego params along a row)
+        assert set(unit.episode_indices()[0] // config.meta_batch_size) == {unit.agent}
+    for num_actors in (1, 3, 5):
+        shares = [work.actor_work_units(config, a, num_actors) for a in range(num_actors)]
+        assert sorted((u.agent, u.chunk) for share in shares for u in share) == [(u.agent, u.chunk) for u in units]
+
+
+def test_learner_shares_and_tables_route_each_episode_to_one_consumer(tiny_config):
+    config = _with(tiny_config, distributed__num_learner_processes=2, distributed__work_units_per_agent=2)
+    assert work.learner_share(config, 0) == range(0, 4) and work.learner_share(config, 1) == range(4, 8)
+    # With P=2, N=4 the first learner process owns agent 0's episodes, the second agent 1's.
+    assert work.learner_tables(config, 0) == {"episodes_agent0_learner0": 4}
+    assert work.learner_tables(config, 1) == {"episodes_agent1_learner1": 4}
+    for unit in work.work_units(config):
+        owner = work.learner_process_of(config, unit.first_episode)
+        assert work.unit_table(config, unit) in work.learner_tables(config, owner)
+    # P=3: 12 episodes in shares of 6; agent 1's episodes 4..7 are split between both processes (units of 2).
+    three = _with(
+        tiny_config,
+        population_size_meta=3,
+        distributed__num_learner_processes=2,
+        distributed__work_units_per_agent=2,
+    )
+    validate(three)
+    assert work.learner_tables(three, 0) == {"episodes_agent0_learner0": 4, "episodes_agent1_learner0": 2}
+    assert work.learner_tables(three, 1) == {"episodes_agent1_learner1": 2, "episodes_agent2_learner1": 4}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"distributed__mode": "eventually"}, "config.distributed.mode='eventually' is invalid: must be one of sync"),
+        ({"distributed__num_actors": -1}, "config.distributed.num_actors=-1 is invalid: must be an integer >= 0"),
+        ({"distributed__work_units_per_agent": 3}, "must divide meta_batch_size=4"),
+        ({"distributed__num_learner_processes": 3}, "config.distributed.num_learner_processes=3"),
+        ({"distributed__max_policy_lag": -1}, "config.distributed.max_policy_lag=-1"),
+        ({"distributed__rpc_timeout_s": 0.0}, "config.distributed.rpc_timeout_s=0.0"),
+    ],
+)
+def test_bad_distributed_config_is_one_line_naming_the_field(tiny_config, fields, message):
+    with pytest.raises(ValueError) as error:
+        validate(_with(tiny_config, **fields))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_make_program_validates_options_before_building_nodes(tiny_config):
+    with pytest.raises(ValueError, match="launch='cloud' is invalid"):
+        make_program(tiny_config, launch="cloud")
+    with pytest.raises(ValueError, match="num_actors=0 is invalid"):
+        make_program(tiny_config, launch="local", num_actors=0)
+    with pytest.raises(ValueError, match="needs launch local or ray"):
+        make_program(_with(tiny_config, distributed__num_learner_processes=2), launch="inprocess")
+    with pytest.raises(ValueError, match="only applies to launch ray"):
+        make_program(_with(tiny_config, distributed__learner_accelerator="tpu"), launch="local")
+    program = make_program(tiny_config, launch="ray", num_actors=3, mode="async", workdir="relative/dir")
+    assert program.config.distributed.mode == "async" and len(program.actors) == 3
+    assert os.path.isabs(program.workdir)
+    assert all(spec.cpu_only for spec in program.actors) and not program.learners[0].cpu_only
+    assert program.actors[0].ray_options == {"resources": {"coala_actor_slot": 1}}
+    assert program.learners[0].ray_options == {"resources": {"coala_learner_host": 1}}
+
+
+def test_multi_device_update_refuses_the_legacy_random_lowering(tiny_components):
+    from coala_dist.distributed.sharding import data_parallel_update, learner_mesh
+
+    with jax.threefry_partitionable(False), pytest.raises(ValueError, match="JAX_THREEFRY_PARTITIONABLE"):
+        data_parallel_update(tiny_components.learner, learner_mesh())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reverb tables, writer, client (an embedded server; no JAX).
+SMALL = (LeafSpec((3,), "float32"), LeafSpec((), "int32"))
+
+
+def _item(value: int) -> list[np.ndarray]:
+    return [np.full((3,), value, np.float32), np.asarray(value, np.int32)]
+
+
+def test_queue_is_fifo_and_blocks_writers_when_full_until_stopped():
+    server = ReplayServer([TableSpec("q", SMALL, queue_capacity=2)])
+    try:
+        client = ReplayClient(f"localhost:{server.port}", rpc_timeout_s=0.2)
+        writer = client.writer()
+        for value in range(3):
+            writer.add("q", _item(value))
+        calls = []
+
+        def stop_after_two_timeouts() -> bool:
+            calls.append(1)
+            return len(calls) >= 2
+
+        start = time.monotonic()
+        assert writer.flush(0.2, stop_after_two_timeouts) is False  # the third item does not fit: blocked, stopped
+        assert 0.3 < time.monotonic() - start < 5.0
+        assert client.sizes()["q"] == 2
+        assert [int(item[1]) for item in client.take("q", 2)] == [0, 1]  # oldest first, removed
+        assert writer.flush(0.2, _never) is True  # room again: the blocked item goes in
+        assert [int(item[1]) for item in client.take("q", client.sizes()["q"])] == [2]
+        writer.close()
+    finally:
+        server.stop()
+
+
+def test_latest_table_holds_only_the_newest_item():
+    server = ReplayServer([TableSpec("latest", SMALL)])
+    try:
+        client = ReplayClient(f"localhost:{server.port}", rpc_timeout_s=1.0)
+        assert client.latest("latest") is None  # nothing published: no blocking sample
+        writer = client.writer()
+        for value in (5, 6):
+            writer.add("latest", _item(value))
+            assert writer.flush(1.0, _never)
+        assert client.sizes()["latest"] == 1
+        for _ in range(3):  # read any number of times
+            assert int(client.latest("latest")[1]) == 6
+        writer.close()
+    finally:
+        server.stop()
+
+
+def test_params_client_waits_for_a_newer_version_and_stops_on_request():
+    from coala_dist.distributed.codec import PublishedParams
+    from coala_dist.distributed.work import PARAMS_TABLE, PARAMS_VERSION_TABLE
+
+    def published(version: int) -> PublishedParams:
+        weights = {"w": np.array([1.0, 2.0], np.float32) * version}
+        return PublishedParams(weights, weights, np.zeros(2, np.uint32), np.int32(version))
+
+    codec = TreeCodec.from_abstract(published(0))
+    version_spec = (LeafSpec((), "int32"),)
+    server = ReplayServer([TableSpec(PARAMS_TABLE, codec.specs), TableSpec(PARAMS_VERSION_TABLE, version_spec)])
+    try:
+        address = f"localhost:{server.port}"
+        params = ParamsClient(address, codec, rpc_timeout_s=0.5)
+        stop = threading.Event()
+        threading.Timer(0.5, stop.set).start()
+        start = time.monotonic()
+        with pytest.raises(NodeStoppedError):
+            params.wait_for_newer(-1, 0.01, stop.is_set)  # nothing published
+        assert time.monotonic() - start < 5.0
+        writer = ReplayClient(address, 1.0).writer()
+        writer.add(PARAMS_TABLE, codec.flatten(published(3)))
+        writer.add(PARAMS_VERSION_TABLE, [np.asarray(3, np.int32)])
+        assert writer.flush(1.0, _never)
+        params.wait_for_newer(-1, 0.01, _never)
+        assert params.version == 3
+        np.testing.assert_array_equal(np.asarray(params.params.meta_params["w"]), [3.0, 6.0])
+        params.update()  # non-blocking: nothing newer, the held parameters stay
+        assert params.version == 3
+        params.close()
+        writer.close()
+    finally:
+        server.stop()
+
+
+def test_tree_codec_round_trip_and_shape_check():
+    tree = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": (np.int32(7), np.array([True, False]))}
+    codec = TreeCodec.from_abstract(tree)
+    items = codec.unstack(jax.tree_util.tree_map(lambda x: np.stack([x, x]), tree))
+    assert len(items) == 2
+    back = codec.stack(items)
+    np.testing.assert_array_equal(back["a"][1], tree["a"])
+    assert back["b"][1].dtype == np.bool_
+    with pytest.raises(ValueError, match="does not match"):
+        codec.flatten({"a": np.zeros((3, 2), np.float32), "b": (np.int32(0), np.array([True, False]))})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The learner's batch rules, on hand-written episodes in a real replay server.
+@pytest.fixture(scope="module")
+def tiny_episode_codec(tiny_components, tiny_config):
+    return episode_codec(tiny_components, tiny_config.meta_batch_size)
+
+
+def _episode(codec: TreeCodec, *, version: int, index: int, meta_batch_size: int) -> list[np.ndarray]:
+    """A zero episode with the given version and index (and the ego agent its index implies)."""
+    fields = codec.unflatten([np.zeros(spec.shape, spec.dtype) for spec in codec.specs])
+    fields = fields._replace(
+        policy_version=np.int32(version), episode_index=np.int32(index), ego_id=np.int32(index // meta_batch_size)
+    )
+    return codec.flatten(fields)
+
+
+def _state_at(version: int) -> TrainState:
+    # The batch source reads only the version when it does not publish.
+    return TrainState(None, None, None, None, np.int32(0), np.int32(version), np.int32(0))
+
+
+def _write(address: str, items: list[tuple[str, list[np.ndarray]]]) -> None:
+    writer = ReplayClient(address, 1.0).writer()
+    for table, item in items:
+        writer.add(table, item)
+    assert writer.flush(1.0, _never)
+    writer.close()
+
+
+def test_sync_source_takes_exactly_its_version_sorted_and_drops_the_rest(
+    tiny_config, tiny_components, tiny_episode_codec
+):
+    config = _with(tiny_config, distributed__queue_capacity_work_units=4, distributed__poll_interval_s=0.01)
+    server = ReplayServer(table_specs(config, tiny_components))
+    try:
+        address = f"localhost:{server.port}"
+        n = config.meta_batch_size
+        rng = np.random.default_rng(0)
+        items = [
+            (work.episode_table(0, 0), _episode(tiny_episode_codec, version=1, index=i, meta_batch_size=n))
+            for i in range(3)
+        ]  # stale: written for the previous version
+        for index in rng.permutation(8):
+            items.append(
+                (
+                    work.episode_table(index // n, 0),
+                    _episode(tiny_episode_codec, version=2, index=int(index), meta_batch_size=n),
+                )
+            )
+        items.insert(5, (work.episode_table(0, 0), _episode(tiny_episode_codec, version=2, index=1, meta_batch_size=n)))
+        _write(address, items)
+        source = ReplayBatchSource(
+            config,
+            tiny_components,
+            ReplayClient(address, 1.0),
+            learner_process=0,
+            publisher=None,
+            should_stop=_never,
+        )
+        batch, metrics = source(_state_at(2))
+        np.testing.assert_array_equal(batch.episode_index, np.arange(8))
+        np.testing.assert_array_equal(batch.policy_version, np.full(8, 2))
+        np.testing.assert_array_equal(batch.ego_id, np.arange(8) // n)
+        assert source.dropped_stale == 3 and source.dropped_duplicates == 1
+        assert metrics["replay/policy_lag_max"] == 0 and metrics["replay/episodes"] == 8
+    finally:
+        server.stop()
+
+
+def test_async_source_drops_episodes_older_than_the_lag_bound(tiny_config, tiny_components, tiny_episode_codec):
+    config = _with(
+        tiny_config,
+        distributed__mode="async",
+        distributed__max_policy_lag=1,
+        distributed__queue_capacity_work_units=4,
+        distributed__poll_interval_s=0.01,
+    )
+    server = ReplayServer(table_specs(config, tiny_components))
+    try:
+        address = f"localhost:{server.port}"
+        n = config.meta_batch_size
+        versions = {0: [0, 1, 2, 3, 2, 3, 3], 1: [3, 1, 2, 2, 0, 3]}  # per agent, in insertion order
+        items = []
+        for agent, agent_versions in versions.items():
+            for k, version in enumerate(agent_versions):
+                index = agent * n + k % n
+                items.append(
+                    (
+                        work.episode_table(agent, 0),
+                        _episode(tiny_episode_codec, version=version, index=index, meta_batch_size=n),
+                    )
+                )
+        _write(address, items)
+        source = ReplayBatchSource(
+            config, tiny_components, ReplayClient(address, 1.0), learner_process=0, publisher=None, should_stop=_never
+        )
+        batch, metrics = source(_state_at(3))
+        # The source reads at most what it still needs. Agent 0 reads v0 v1 v2 v3 (two dropped), then v2 v3, and
+        # leaves the last v3 queued; agent 1 reads v3 v1 v2 v2 (one dropped), then v0 (dropped), then v3.
+        np.testing.assert_array_equal(batch.ego_id, [0, 0, 0, 0, 1, 1, 1, 1])
+        np.testing.assert_array_equal(batch.policy_version, [2, 2, 3, 3, 2, 2, 3, 3])  # sorted within an agent
+        assert source.dropped_stale == 4 and sorted(source.consumed_lags) == [0, 0, 0, 0, 1, 1, 1, 1]
+        assert metrics["replay/policy_lag_max"] == 1.0 and metrics["replay/dropped_stale"] == 4
+        sizes = ReplayClient(address, 1.0).sizes()
+        assert sizes[work.episode_table(0, 0)] == 1 and sizes[work.episode_table(1, 0)] == 0
+    finally:
+        server.stop()
+
+
+def test_learner_wait_ends_on_stop_and_times_out_naming_missing_episodes(tiny_config, tiny_components):
+    server = ReplayServer(table_specs(tiny_config, tiny_components))
+    try:
+        client = ReplayClient(f"localhost:{server.port}", 1.0)
+        stop = threading.Event()
+        threading.Timer(0.3, stop.set).start()
+        source = ReplayBatchSource(
+            tiny_config, tiny_components, client, learner_process=0, publisher=None, should_stop=stop.is_set
+        )
+        with pytest.raises(NodeStoppedError):
+            source(_state_at(0))
+        config = _with(tiny_config, distributed__data_timeout_s=0.3, distributed__poll_interval_s=0.01)
+        source = ReplayBatchSource(
+            config, tiny_components, client, learner_process=0, publisher=None, should_stop=_never
+        )
+        with pytest.raises(TimeoutError, match=r"still missing: episodes \[0, 1, 2"):
+            source(_state_at(0))
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# End to end, one process.
+@pytest.fixture(scope="module")
+def plain_loop_state(tiny_config, tiny_components):
+    """The reference: the plain in-process loop (rollout and update alternate, no Reverb, no threads)."""
+    state, _ = train(tiny_config, None, components=tiny_components, log=lambda line: None)
+    return jax.device_get(state)
+
+
+def _quick(config, **fields):
+    return _with(config, distributed__rpc_timeout_s=1.0, distributed__poll_interval_s=0.01, **fields)
+
+
+@pytest.mark.parametrize(
+    ("num_actors", "work_units_per_agent"),
+    [(1, 1), (3, 2)],  # one actor does everything; three actors share four work units of two episodes unevenly
+)
+def test_sync_inprocess_gives_the_plain_loop_parameters_bitwise(
+    tiny_config, tiny_components, plain_loop_state, num_actors, work_units_per_agent
+):
+    config = _quick(tiny_config, distributed__work_units_per_agent=work_units_per_agent)
+    program = make_program(config, launch="inprocess", num_actors=num_actors, mode="sync")
+    result = run_inprocess(program, components=tiny_components, log=lambda line: None)
+    assert int(result.state.step) == tiny_config.training_iterations
+    for expected, actual in zip(
+        jax.tree_util.tree_leaves(plain_loop_state), jax.tree_util.tree_leaves(result.state), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(actual), np.asarray(expected))
+    episodes = tiny_config.training_iterations * 8
+    assert result.consumed_lags == [0] * episodes
+    assert len(result.actor_stats) == num_actors
+    assert sum(stats["episodes"] for stats in result.actor_stats) == episodes
+    assert all(row["replay/policy_lag_max"] == 0 for row in result.history)
+
+
+def test_async_inprocess_consumes_no_episode_older_than_the_lag_bound(tiny_config, tiny_components):
+    config = _quick(tiny_config, training_iterations=5, distributed__max_policy_lag=1)
+    program = make_program(config, launch="inprocess", num_actors=2, mode="async")
+    result = run_inprocess(program, components=tiny_components, log=lambda line: None)
+    assert int(result.state.step) == 5 and len(result.history) == 5
+    assert len(result.consumed_lags) == 5 * 8
+    assert min(result.consumed_lags) >= 0 and max(result.consumed_lags) <= 1
+    assert all(row["replay/policy_lag_max"] <= 1 for row in result.history)
+    leaves = jax.tree_util.tree_leaves(result.state.meta_params)
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in leaves)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The command line.
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--launch=ray"], "--launch=ray needs --ray_address"),
+        (["--launch=local", "--num_actors=0"], "--num_actors=0 is invalid with --launch=local"),
+    ],
+)
+def test_bad_launch_option_is_one_line(flags, message):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = subprocess.run(
+        [sys.executable, "-m", "coala_dist.cli", "train", "--config=configs/ipd_tiny.py", *flags],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert message in last and "Traceback" not in result.stderr
