@@ -26,6 +26,8 @@ from coala_dist.distributed.program import make_program
 from coala_dist.train import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Ray starts its own server processes with fork+exec (subprocess), which never runs JAX code in the child.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 
 
 def _with(config, **fields):

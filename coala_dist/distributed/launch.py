@@ -269,6 +269,7 @@ def run_on_ray(
             )
         else:
             ray.init(address=address, runtime_env=base_env, log_to_driver=forward_node_logs)
+    _warn_missing_resources(program, log)
     handles: list[Any] = []
     actor_refs: dict[Any, str] = {}
     actor_stats: list[dict[str, float]] = []
@@ -299,6 +300,24 @@ def run_on_ray(
     if learner_result is None:
         return RunResult(None, [], actor_stats, [], 0, 0)
     return _result(learner_result, actor_stats)
+
+
+def _warn_missing_resources(program: Program, log: Callable[[str], None]) -> None:
+    """Says which custom resources no node offers yet: their nodes wait (e.g. for an autoscaler) rather than fail."""
+    import ray
+
+    available = ray.cluster_resources()
+    wanted = {
+        name: spec.name
+        for spec in (*program.learners, *program.actors)
+        for name in spec.ray_options.get("resources", {})
+        if name not in available
+    }
+    for name, node in wanted.items():
+        log(
+            f"no Ray node offers resource {name!r} (needed by {node} and its kind) yet: it will wait for one; "
+            "set config.distributed.ray_learner_resource / ray_actor_resource to '' on a cluster without them"
+        )
 
 
 def _supervise(learner_refs, actor_refs, learners, signalled, config, log) -> Any:
