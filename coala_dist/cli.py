@@ -13,7 +13,7 @@ import sys
 # name -> (module, one-line help). The module must define `main(argv: list[str]) -> None`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "play": ("coala_dist.commands.play", "play one batched IPD episode with fresh Hawk policies"),
-    "train": ("coala_dist.commands.train", "train meta agents (--config, --workdir, --launch=inprocess|local|ray, --num_actors)"),
+    "train": ("coala_dist.commands.train", "train meta agents (--config, --workdir, --launch, --num_actors)"),
     "analytic": ("coala_dist.commands.analytic", "exact analytic IPD experiments (paper §4, Fig. 3, 4, 8-10)"),
     "experiment": ("coala_dist.commands.experiment", "reproduce the paper's IPD experiments (Fig. 5, ablation, H.3)"),
     "plot": ("coala_dist.commands.plot", "training curves of runs, mean ± std over seeds (WORKDIR... --out)"),
