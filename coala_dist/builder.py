@@ -12,7 +12,7 @@ from collections.abc import Callable
 import jax
 import ml_collections
 
-from coala_dist.config import validate
+from coala_dist.config import meta_coplayer_mask, validate
 from coala_dist.envs import TwoPlayerEnv, make_env
 from coala_dist.learner import Learner
 from coala_dist.networks.policy import HawkPolicy
@@ -65,6 +65,7 @@ def build(config: ml_collections.ConfigDict) -> Components:
         population_size_meta=config.population_size_meta,
         population_size_naive=config.population_size_naive,
         p_naive=config.p_naive,
+        meta_coplayer_mask=meta_coplayer_mask(config),
     )
     learner = Learner.from_config(config, policy, env.obs_dim)
     return Components(

@@ -42,6 +42,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.dynamic_naive_agents = False  # naive initialisations copied from the meta agents each iteration
     # Naive-opponent rule: coala | mfos | batch_unaware (paper.md §2.2). Meta opponents always get standard PG.
     c.estimator = "coala"
+    # Per-agent naive-opponent rules, one per meta agent (App. H.3 head-to-head, e.g. ("coala", "coala", "mfos",
+    # "mfos")); empty: every agent uses `estimator`.
+    c.agent_estimators = ()
+    # Meta co-players are drawn only among agents whose rule differs from the ego's (App. H.3: COALA agents meet
+    # only M-FOS agents or naive learners, and vice versa).
+    c.cross_estimator_pairing = False
 
     c.policy = ml_collections.ConfigDict()
     c.policy.embed_dim = 32
@@ -126,6 +132,19 @@ def meta_trajectory_length(config: ml_collections.ConfigDict) -> int:
 def episodes_per_iteration(config: ml_collections.ConfigDict) -> int:
     """Meta-episodes generated per training iteration: one meta-batch per meta agent."""
     return config.population_size_meta * config.meta_batch_size
+
+
+def agent_estimators(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The naive-opponent rule of each of the P meta agents."""
+    return tuple(config.agent_estimators) or (config.estimator,) * config.population_size_meta
+
+
+def meta_coplayer_mask(config: ml_collections.ConfigDict) -> tuple[tuple[bool, ...], ...] | None:
+    """[P][P] which meta agents may be agent i's co-player under `cross_estimator_pairing`; None: any other agent."""
+    if not config.cross_estimator_pairing:
+        return None
+    rules = agent_estimators(config)
+    return tuple(tuple(rule_j != rule_i for rule_j in rules) for rule_i in rules)
 
 
 def _fail(field: str, value, allowed: str) -> None:
@@ -226,6 +245,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _check_positive_int(config, field)
     _check_in(config.env.name, "env.name", ENV_NAMES)
     _check_in(config.estimator, "estimator", ESTIMATORS)
+    if config.agent_estimators:
+        if len(config.agent_estimators) != config.population_size_meta:
+            _fail("agent_estimators", config.agent_estimators, "must name one estimator per meta agent or be empty")
+        for rule in config.agent_estimators:
+            _check_in(rule, "agent_estimators", ESTIMATORS)
+    mask = meta_coplayer_mask(config)
+    if mask is not None and config.p_naive < 1.0 and not all(any(row) for row in mask):
+        _fail("cross_estimator_pairing", True, "needs, for every agent, another agent with a different estimator")
     _check_in(config.policy.scan_type, "policy.scan_type", SCAN_TYPES)
     _check_in(config.meta.algorithm, "meta.algorithm", ALGORITHMS)
     _check_in(config.meta.optimizer, "meta.optimizer", OPTIMIZERS)

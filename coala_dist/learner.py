@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from coala_dist.config import agent_estimators
 from coala_dist.networks.policy import HawkPolicy, init_policy_params
 from coala_dist.rl import estimators
 from coala_dist.rl.losses import a2c_loss, ppo_loss
@@ -101,11 +102,17 @@ class Learner:
 
     # ---------------------------------------------------------------------------------------------------------
     # Targets
-    def _targets(self, batch: MetaEpisode) -> tuple[jax.Array, jax.Array]:
-        """Advantages and value targets for one agent's meta-batch [N, B, L]."""
+    def _rule_flags(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Per meta agent [P] bools of its naive-opponent rule: (average_future, normalize_current, sum_over_batch)."""
+        rules = agent_estimators(self.config)
+        flags = [estimators.estimator_flags(rule) + (SUMS_OVER_BATCH[rule],) for rule in rules]
+        return tuple(jnp.array([f[i] for f in flags]) for i in range(3))
+
+    def _targets(self, batch: MetaEpisode, rule_flags) -> tuple[jax.Array, jax.Array]:
+        """Advantages and value targets for one agent's meta-batch [N, B, L] under its rule's flags."""
         c = self.config
         rewards = batch.rewards * c.meta.reward_scale
-        avg_future, normalize_current = estimators.estimator_flags(c.estimator)
+        avg_future, normalize_current, _ = rule_flags
         is_naive = batch.coplayer_is_naive
         length = c.env.inner_episode_length
 
@@ -136,7 +143,7 @@ class Learner:
 
     # ---------------------------------------------------------------------------------------------------------
     # Loss
-    def _loss(self, params: Any, batch: MetaEpisode, adv: jax.Array, targets: jax.Array):
+    def _loss(self, params: Any, batch: MetaEpisode, adv: jax.Array, targets: jax.Array, sums_over_batch: jax.Array):
         """Mean over the meta-episodes of the per-episode PPO/A2C loss. Arrays [n, B, L]."""
         c = self.config
         n, batch_size, length = batch.actions.shape
@@ -147,7 +154,7 @@ class Learner:
         values = output.value.reshape((n, batch_size, length))
         logp = jnp.take_along_axis(log_probs, batch.actions[..., None], axis=-1)[..., 0]
         entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
-        sum_over_batch = jnp.logical_and(batch.coplayer_is_naive, SUMS_OVER_BATCH[c.estimator])
+        sum_over_batch = jnp.logical_and(batch.coplayer_is_naive, sums_over_batch)
         m = c.meta
         if m.algorithm == "ppo":
             per_episode = jax.vmap(
@@ -179,10 +186,10 @@ class Learner:
 
     # ---------------------------------------------------------------------------------------------------------
     # Update
-    def _update_agent(self, params, opt_state, batch: MetaEpisode, key: jax.Array):
+    def _update_agent(self, params, opt_state, batch: MetaEpisode, key: jax.Array, rule_flags):
         """All gradient steps of one meta agent on its meta-batch [N, B, L]. Returns params, opt_state, stats."""
         c = self.config
-        adv, targets = self._targets(batch)
+        adv, targets = self._targets(batch, rule_flags)
         num_episodes = batch.actions.shape[0]
         if c.meta.algorithm == "ppo":
             num_minibatches, num_epochs = c.meta.ppo_num_minibatches, c.meta.ppo_num_epochs
@@ -194,7 +201,9 @@ class Learner:
         def _minibatch_step(carry, minibatch_data):
             params, opt_state, all_finite = carry
             mb_batch, mb_adv, mb_targets = minibatch_data
-            (loss, out), grads = jax.value_and_grad(self._loss, has_aux=True)(params, mb_batch, mb_adv, mb_targets)
+            (loss, out), grads = jax.value_and_grad(self._loss, has_aux=True)(
+                params, mb_batch, mb_adv, mb_targets, rule_flags[2]
+            )
             finite = jnp.isfinite(loss) & jnp.all(
                 jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)])
             )
@@ -247,7 +256,7 @@ class Learner:
         update_key = jax.random.fold_in(jax.random.fold_in(state.run_key, state.version), UPDATE_KEY_INDEX)
         agent_keys = jax.random.split(update_key, c.population_size_meta)
         params, opt_state, all_finite, stats = jax.vmap(self._update_agent)(
-            state.meta_params, state.opt_state, per_agent, agent_keys
+            state.meta_params, state.opt_state, per_agent, agent_keys, self._rule_flags()
         )
         skipped = jnp.sum(~all_finite).astype(jnp.int32)
         new_state = state._replace(

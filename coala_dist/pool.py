@@ -30,7 +30,13 @@ class Pairing(NamedTuple):
 
 
 def sample_pairing(
-    key: jax.Array, ego_id: jax.Array, *, population_size_meta: int, population_size_naive: int, p_naive: float
+    key: jax.Array,
+    ego_id: jax.Array,
+    *,
+    population_size_meta: int,
+    population_size_naive: int,
+    p_naive: float,
+    meta_coplayer_mask: jax.Array | None = None,
 ) -> Pairing:
     """Draws the co-player of one meta-episode.
 
@@ -40,6 +46,8 @@ def sample_pairing(
       population_size_meta: P, number of meta agents.
       population_size_naive: number of naive initialisations.
       p_naive: probability that the co-player is naive.
+      meta_coplayer_mask: optional [P, P] bool, row i = the agents agent i may meet (App. H.3 restricted pairing);
+        a meta co-player is then uniform over row `ego_id`'s True entries. None: uniform over the other agents.
 
     Returns:
       A scalar `Pairing`.
@@ -50,6 +58,9 @@ def sample_pairing(
     # Uniform over the P − 1 other agents: draw in [0, P − 1) and skip over the ego's own index.
     other = jax.random.randint(meta_key, (), 0, max(population_size_meta - 1, 1))
     meta_id = other + (other >= ego_id).astype(other.dtype)
+    if meta_coplayer_mask is not None:
+        allowed = jnp.asarray(meta_coplayer_mask, bool)[ego_id]
+        meta_id = jax.random.categorical(meta_key, jnp.where(allowed, 0.0, -jnp.inf)).astype(other.dtype)
     if population_size_meta == 1:  # no other meta agent exists; config validation requires p_naive == 1 then
         is_naive = jnp.ones_like(is_naive)
     coplayer_id = jnp.where(is_naive, naive_id, meta_id).astype(jnp.int32)

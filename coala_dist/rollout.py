@@ -90,6 +90,7 @@ class Rollout:
       population_size_meta: P.
       population_size_naive: number of naive initialisations.
       p_naive: probability that a co-player is naive.
+      meta_coplayer_mask: optional [P][P] bools, which meta agents each agent may meet (App. H.3); None: any other.
     """
 
     env: TwoPlayerEnv
@@ -101,6 +102,7 @@ class Rollout:
     population_size_meta: int
     population_size_naive: int
     p_naive: float
+    meta_coplayer_mask: tuple[tuple[bool, ...], ...] | None = None
 
     @property
     def inner_episode_length(self) -> int:
@@ -231,6 +233,7 @@ class Rollout:
             population_size_meta=self.population_size_meta,
             population_size_naive=self.population_size_naive,
             p_naive=self.p_naive,
+            meta_coplayer_mask=None if self.meta_coplayer_mask is None else jnp.asarray(self.meta_coplayer_mask),
         )
         trajectory, metrics = self.play(
             ego_params,

@@ -195,6 +195,16 @@ def test_smoke_fig5c_and_ablation(smoke_root):
     assert all(not math.isnan(float(r["vs_meta/ego_reward"])) for r in rows)
 
 
+def test_smoke_head_to_head(smoke_root):
+    summary, out = _smoke("ipd-h3", smoke_root)
+    _check_outputs("ipd-h3", out)
+    head_to_head = summary["estimators"]["coala"]["head_to_head"]
+    assert set(head_to_head) == {"coala", "mfos"}
+    for numbers in head_to_head.values():
+        assert -1.0 <= numbers["reward_vs_other_rule"]["mean"] <= 2.0
+        assert 0.0 <= numbers["cooperation_vs_other_rule"]["mean"] <= 1.0
+
+
 def test_command_line_report_only(smoke_root):
     """`coala experiment` parses its flags and, with --report_only, rewrites results from the finished runs."""
     from absl import flags
@@ -221,15 +231,8 @@ def test_command_line_report_only(smoke_root):
         assert "| estimator |" in f.read()
 
 
-def test_head_to_head_needs_the_core_patch_or_builds_its_pool():
-    """ipd-h3 either names the missing core feature (per-agent estimators) or configures the App. H.3 pool."""
-    from coala_dist.config import default_config
-
+def test_head_to_head_builds_the_app_h3_pool():
     experiment = EXPERIMENTS["ipd-h3"]
-    if "agent_estimators" not in default_config():
-        with pytest.raises(ValueError, match="h3_core_patch.diff"):
-            experiment_config(experiment, "coala", 0)
-        return
     config = experiment_config(experiment, "coala", 0)
     assert tuple(config.agent_estimators) == ("coala", "coala", "mfos", "mfos")
     assert config.cross_estimator_pairing and config.p_naive == 0.75

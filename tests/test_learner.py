@@ -79,3 +79,27 @@ def test_rule_only_matters_against_naive_coplayers(tiny_config, tiny_components,
     coala_state, _ = update(tiny_state, all_naive)
     unaware_state, _ = other_update(tiny_state, all_naive)
     assert _max_abs_diff(coala_state.meta_params, unaware_state.meta_params) > 1e-5
+
+
+def test_per_agent_rules_match_single_rule_learners():
+    """App. H.3: a pool with agent_estimators updates each agent exactly as a learner built with its one rule."""
+    from conftest import load_config
+
+    from coala_dist.builder import build
+
+    config = load_config("ipd_tiny")
+    config.agent_estimators = ("coala", "mfos")
+    mixed = build(config)
+    state = mixed.learner.init(jax.random.PRNGKey(0))
+    batch = jax.jit(mixed.rollout.episodes)(
+        state.meta_params, state.naive_params, state.run_key, state.version, mixed.rollout.iteration_indices()
+    )
+    new_mixed, _ = jax.jit(mixed.learner.update)(state, batch)
+    for agent, rule in enumerate(config.agent_estimators):
+        single_config = load_config("ipd_tiny")
+        single_config.estimator = rule
+        single, _ = jax.jit(build(single_config).learner.update)(state, batch)
+        for got, want in zip(
+            jax.tree_util.tree_leaves(new_mixed.meta_params), jax.tree_util.tree_leaves(single.meta_params), strict=True
+        ):
+            np.testing.assert_allclose(got[agent], want[agent], rtol=1e-5, atol=1e-6)

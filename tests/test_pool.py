@@ -60,3 +60,36 @@ def test_coplayer_params_picks_the_right_tree():
     picked = coplayer_params(meta, naive, pairing_meta)
     np.testing.assert_array_equal(picked["w"], float(pairing_meta.coplayer_id))
     assert int(pairing_meta.coplayer_id) != 0
+
+
+def test_cross_estimator_pairing_meets_only_the_other_rule():
+    """App. H.3: with rules (coala, coala, mfos, mfos), a meta co-player always follows the other rule, uniformly."""
+    from coala_dist.config import default_config, meta_coplayer_mask
+
+    config = default_config()
+    config.population_size_meta = 4
+    config.agent_estimators = ("coala", "coala", "mfos", "mfos")
+    config.cross_estimator_pairing = True
+    mask = meta_coplayer_mask(config)
+    assert mask == ((False, False, True, True),) * 2 + ((True, True, False, False),) * 2
+    keys = jax.random.split(jax.random.PRNGKey(1), 20_000)
+    for ego_id, allowed in ((0, {2, 3}), (3, {0, 1})):
+        pairing = jax.device_get(
+            jax.jit(
+                jax.vmap(
+                    lambda k, ego=ego_id: sample_pairing(
+                        k,
+                        jnp.int32(ego),
+                        population_size_meta=4,
+                        population_size_naive=10,
+                        p_naive=0.0,
+                        meta_coplayer_mask=jnp.asarray(mask),
+                    )
+                )
+            )(keys)
+        )
+        ids = pairing.coplayer_id[~pairing.coplayer_is_naive]
+        assert set(np.unique(ids).tolist()) == allowed
+        # Uniform over the two allowed agents: within 4 standard errors of 1/2.
+        share = np.mean(ids == min(allowed))
+        assert abs(share - 0.5) < 4 * np.sqrt(0.25 / ids.size)

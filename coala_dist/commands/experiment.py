@@ -1,7 +1,6 @@
 """`coala experiment NAME --seeds=5 --out=results/ipd/NAME`: reproduce one of the paper's IPD experiments.
 
-NAME is one of ipd-fig5a, ipd-fig5b, ipd-fig5c, ipd-ablation-pnaive0, ipd-h3 (coala_dist/experiments/definitions.py;
-ipd-h3 needs the core patch results/ipd/h3_core_patch.diff).
+NAME is one of ipd-fig5a, ipd-fig5b, ipd-fig5c, ipd-ablation-pnaive0, ipd-h3 (coala_dist/experiments/definitions.py).
 Runs are trained under --workdir_root and are resumable: re-running the same command skips finished runs and
 continues the others. ipd-fig5b evaluates the ipd-fig5a runs (training them first if needed).
 """

@@ -47,8 +47,8 @@ class Experiment:
       within_meta_episode: whether the experiment's plot is the after-training evaluation per inner-episode index
         (Fig. 5B) rather than training curves.
       agent_estimators: per-agent naive-opponent rules with cross-rule pairing (App. H.3); the run's `estimator`
-        field is then unused (its runs are filed under the first entry of `estimators`). Needs the core's
-        `config.agent_estimators` / `config.cross_estimator_pairing` (see results/ipd/h3_core_patch.diff).
+        field is then unused (its runs are filed under the first entry of `estimators`); sets the core's
+        `config.agent_estimators` / `config.cross_estimator_pairing`.
     """
 
     name: str
@@ -215,11 +215,6 @@ def experiment_config(
             f"{experiment.name} runs estimators {experiment.estimators}, not {estimator!r}"
         )
     base = load_config_file(experiment.config_file)
-    if experiment.agent_estimators and "agent_estimators" not in base:
-        raise ValueError(
-            f"{experiment.name} needs per-agent estimators and cross-estimator pairing in the learning core "
-            "(config.agent_estimators, config.cross_estimator_pairing): apply results/ipd/h3_core_patch.diff"
-        )
     overrides = dict(experiment.overrides)
     if smoke:
         overrides |= smoke_overrides()
