@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from coala_dist.envs.base import TwoPlayerEnv
+from coala_dist.envs.base import TwoPlayerEnv, episode_metrics
 from coala_dist.networks.policy import HawkPolicy
 from coala_dist.pool import Pairing, coplayer_params, sample_pairing, select_params
 from coala_dist.rl.naive import NaiveLearner
@@ -46,7 +46,8 @@ class MetaEpisode(NamedTuple):
       policy_version: [] int32, the version of the parameters that acted.
       episode_index: [] int32, index of this episode within its version's batch.
       metrics: per-inner-episode means over the B trajectories and T steps, each [M] float32:
-        `ego_reward`, `coplayer_reward`, and every key of the environment's `info`.
+        `ego_reward`, `coplayer_reward`, every key of the environment's `info`, and the environment's
+        `episode_metrics` (coala_dist.envs.base.episode_metrics).
     """
 
     obs: jax.Array
@@ -180,6 +181,7 @@ class Rollout:
                 "ego_reward": steps["rewards"].mean(),
                 "coplayer_reward": steps["coplayer_rewards"].mean(),
                 **{name: value.mean() for name, value in steps["info"].items()},
+                **episode_metrics(self.env, steps["info"]),
             }
             trajectory = {
                 name: steps[name] for name in ("obs", "actions", "rewards", "behaviour_logp", "behaviour_values")

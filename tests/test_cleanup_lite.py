@@ -551,3 +551,20 @@ def test_state_key_advances_every_step():
 def test_invalid_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         CleanupLite(**{field: value})
+
+
+def test_cleaning_discrepancy_is_per_game_then_averaged():
+    env = CleanupLite()
+    rng = np.random.default_rng(0)
+    cleaned_1 = (rng.random((3, 7)) < 0.5).astype(np.float32)
+    cleaned_2 = (rng.random((3, 7)) < 0.2).astype(np.float32)
+    cleaned_2[1] = cleaned_1[1][::-1]  # game 1: the players clean equally often, so its discrepancy is 0
+    out = env.episode_metrics({"cleaned_player_1": jnp.asarray(cleaned_1), "cleaned_player_2": jnp.asarray(cleaned_2)})
+    expected = np.mean([abs(cleaned_1[g].sum() - cleaned_2[g].sum()) / 7 for g in range(3)])
+    assert float(out["cleaning_discrepancy"]) == pytest.approx(expected, abs=1e-6)
+    # Games where different players clean do not cancel.
+    one = {
+        "cleaned_player_1": jnp.array([[1.0, 1.0], [0.0, 0.0]]),
+        "cleaned_player_2": jnp.array([[0.0, 0.0], [1.0, 1.0]]),
+    }
+    assert float(env.episode_metrics(one)["cleaning_discrepancy"]) == pytest.approx(1.0)

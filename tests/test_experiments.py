@@ -205,6 +205,23 @@ def test_smoke_head_to_head(smoke_root):
         assert 0.0 <= numbers["cooperation_vs_other_rule"]["mean"] <= 1.0
 
 
+@pytest.mark.parametrize("name", ["cleanup-fig6", "cleanup-fig7"])
+def test_smoke_cleanup(smoke_root, name):
+    summary, out = _smoke(name, smoke_root)
+    _check_outputs(name, out)
+    final = summary["estimators"]["coala"]["final"]
+    assert set(final) == set(EXPERIMENTS[name].headline_metrics)
+    group = "vs_naive" if name == "cleanup-fig6" else "vs_meta"
+    assert 0.0 <= final[f"{group}/cleaning_discrepancy"]["mean"] <= 1.0
+    assert 0.0 <= final[f"{group}/pollution"]["mean"] <= 1.0
+    with open(os.path.join(out, "per_seed", "coala_seed0.json")) as f:
+        result = json.load(f)
+    # The run records what it changed from the paper's Clean Up config (Table 5 values), not from the IPD defaults.
+    changed = result["changed_from_paper"]
+    assert "env.name" not in changed and changed["training_iterations"] == 1
+    assert "zapped_player_1" in result["evaluation"]
+
+
 def test_command_line_report_only(smoke_root):
     """`coala experiment` parses its flags and, with --report_only, rewrites results from the finished runs."""
     from absl import flags

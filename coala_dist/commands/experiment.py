@@ -1,6 +1,7 @@
-"""`coala experiment NAME --seeds=5 --out=results/ipd/NAME`: reproduce one of the paper's IPD experiments.
+"""`coala experiment NAME --seeds=5 --out=results/ipd/NAME`: reproduce one of the paper's experiments.
 
-NAME is one of ipd-fig5a, ipd-fig5b, ipd-fig5c, ipd-ablation-pnaive0, ipd-h3 (coala_dist/experiments/definitions.py).
+NAME is one of ipd-fig5a, ipd-fig5b, ipd-fig5c, ipd-ablation-pnaive0, ipd-h3, cleanup-fig6, cleanup-fig7
+(coala_dist/experiments/definitions.py); results go to results/ipd/NAME or results/cleanup/NAME.
 Runs are trained under --workdir_root and are resumable: re-running the same command skips finished runs and
 continues the others. ipd-fig5b evaluates the ipd-fig5a runs (training them first if needed).
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 from absl import flags
 
 _SEEDS = flags.DEFINE_integer("seeds", 5, "Number of seeds (0 … seeds − 1) per estimator.")
-_OUT = flags.DEFINE_string("out", None, "Results folder; default results/ipd/NAME.")
+_OUT = flags.DEFINE_string("out", None, "Results folder; default results/<ipd|cleanup>/NAME.")
 _WORKDIR_ROOT = flags.DEFINE_string(
     "workdir_root",
     "workdirs/experiments",
@@ -41,6 +42,7 @@ def main(argv: list[str]) -> None:
             f"coala experiment: give one experiment NAME out of {', '.join(EXPERIMENTS)}"
         )
     name = names[0]
+    out = _OUT.value or os.path.join("results", EXPERIMENTS[name].results_group, name)
     workdir_root = (
         os.path.join(_WORKDIR_ROOT.value, "smoke") if _SMOKE.value else _WORKDIR_ROOT.value
     )
@@ -49,7 +51,7 @@ def main(argv: list[str]) -> None:
         run_experiment(
             name,
             num_seeds=1 if _SMOKE.value else _SEEDS.value,
-            out_dir=_OUT.value or os.path.join("results", "ipd", name),
+            out_dir=out,
             workdir_root=workdir_root,
             smoke=_SMOKE.value,
             estimators=_ESTIMATORS.value,
@@ -58,6 +60,5 @@ def main(argv: list[str]) -> None:
         )
     except ValueError as error:  # a bad name or override is one line, not a traceback
         raise SystemExit(f"coala experiment: {error}") from None
-    out = _OUT.value or os.path.join("results", "ipd", name)
     with open(os.path.join(out, "table.md")) as f:
         print(f.read())

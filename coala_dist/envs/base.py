@@ -50,3 +50,13 @@ class TwoPlayerEnv(Protocol):
     def reset(self, key: jax.Array, batch_size: int) -> EnvStep: ...
 
     def step(self, state: Any, action_player_1: jax.Array, action_player_2: jax.Array) -> EnvStep: ...
+
+
+def episode_metrics(env: TwoPlayerEnv, info: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Extra per-inner-episode metrics of an environment (scalars from its [b, T] `info`); {} if it defines none.
+
+    An environment may define `episode_metrics(info)` for metrics that are not a mean of a per-step quantity
+    (Clean Up-lite's cleaning discrepancy is an absolute difference per game).
+    """
+    method = getattr(env, "episode_metrics", None)
+    return method(info) if method is not None else {}

@@ -83,8 +83,9 @@ ego be player 1 (swap the suffixes for player 2):
   - own return per inner episode       = T · `apple_reward` · ⟨apple_player_1⟩;
   - co-player return per inner episode = T · `apple_reward` · ⟨apple_player_2⟩ (the naive agent's
     reward when the co-player is naive);
-  - cleaning discrepancy               = |⟨cleaned_player_1⟩ − ⟨cleaned_player_2⟩| (difference in
-    the fraction of time each player spends cleaning);
+  - cleaning discrepancy               = |⟨cleaned_player_1⟩ − ⟨cleaned_player_2⟩| per game (difference in
+    the fraction of time each player spends cleaning), reported by `episode_metrics` as
+    `cleaning_discrepancy`;
   - zap rate                           = ⟨zapped_player_1⟩ (how often the ego gets zapped, per
     step);
   - average pollution                  = ⟨pollution⟩;
@@ -299,6 +300,19 @@ class CleanupLite:
         return view(0, 1), view(1, 0)
 
     # ----- reset -----
+
+    def episode_metrics(self, info: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Per-inner-episode metrics that are not means of a per-step quantity.
+
+        Args:
+          info: the inner episode's per-step info, each [b, T].
+
+        Returns:
+          `cleaning_discrepancy`: |fraction of steps player 1 cleaned − fraction player 2 cleaned|, per game, then
+          averaged over the b games (per game, so that games where different players clean do not cancel).
+        """
+        per_game = jnp.abs(info["cleaned_player_1"].mean(axis=-1) - info["cleaned_player_2"].mean(axis=-1))
+        return {"cleaning_discrepancy": per_game.mean()}
 
     def reset(self, key: jax.Array, batch_size: int) -> EnvStep:
         """Starts `batch_size` independent games: random positions, no apples, some dirt.

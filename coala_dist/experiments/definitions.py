@@ -1,9 +1,11 @@
-"""The paper's IPD experiments (paper.md §7.2, §3) as data: which config, which estimators, which numbers.
+"""The paper's experiments (IPD: paper.md §7.2, §3; Clean Up-lite: §7.3) as data: config, estimators, numbers.
 
-Each `Experiment` names a CPU-scale config file (`configs/ipd_cpu_*.py`), the overrides that make it this claim
-(e.g. p_naive = 0 for the ablation), the naive-opponent estimators it compares, and the training metrics whose final
-values are its headline numbers. `experiment_config` turns one (experiment, estimator, seed) into a config;
-`smoke_overrides` shrinks any of them to one tiny iteration for CI.
+Each `Experiment` names a CPU-scale config file (`configs/ipd_cpu_*.py`, `configs/cleanup_cpu_*.py`), the overrides
+that make it this claim (e.g. p_naive = 0 for the ablation), the naive-opponent estimators it compares, and the
+training metrics whose final values are its headline numbers. A config file may define `ESTIMATOR_OVERRIDES`
+(estimator -> dotted overrides) for hyperparameters the paper chose per estimator (Table 7). `experiment_config`
+turns one (experiment, estimator, seed) into a config; `smoke_overrides` shrinks any of them to one tiny iteration
+for CI.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+from types import ModuleType
 from typing import Any
 
 import ml_collections
@@ -28,6 +31,17 @@ METRIC_LABELS = {
     "vs_naive/cooperate_player_1": "meta agent cooperation rate vs naive",
     "vs_naive/cooperate_player_2": "naive co-player cooperation rate",
     "vs_meta/cooperate_player_1": "cooperation rate between meta agents",
+    # Clean Up-lite (coala_dist/envs/cleanup_lite.py: per-step means of its info, and its episode metrics)
+    "vs_naive/zapped_player_1": "meta agent zapped/step vs naive",
+    "vs_naive/cleaned_player_1": "meta agent cleaning/step vs naive",
+    "vs_naive/cleaned_player_2": "naive co-player cleaning/step",
+    "vs_naive/cleaning_discrepancy": "cleaning discrepancy vs naive",
+    "vs_naive/pollution": "pollution vs naive",
+    "vs_naive/apples": "apples vs naive",
+    "vs_meta/zapped_player_1": "zapped/step between meta agents",
+    "vs_meta/cleaning_discrepancy": "cleaning discrepancy between meta agents",
+    "vs_meta/pollution": "pollution between meta agents",
+    "vs_meta/apples": "apples between meta agents",
 }
 
 
@@ -49,6 +63,8 @@ class Experiment:
       agent_estimators: per-agent naive-opponent rules with cross-rule pairing (App. H.3); the run's `estimator`
         field is then unused (its runs are filed under the first entry of `estimators`); sets the core's
         `config.agent_estimators` / `config.cross_estimator_pairing`.
+      paper_config_file: the config file with the paper's values, against which a run records what it changed;
+        None: the IPD defaults (`coala_dist.config.default_config`).
     """
 
     name: str
@@ -60,6 +76,12 @@ class Experiment:
     runs_from: str | None = None
     within_meta_episode: bool = False
     agent_estimators: tuple[str, ...] | None = None
+    paper_config_file: str | None = None
+
+    @property
+    def results_group(self) -> str:
+        """The results/ subfolder of its environment: "ipd" or "cleanup"."""
+        return self.name.split("-")[0]
 
     @property
     def training_experiment(self) -> str:
@@ -146,6 +168,48 @@ EXPERIMENTS: dict[str, Experiment] = {
             ),
             agent_estimators=H3_AGENT_ESTIMATORS,
         ),
+        Experiment(
+            name="cleanup-fig6",
+            claim=(
+                "Clean Up-lite pure shaping (p_naive = 1, one meta agent, 10 naive initialisations): COALA-PG gets a "
+                "higher return than M-FOS and batch-unaware and is zapped less; its naive co-players clean more "
+                "than it does and also earn more; pollution is lower and apples more plentiful."
+            ),
+            config_file="cleanup_cpu_pure_shaping.py",
+            paper_config_file="cleanup_pure_shaping.py",
+            overrides={},
+            estimators=ALL_ESTIMATORS,
+            headline_metrics=(
+                "vs_naive/ego_reward",
+                "vs_naive/coplayer_reward",
+                "vs_naive/zapped_player_1",
+                "vs_naive/cleaned_player_1",
+                "vs_naive/cleaned_player_2",
+                "vs_naive/cleaning_discrepancy",
+                "vs_naive/pollution",
+                "vs_naive/apples",
+            ),
+        ),
+        Experiment(
+            name="cleanup-fig7",
+            claim=(
+                "Clean Up-lite mixed pool (p_naive = 0.75, 3 meta agents, naive agents initialised from the meta "
+                "agents): COALA-PG agents earn more against each other than the baselines' agents, divide cleaning "
+                "more fairly, zap less, and keep pollution lower and apples more plentiful."
+            ),
+            config_file="cleanup_cpu_mixed_pool.py",
+            paper_config_file="cleanup_mixed_pool.py",
+            overrides={},
+            estimators=ALL_ESTIMATORS,
+            headline_metrics=(
+                "vs_meta/ego_reward",
+                "vs_meta/cleaning_discrepancy",
+                "vs_meta/zapped_player_1",
+                "vs_meta/pollution",
+                "vs_meta/apples",
+                "vs_naive/ego_reward",
+            ),
+        ),
     )
 }
 
@@ -168,13 +232,35 @@ def smoke_overrides() -> dict[str, Any]:
     }
 
 
-def load_config_file(file_name: str) -> ml_collections.ConfigDict:
-    """Loads `configs/<file_name>` and returns its `get_config()`."""
+def load_config_module(file_name: str) -> ModuleType:
+    """Imports `configs/<file_name>` (the configs folder is not a package)."""
     path = os.path.join(CONFIG_DIR, file_name)
+    if not os.path.exists(path):
+        raise ValueError(f"config file {path} does not exist")
     spec = importlib.util.spec_from_file_location(f"configs_{os.path.splitext(file_name)[0]}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module
+
+
+def load_config_file(file_name: str) -> ml_collections.ConfigDict:
+    """Loads `configs/<file_name>` and returns its `get_config()`."""
+    return load_config_module(file_name).get_config()
+
+
+def estimator_overrides(file_name: str, estimator: str) -> dict[str, Any]:
+    """The config file's per-estimator overrides (its `ESTIMATOR_OVERRIDES[estimator]`; {} if it has none)."""
+    return dict(getattr(load_config_module(file_name), "ESTIMATOR_OVERRIDES", {}).get(estimator, {}))
+
+
+def paper_config(experiment: Experiment, estimator: str) -> ml_collections.ConfigDict:
+    """The paper's values for this experiment and estimator: what a CPU-scale run reports as changed."""
+    from coala_dist.config import default_config
+
+    if experiment.paper_config_file is None:
+        return default_config()
+    config = load_config_file(experiment.paper_config_file)
+    return apply_overrides(config, estimator_overrides(experiment.paper_config_file, estimator))
 
 
 def apply_overrides(
@@ -215,7 +301,7 @@ def experiment_config(
             f"{experiment.name} runs estimators {experiment.estimators}, not {estimator!r}"
         )
     base = load_config_file(experiment.config_file)
-    overrides = dict(experiment.overrides)
+    overrides = dict(experiment.overrides) | estimator_overrides(experiment.config_file, estimator)
     if smoke:
         overrides |= smoke_overrides()
     overrides |= extra_overrides or {}

@@ -117,7 +117,7 @@ def make_meta_evaluator(components: Components, num_episodes: int):
 def evaluate_between_meta_agents(
     evaluator, meta_params: Any, seed: int, population_size_meta: int
 ) -> dict[str, list[list[float | None]]]:
-    """Reward per step and cooperation rate of every ordered pair (i, j ≠ i) of meta agents.
+    """Every metric (reward per step, cooperation rate, ...) of every ordered pair (i, j ≠ i) of meta agents.
 
     Args:
       evaluator: from `make_meta_evaluator`.
@@ -126,23 +126,18 @@ def evaluate_between_meta_agents(
       population_size_meta: P.
 
     Returns:
-      {"ego_reward": [P][P], "cooperate_player_1": [P][P]}: entry [i][j] is agent i's mean over the evaluation
-      meta-episodes when it plays agent j; None on the diagonal.
+      metric name (every key of `MetaEpisode.metrics`, e.g. "ego_reward", "cooperate_player_1") -> [P][P]: entry
+      [i][j] is agent i's mean over the evaluation meta-episodes when it plays agent j; None on the diagonal.
     """
     base = jax.random.fold_in(jax.random.PRNGKey(seed), EVALUATION_KEY_INDEX + 1)
-    out = {
-        name: [[None] * population_size_meta for _ in range(population_size_meta)]
-        for name in _PAIR_METRICS
-    }
+    out: dict[str, list[list[float | None]]] = {}
     for i in range(population_size_meta):
         for j in range(population_size_meta):
             if i == j:
                 continue
             key = jax.random.fold_in(base, i * population_size_meta + j)
             metrics = jax.device_get(evaluator(meta_params, jnp.int32(i), jnp.int32(j), key))
-            for name in _PAIR_METRICS:
-                out[name][i][j] = float(np.mean(metrics[name]))
+            for name, values in metrics.items():
+                matrix = out.setdefault(name, [[None] * population_size_meta for _ in range(population_size_meta)])
+                matrix[i][j] = float(np.mean(values))
     return out
-
-
-_PAIR_METRICS = ("ego_reward", "cooperate_player_1")

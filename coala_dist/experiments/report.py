@@ -173,7 +173,7 @@ def summarize_runs(experiment: Experiment, runs: list[dict]) -> dict:
             per_run = [
                 defection_rates(r["result"]["evaluation"][key])[0]
                 for r in mine
-                if r["result"]["evaluation"]
+                if key in (r["result"]["evaluation"] or {})  # IPD only: Clean Up-lite has no cooperate action
             ]
             if per_run:
                 curves = np.stack(per_run)  # [seeds, M]

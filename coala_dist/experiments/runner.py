@@ -22,7 +22,7 @@ import ml_collections
 from flax import serialization
 
 from coala_dist.builder import build
-from coala_dist.experiments.definitions import EXPERIMENTS, Experiment, experiment_config
+from coala_dist.experiments.definitions import EXPERIMENTS, Experiment, experiment_config, paper_config
 from coala_dist.experiments.evaluation import (
     evaluate_against_naive,
     evaluate_between_meta_agents,
@@ -83,8 +83,13 @@ def train_and_evaluate(
     components,
     evaluators: tuple[Any, Any],
     log: Callable[[str], None] = print,
+    reference: ml_collections.ConfigDict | None = None,
 ) -> dict:
     """Trains one run to `config.training_iterations`, evaluates it against fresh naive learners, writes its files.
+
+    Args:
+      reference: the paper's config for this run (its `changed_from_paper` lists the differences); None: the IPD
+        defaults.
 
     Returns:
       The run's result (also written to `run_dir/result.json`).
@@ -108,7 +113,7 @@ def train_and_evaluate(
     evaluation = evaluate_against_naive(
         naive_evaluator,
         state.meta_params,
-        state.naive_params,
+        components.learner.naive_initialisations(state),
         config.seed,
         config.population_size_meta,
     )
@@ -135,7 +140,7 @@ def train_and_evaluate(
         "session_wall_time_s": time.perf_counter() - start,
         "evaluation": evaluation,
         "meta_evaluation": meta_evaluation,
-        "changed_from_paper": _changed_fields(config, default_config()),
+        "changed_from_paper": _changed_fields(config, reference or default_config()),
     }
     with open(os.path.join(run_dir, RESULT_FILE), "w") as f:
         json.dump(result, f)
@@ -200,7 +205,9 @@ def run_experiment(
                         make_naive_evaluator(components, EVALUATION_EPISODES_PER_INITIALISATION),
                         make_meta_evaluator(components, EVALUATION_EPISODES_PER_META_PAIR),
                     )
-                result = train_and_evaluate(config, run_dir, components, evaluators, log)
+                result = train_and_evaluate(
+                    config, run_dir, components, evaluators, log, paper_config(training, estimator)
+                )
             else:
                 log(f"{name}: {estimator} seed {seed} already finished ({run_dir})")
             metrics = read_metrics_csv(os.path.join(run_dir, "metrics.csv"))
