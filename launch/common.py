@@ -29,7 +29,7 @@ import os
 import re
 import shlex
 
-from launch.plan import Step
+from launch.plan import Plan, Step
 from launch.topology import TpuSlice
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -400,3 +400,24 @@ def images_from_arguments(args: argparse.Namespace) -> Images:
     """The image references the flags describe."""
     default = f"{region_of_zone(args.zone)}-docker.pkg.dev/{args.project}/coala"
     return Images(repository=(args.image_repository or default).rstrip("/"), tag=args.image_tag)
+
+
+def make_plan(launcher: str, spec, command: str, files, steps, tools) -> Plan:
+    """A launcher's plan for one command. `spec` is the launcher's deployment (has `summary()`, `staging_dir`)."""
+    return Plan(
+        title=f"coala {launcher} launcher: {command}",
+        summary=spec.summary(),
+        staging_dir=spec.staging_dir,
+        files=tuple(files),
+        steps=tuple(steps),
+        required_tools=tuple(tools),
+    )
+
+
+def watch_step(job: TrainingJob, logs: str, dashboard: str | None = None) -> Step:
+    """Prints where to follow a submitted job: its driver log command, the Ray dashboard (if any), TensorBoard."""
+    lines = [f"driver log:  {logs}"]
+    if dashboard is not None:
+        lines.append(f"dashboard:   {dashboard}")
+    lines.append(f"TensorBoard: tensorboard --logdir={job.workdir}")
+    return Step("how to watch the run", "\n".join(f"echo {shlex.quote(line)}" for line in lines))

@@ -303,24 +303,12 @@ def _submit_steps(spec: RayClusterSpec) -> list[Step]:
             f"submit coala train --launch=ray as Ray job {job.job_id} (workdir {job.workdir})",
             f"ray exec {spec.cluster_yaml} {shlex.quote(f'bash {_REMOTE_SUBMIT_SCRIPT}')}",
         ),
-        Step(
-            "how to watch the run",
-            f"echo {shlex.quote(f'driver log:  {logs}')}\n"
-            f"echo {shlex.quote(f'dashboard:   ray dashboard {CLUSTER_YAML}')}\n"
-            f"echo {shlex.quote(f'TensorBoard: tensorboard --logdir={job.workdir}')}",
-        ),
+        common.watch_step(job, logs, dashboard=f"ray dashboard {CLUSTER_YAML}"),
     ]
 
 
 def _plan(spec: RayClusterSpec, command: str, files, steps, tools) -> Plan:
-    return Plan(
-        title=f"coala Ray cluster launcher: {command}",
-        summary=spec.summary(),
-        staging_dir=spec.staging_dir,
-        files=tuple(files),
-        steps=tuple(steps),
-        required_tools=tuple(tools),
-    )
+    return common.make_plan("Ray cluster", spec, command, files, steps, tools)
 
 
 def plan_config(spec: RayClusterSpec) -> Plan:

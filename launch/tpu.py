@@ -387,11 +387,7 @@ def _submit_steps(deployment: TpuDeployment) -> list[Step]:
             f"submit coala train --launch=ray as Ray job {job.job_id} (workdir {job.workdir})",
             deployment.tpu_ssh("0", f"bash {SUBMIT_SCRIPT}"),
         ),
-        Step(
-            "how to watch the run",
-            f"echo {shlex.quote(f'driver log:  {logs}')}\n"
-            f"echo {shlex.quote(f'TensorBoard: tensorboard --logdir={job.workdir}')}",
-        ),
+        common.watch_step(job, logs),
     ]
 
 
@@ -399,14 +395,7 @@ def _submit_steps(deployment: TpuDeployment) -> list[Step]:
 
 
 def _plan(deployment: TpuDeployment, command: str, files, steps, tools) -> Plan:
-    return Plan(
-        title=f"coala Cloud TPU launcher: {command}",
-        summary=deployment.summary(),
-        staging_dir=deployment.staging_dir,
-        files=tuple(files),
-        steps=tuple(steps),
-        required_tools=tuple(tools),
-    )
+    return common.make_plan("Cloud TPU", deployment, command, files, steps, tools)
 
 
 def plan_images(deployment: TpuDeployment) -> Plan:
