@@ -294,8 +294,12 @@ def plot_training_curves(
     import matplotlib.pyplot as plt
 
     metrics = experiment.headline_metrics
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
+    columns = min(len(metrics), 4)
+    rows = -(-len(metrics) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(metrics) :]:
+        ax.set_visible(False)
+    for ax, metric in zip(list(axes.flat)[: len(metrics)], metrics, strict=True):
         for estimator in experiment.estimators:
             mine = [r for r in runs if r["estimator"] == estimator]
             if not mine:
@@ -316,7 +320,7 @@ def plot_training_curves(
                 label=f"{ESTIMATOR_LABELS[estimator]} ({len(mine)} seeds)",
             )
             ax.fill_between(iterations, mean - std, mean + std, color=color, alpha=0.2)
-        if "reward" in metric:
+        if "reward" in metric and experiment.results_group == "ipd":  # IPD: mutual cooperation / defection
             ax.axhline(1.0, color="gray", lw=0.8, ls="--")
             ax.axhline(0.0, color="gray", lw=0.8, ls=":")
         ax.set_title(METRIC_LABELS[metric], fontsize=9)
