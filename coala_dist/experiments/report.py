@@ -256,10 +256,7 @@ def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> 
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for estimator, entry in summary["estimators"].items():
-        label = ESTIMATOR_LABELS[estimator]
-        if experiment.agent_estimators:
-            label = " + ".join(ESTIMATOR_LABELS[rule] for rule in experiment.agent_estimators)
-        cells = [label, str(len(entry["seeds"]))]
+        cells = [_run_label(experiment, estimator), str(len(entry["seeds"]))]
         for group, key in keys:
             value = entry[group].get(key, {"mean": math.nan, "std": math.nan})
             cells.append(_format(value["mean"], value["std"]))
@@ -282,6 +279,13 @@ def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> 
             f"{min(times):.0f}–{max(times):.0f} s (total {sum(times) / 60:.1f} min)."
         )
     return "\n".join(lines) + "\n"
+
+
+def _run_label(experiment: Experiment, estimator: str) -> str:
+    """What one line of a plot is: the estimator, or the whole pool's rules for a head-to-head experiment."""
+    if experiment.agent_estimators:
+        return " + ".join(ESTIMATOR_LABELS[rule] for rule in experiment.agent_estimators)
+    return ESTIMATOR_LABELS[estimator]
 
 
 def plot_training_curves(
@@ -317,7 +321,8 @@ def plot_training_curves(
                 iterations,
                 mean,
                 color=color,
-                label=f"{ESTIMATOR_LABELS[estimator]} ({len(mine)} seeds)",
+                label=f"{'pool ' if experiment.agent_estimators else ''}{_run_label(experiment, estimator)} "
+                f"({len(mine)} seeds)",
             )
             ax.fill_between(iterations, mean - std, mean + std, color=color, alpha=0.2)
         if "reward" in metric and experiment.results_group == "ipd":  # IPD: mutual cooperation / defection
