@@ -222,6 +222,20 @@ def test_smoke_cleanup(smoke_root, name):
     assert "zapped_player_1" in result["evaluation"]
 
 
+def test_first_seed_selects_the_seeds_of_this_process(smoke_root):
+    # After the Fig. 5A smoke run, seed 0 of COALA-PG is finished; a process given seeds 1-2 must neither report
+    # it nor train anything when only reporting.
+    _smoke("ipd-fig5a", smoke_root)
+    summary, _ = _smoke("ipd-fig5a", smoke_root, first_seed=0, train_missing=False)
+    assert summary["estimators"]["coala"]["seeds"] == [0]
+    out = os.path.join(smoke_root, "results", "first-seed")
+    common = dict(out_dir=out, workdir_root=os.path.join(smoke_root, "workdirs"), smoke=True, log=lambda line: None)
+    summary = run_experiment("ipd-fig5a", num_seeds=3, first_seed=1, train_missing=False, **common)
+    assert summary["estimators"] == {}
+    with pytest.raises(ValueError, match="first_seed"):
+        run_experiment("ipd-fig5a", num_seeds=2, first_seed=2, **common)
+
+
 def test_command_line_report_only(smoke_root):
     """`coala experiment` parses its flags and, with --report_only, rewrites results from the finished runs."""
     from absl import flags

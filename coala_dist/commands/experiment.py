@@ -11,6 +11,9 @@ from __future__ import annotations
 from absl import flags
 
 _SEEDS = flags.DEFINE_integer("seeds", 5, "Number of seeds (0 … seeds − 1) per estimator.")
+_FIRST_SEED = flags.DEFINE_integer(
+    "first_seed", 0, "Train/report only seeds first_seed … seeds − 1 (split seeds over processes)."
+)
 _OUT = flags.DEFINE_string("out", None, "Results folder; default results/<ipd|cleanup>/NAME.")
 _WORKDIR_ROOT = flags.DEFINE_string(
     "workdir_root",
@@ -57,6 +60,7 @@ def main(argv: list[str]) -> None:
             estimators=_ESTIMATORS.value,
             extra_overrides=overrides,
             train_missing=not _REPORT_ONLY.value,
+            first_seed=_FIRST_SEED.value,
         )
     except ValueError as error:  # a bad name or override is one line, not a traceback
         raise SystemExit(f"coala experiment: {error}") from None

@@ -157,19 +157,22 @@ def run_experiment(
     estimators: Sequence[str] | None = None,
     extra_overrides: dict[str, Any] | None = None,
     train_missing: bool = True,
+    first_seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Trains (or resumes, or skips) every (estimator, seed) run of an experiment, then writes its results.
 
     Args:
       name: a key of `EXPERIMENTS`, e.g. "ipd-fig5a".
-      num_seeds: seeds 0 … num_seeds − 1.
+      num_seeds: seeds first_seed … num_seeds − 1.
       out_dir: where the results go (per-seed CSV/JSON, summary.json, table.md, the PNG).
       workdir_root: root of the runs' work directories (see the module docstring).
       smoke: one tiny iteration per run (CI).
       estimators: a subset of the experiment's estimators; all of them if None.
       extra_overrides: dotted config overrides applied to every run (e.g. a different budget).
       train_missing: train runs that are not finished; if False, only report the finished ones.
+      first_seed: skip the seeds below it (e.g. to train seeds 3-4 in a second process while a first one trains
+        0-2; two processes must never train the same run). The report covers only the seeds of this call.
       log: progress lines.
 
     Returns:
@@ -179,6 +182,8 @@ def run_experiment(
         raise ValueError(
             f"unknown experiment {name!r}; valid experiments: {', '.join(EXPERIMENTS)}"
         )
+    if not 0 <= first_seed < num_seeds:
+        raise ValueError(f"first_seed={first_seed} must be in [0, seeds={num_seeds})")
     experiment = EXPERIMENTS[name]
     training = EXPERIMENTS[experiment.training_experiment]
     estimators = tuple(estimators or experiment.estimators)
@@ -186,7 +191,7 @@ def run_experiment(
     window = 1
     for estimator in estimators:
         components = evaluators = None
-        for seed in range(num_seeds):
+        for seed in range(first_seed, num_seeds):
             config = experiment_config(
                 training, estimator, seed, smoke=smoke, extra_overrides=extra_overrides
             )
