@@ -49,11 +49,20 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _as_saved(value: Any) -> Any:
+    """A config value as the checkpoint's JSON holds it: tuples become lists (so () and [] compare equal)."""
+    if isinstance(value, (list, tuple)):
+        return [_as_saved(v) for v in value]
+    return value
+
+
 def _experiment_fields(config: dict) -> dict[str, Any]:
     """The config's fields that must match on resume, flattened to dotted names."""
     flat = _flatten(config)
     return {
-        k: v for k, v in flat.items() if not any(k == f or k.startswith(f + ".") for f in COMPATIBLE_FIELDS)
+        k: _as_saved(v)
+        for k, v in flat.items()
+        if not any(k == f or k.startswith(f + ".") for f in COMPATIBLE_FIELDS)
     }
 
 

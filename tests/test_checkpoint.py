@@ -229,3 +229,20 @@ def test_sigterm_stops_after_the_iteration_and_saves(tmp_path):
     saved = Checkpointer(str(workdir), save_every=1, max_to_keep=3).all_steps()
     last_logged = int(csv_path.read_text().splitlines()[-1].split(",")[0])
     assert saved == [last_logged], (saved, last_logged)  # only the final save (save_every is huge)
+
+
+def test_tuple_fields_resume_from_their_json_lists(tiny_config, tmp_path):
+    # The checkpoint stores the config as JSON, where a tuple field (e.g. agent_estimators = ()) comes back as a
+    # list; resuming must not call that a changed experiment. A really different value still is one.
+    import json
+
+    from coala_dist.checkpoint import check_compatible
+
+    config = tiny_config.copy_and_resolve_references()
+    config.agent_estimators = ("coala", "mfos")
+    saved = json.loads(json.dumps(config.to_dict()))
+    assert saved["agent_estimators"] == ["coala", "mfos"]
+    check_compatible(saved, config, str(tmp_path))
+    config.agent_estimators = ("mfos", "coala")
+    with pytest.raises(IncompatibleCheckpointError, match="agent_estimators"):
+        check_compatible(saved, config, str(tmp_path))

@@ -236,6 +236,23 @@ def test_first_seed_selects_the_seeds_of_this_process(smoke_root):
         run_experiment("ipd-fig5a", num_seeds=2, first_seed=2, **common)
 
 
+def test_a_run_stopped_by_a_signal_is_neither_evaluated_nor_reported(monkeypatch, tmp_path):
+    import types
+
+    from coala_dist.experiments import runner
+
+    # `train` returns early when SIGTERM / Ctrl-C stops it (after saving a checkpoint).
+    monkeypatch.setattr(runner, "train", lambda config, workdir, **kwargs: (types.SimpleNamespace(step=7), []))
+    config = experiment_config(
+        EXPERIMENTS["ipd-fig5a"], "coala", 0, smoke=True, extra_overrides={"training_iterations": 20}
+    )
+    run_dir = str(tmp_path / "run")
+    with pytest.raises(SystemExit, match="iteration 7 of 20"):
+        runner.train_and_evaluate(config, run_dir, components=None, evaluators=(None, None), log=lambda line: None)
+    assert not os.path.exists(os.path.join(run_dir, runner.RESULT_FILE))
+    assert not os.path.exists(os.path.join(run_dir, runner.PARAMS_FILE))
+
+
 def test_command_line_report_only(smoke_root):
     """`coala experiment` parses its flags and, with --report_only, rewrites results from the finished runs."""
     from absl import flags

@@ -101,6 +101,11 @@ def train_and_evaluate(
     state, _ = train(
         config, run_dir, components=components, log=lambda line: log(f"[{run_dir}] {line}")
     )
+    if int(state.step) < config.training_iterations:  # stopped by SIGTERM / Ctrl-C: a checkpoint was saved
+        raise SystemExit(
+            f"stopped {run_dir} at iteration {int(state.step)} of {config.training_iterations}; "
+            "rerun the same command to resume"
+        )
     with open(os.path.join(run_dir, PARAMS_FILE), "wb") as f:
         f.write(
             serialization.to_bytes(
