@@ -40,8 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     name = argv[1]
     if name not in COMMANDS:
         sys.exit(f"coala: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}")
-    from coala_dist import xla_flags
+    from coala_dist import profiles, xla_flags
 
+    problem = profiles.mismatch()
+    if problem:
+        sys.exit(f"coala: {problem}")
     xla_flags.configure()  # before any JAX import
     module = importlib.import_module(COMMANDS[name][0])
     from absl import app, logging

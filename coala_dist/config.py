@@ -18,6 +18,8 @@ ALGORITHMS = ("ppo", "a2c")
 OPTIMIZERS = ("adam", "sgd")
 SCAN_TYPES = ("linear", "associative")
 DISTRIBUTED_MODES = ("sync", "async")
+REPLAY_BACKENDS = ("reverb", "ray", "queues")  # distributed/replay.py
+REPLAY_CHOICES = ("auto", *REPLAY_BACKENDS)
 LEARNER_ACCELERATORS = ("none", "gpu", "tpu")
 
 
@@ -117,9 +119,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.distributed.ray_actor_resource = "coala_actor_slot"
     c.distributed.actor_max_restarts = 3  # Ray restarts of a dead actor process; -1: unlimited
     c.distributed.poll_interval_s = 0.02  # waiting nodes re-check their tables and the stop event this often
-    c.distributed.rpc_timeout_s = 5.0  # every Reverb call gives up after this, re-checks the stop event, retries
+    c.distributed.rpc_timeout_s = 5.0  # every replay call gives up after this, re-checks the stop event, retries
     c.distributed.data_timeout_s = 600.0  # learner: this long without a new episode is an error
-    c.distributed.replay_port = 0  # 0: any free port
+    # The replay transport (distributed/replay.py): auto | reverb | ray | queues. auto: reverb where installed (the
+    # reverb profile), else queues (launch inprocess) or ray (launch local, ray).
+    c.distributed.replay = "auto"
+    c.distributed.replay_port = 0  # Reverb only; 0: any free port
     c.distributed.stop_grace_s = 15.0  # a stopping node gets this long to finish before it is killed
     return c
 
@@ -185,6 +190,7 @@ def validate_distributed(config: ml_collections.ConfigDict) -> None:
     """Checks `config.distributed` and its agreement with the batch sizes (part of `validate`)."""
     d = config.distributed
     _check_in(d.mode, "distributed.mode", DISTRIBUTED_MODES)
+    _check_in(d.replay, "distributed.replay", REPLAY_CHOICES)
     _check_in(d.learner_accelerator, "distributed.learner_accelerator", LEARNER_ACCELERATORS)
     for field, minimum in (
         ("num_actors", 0),

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from jax.experimental import enable_x64
 
+from coala_dist.compat import enable_x64
 from coala_dist.envs import analytic_ipd as ipd
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -308,7 +308,10 @@ def test_bench_json_has_every_key(tiny_config, tiny_components, workdirs, tmp_pa
     )
     for key in bench.BENCH_KEYS:
         bench.lookup(result, key)  # raises KeyError naming a missing one
-    numbers = [k for k in bench.BENCH_KEYS if not k.startswith(("machine.", "configs.", "end_to_end.launch"))]
+    numbers = [
+        k for k in bench.BENCH_KEYS if not k.startswith(("machine.", "stack.", "configs.", "end_to_end.launch"))
+    ]
+    assert result["stack"]["profile"] in ("current", "reverb") and result["stack"]["jax"] == jax.__version__
     for key in numbers:
         value = bench.lookup(result, key)
         if isinstance(value, (int, float)):
@@ -330,3 +333,34 @@ def test_bench_json_has_every_key(tiny_config, tiny_components, workdirs, tmp_pa
 def test_bench_command_rejects_an_unknown_launch():
     result = _coala("bench", "--launches=ray:9")
     assert result.returncode != 0 and "--launches entry 'ray:9' is invalid" in result.stderr
+
+
+def test_device_check_runs_the_plain_loop_without_ray_reverb_or_tensorflow(tmp_path):
+    # The script a GPU machine runs (scripts/device_check.py), here on the CPU with the tiny config for both parts.
+    out = tmp_path / "device.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "scripts", "device_check.py"),
+            "--paper_config=configs/ipd_tiny.py",
+            "--fig5a_config=configs/ipd_tiny.py",
+            "--timed_iterations=1",
+            "--fig5a_iterations=2",
+            f"--out={out}",
+        ],
+        cwd=tmp_path,  # not the repository: the script finds its configs itself
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["backend"] == "cpu" and report["devices"]
+    assert report["imported_optional_modules"] == []
+    paper = report["paper_ipd"]
+    assert paper["agent_steps_per_iteration"] == 4 * 2 * 4 * 3 * 3
+    assert 0 < paper["rollout_s"] <= paper["iteration_s"] and paper["first_iteration_s"] > 0
+    steps_per_s = paper["agent_steps_per_iteration"] / paper["iteration_s"]
+    assert paper["agent_steps_per_s"] == pytest.approx(steps_per_s, rel=1e-3)
+    curve = report["fig5a"]["ego_reward_per_step"]
+    assert len(curve) == 2 and all(-1.0 <= reward <= 2.0 for reward in curve)  # sucker ... temptation payoff

@@ -1,7 +1,8 @@
-"""The distributed program in one process: work layout, Reverb tables, the learner's batch rules, sync and async runs.
+"""The distributed program in one process: work layout, replay tables, the learner's batch rules, sync and async runs.
 
-The end-to-end checks run `launch=inprocess` (actor threads, embedded Reverb server) on the tiny experiment and
-compare with the plain in-process loop (`coala_dist.train.train`), an independent path that never touches Reverb.
+The end-to-end checks run `launch=inprocess` (actor threads, an embedded replay server of each in-process backend)
+on the tiny experiment and compare with the plain in-process loop (`coala_dist.train.train`), an independent path
+that never touches a replay.
 """
 
 from __future__ import annotations
@@ -10,21 +11,30 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import jax
 import numpy as np
 import pytest
+from replay_contract import CONTRACT, SMALL
 
+from coala_dist.builder import build
 from coala_dist.config import validate
 from coala_dist.distributed import work
-from coala_dist.distributed.codec import LeafSpec, TreeCodec, episode_codec
+from coala_dist.distributed.codec import TreeCodec, episode_codec
 from coala_dist.distributed.launch import run_inprocess
 from coala_dist.distributed.learner_node import ReplayBatchSource
-from coala_dist.distributed.params import NodeStoppedError, ParamsClient
+from coala_dist.distributed.params import NodeStoppedError
 from coala_dist.distributed.program import make_program
-from coala_dist.distributed.replay import ReplayClient, ReplayServer, TableSpec
+from coala_dist.distributed.replay import (
+    ReplayBackendError,
+    TableSpec,
+    connect,
+    resolve_backend,
+    reverb_installed,
+    start_server,
+)
 from coala_dist.distributed.replay_node import table_specs
+from coala_dist.distributed.replay_queues import QueueStore
 from coala_dist.learner import TrainState
 from coala_dist.train import train
 
@@ -124,89 +134,43 @@ def test_multi_device_update_refuses_the_legacy_random_lowering(tiny_components)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Reverb tables, writer, client (an embedded server; no JAX).
-SMALL = (LeafSpec((3,), "float32"), LeafSpec((), "int32"))
+# The replay interface on the in-process backends (an embedded server; no JAX): queues everywhere, Reverb where the
+# profile has it. The same contract runs on the Ray backend in test_distributed_ray.py.
+LOCAL_BACKENDS = ("queues", "reverb") if reverb_installed() else ("queues",)
 
 
-def _item(value: int) -> list[np.ndarray]:
-    return [np.full((3,), value, np.float32), np.asarray(value, np.int32)]
+@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
+@pytest.mark.parametrize("check", CONTRACT, ids=lambda check: check.__name__)
+def test_replay_contract(check, backend):
+    check(backend)
 
 
-def test_queue_is_fifo_and_blocks_writers_when_full_until_stopped():
-    server = ReplayServer([TableSpec("q", SMALL, queue_capacity=2)])
-    try:
-        client = ReplayClient(f"localhost:{server.port}", rpc_timeout_s=0.2)
-        writer = client.writer()
-        for value in range(3):
-            writer.add("q", _item(value))
-        calls = []
-
-        def stop_after_two_timeouts() -> bool:
-            calls.append(1)
-            return len(calls) >= 2
-
-        start = time.monotonic()
-        assert writer.flush(0.2, stop_after_two_timeouts) is False  # the third item does not fit: blocked, stopped
-        assert 0.3 < time.monotonic() - start < 5.0
-        assert client.sizes()["q"] == 2
-        assert [int(item[1]) for item in client.take("q", 2)] == [0, 1]  # oldest first, removed
-        assert writer.flush(0.2, _never) is True  # room again: the blocked item goes in
-        assert [int(item[1]) for item in client.take("q", client.sizes()["q"])] == [2]
-        writer.close()
-    finally:
-        server.stop()
+def test_store_refuses_an_item_of_the_wrong_signature():
+    store = QueueStore([TableSpec("q", SMALL, queue_capacity=2)])
+    with pytest.raises(ValueError, match="does not match table 'q'"):
+        store.put("q", [[np.zeros((3,), np.float64), np.asarray(0, np.int32)]], 0.1)
+    assert store.sizes() == {"q": 0}
 
 
-def test_latest_table_holds_only_the_newest_item():
-    server = ReplayServer([TableSpec("latest", SMALL)])
-    try:
-        client = ReplayClient(f"localhost:{server.port}", rpc_timeout_s=1.0)
-        assert client.latest("latest") is None  # nothing published: no blocking sample
-        writer = client.writer()
-        for value in (5, 6):
-            writer.add("latest", _item(value))
-            assert writer.flush(1.0, _never)
-        assert client.sizes()["latest"] == 1
-        for _ in range(3):  # read any number of times
-            assert int(client.latest("latest")[1]) == 6
-        writer.close()
-    finally:
-        server.stop()
+@pytest.mark.parametrize(
+    ("requested", "launch", "message"),
+    [
+        ("queues", "local", "replay=queues cannot serve launch local"),
+        ("ray", "inprocess", "replay=ray cannot serve launch inprocess"),
+        ("zmq", "inprocess", "replay='zmq' is invalid"),
+    ],
+)
+def test_impossible_backend_is_one_line(requested, launch, message):
+    with pytest.raises(ReplayBackendError, match=message):
+        resolve_backend(requested, launch)
 
 
-def test_params_client_waits_for_a_newer_version_and_stops_on_request():
-    from coala_dist.distributed.codec import PublishedParams
-    from coala_dist.distributed.work import PARAMS_TABLE, PARAMS_VERSION_TABLE
-
-    def published(version: int) -> PublishedParams:
-        weights = {"w": np.array([1.0, 2.0], np.float32) * version}
-        return PublishedParams(weights, weights, np.zeros(2, np.uint32), np.int32(version))
-
-    codec = TreeCodec.from_abstract(published(0))
-    version_spec = (LeafSpec((), "int32"),)
-    server = ReplayServer([TableSpec(PARAMS_TABLE, codec.specs), TableSpec(PARAMS_VERSION_TABLE, version_spec)])
-    try:
-        address = f"localhost:{server.port}"
-        params = ParamsClient(address, codec, rpc_timeout_s=0.5)
-        stop = threading.Event()
-        threading.Timer(0.5, stop.set).start()
-        start = time.monotonic()
-        with pytest.raises(NodeStoppedError):
-            params.wait_for_newer(-1, 0.01, stop.is_set)  # nothing published
-        assert time.monotonic() - start < 5.0
-        writer = ReplayClient(address, 1.0).writer()
-        writer.add(PARAMS_TABLE, codec.flatten(published(3)))
-        writer.add(PARAMS_VERSION_TABLE, [np.asarray(3, np.int32)])
-        assert writer.flush(1.0, _never)
-        params.wait_for_newer(-1, 0.01, _never)
-        assert params.version == 3
-        np.testing.assert_array_equal(np.asarray(params.params.meta_params["w"]), [3.0, 6.0])
-        params.update()  # non-blocking: nothing newer, the held parameters stay
-        assert params.version == 3
-        params.close()
-        writer.close()
-    finally:
-        server.stop()
+def test_auto_backend_follows_the_installed_profile():
+    expected = ("reverb", "reverb") if reverb_installed() else ("queues", "ray")
+    assert (resolve_backend("auto", "inprocess"), resolve_backend("auto", "local")) == expected
+    if not reverb_installed():
+        with pytest.raises(ReplayBackendError, match="needs the reverb profile"):
+            resolve_backend("reverb", "inprocess")
 
 
 def test_tree_codec_round_trip_and_shape_check():
@@ -243,20 +207,21 @@ def _state_at(version: int) -> TrainState:
 
 
 def _write(address: str, items: list[tuple[str, list[np.ndarray]]]) -> None:
-    writer = ReplayClient(address, 1.0).writer()
+    writer = connect(address, 1.0).writer()
     for table, item in items:
         writer.add(table, item)
     assert writer.flush(1.0, _never)
     writer.close()
 
 
+@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
 def test_sync_source_takes_exactly_its_version_sorted_and_drops_the_rest(
-    tiny_config, tiny_components, tiny_episode_codec
+    tiny_config, tiny_components, tiny_episode_codec, backend
 ):
     config = _with(tiny_config, distributed__queue_capacity_work_units=4, distributed__poll_interval_s=0.01)
-    server = ReplayServer(table_specs(config, tiny_components))
+    server = start_server(backend, table_specs(config, tiny_components))
     try:
-        address = f"localhost:{server.port}"
+        address = server.address
         n = config.meta_batch_size
         rng = np.random.default_rng(0)
         items = [
@@ -275,7 +240,7 @@ def test_sync_source_takes_exactly_its_version_sorted_and_drops_the_rest(
         source = ReplayBatchSource(
             config,
             tiny_components,
-            ReplayClient(address, 1.0),
+            connect(address, 1.0),
             learner_process=0,
             publisher=None,
             should_stop=_never,
@@ -290,7 +255,10 @@ def test_sync_source_takes_exactly_its_version_sorted_and_drops_the_rest(
         server.stop()
 
 
-def test_async_source_drops_episodes_older_than_the_lag_bound(tiny_config, tiny_components, tiny_episode_codec):
+@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
+def test_async_source_drops_episodes_older_than_the_lag_bound(
+    tiny_config, tiny_components, tiny_episode_codec, backend
+):
     config = _with(
         tiny_config,
         distributed__mode="async",
@@ -298,9 +266,9 @@ def test_async_source_drops_episodes_older_than_the_lag_bound(tiny_config, tiny_
         distributed__queue_capacity_work_units=4,
         distributed__poll_interval_s=0.01,
     )
-    server = ReplayServer(table_specs(config, tiny_components))
+    server = start_server(backend, table_specs(config, tiny_components))
     try:
-        address = f"localhost:{server.port}"
+        address = server.address
         n = config.meta_batch_size
         versions = {0: [0, 1, 2, 3, 2, 3, 3], 1: [3, 1, 2, 2, 0, 3]}  # per agent, in insertion order
         items = []
@@ -315,7 +283,7 @@ def test_async_source_drops_episodes_older_than_the_lag_bound(tiny_config, tiny_
                 )
         _write(address, items)
         source = ReplayBatchSource(
-            config, tiny_components, ReplayClient(address, 1.0), learner_process=0, publisher=None, should_stop=_never
+            config, tiny_components, connect(address, 1.0), learner_process=0, publisher=None, should_stop=_never
         )
         batch, metrics = source(_state_at(3))
         # The source reads at most what it still needs. Agent 0 reads v0 v1 v2 v3 (two dropped), then v2 v3, and
@@ -324,16 +292,16 @@ def test_async_source_drops_episodes_older_than_the_lag_bound(tiny_config, tiny_
         np.testing.assert_array_equal(batch.policy_version, [2, 2, 3, 3, 2, 2, 3, 3])  # sorted within an agent
         assert source.dropped_stale == 4 and sorted(source.consumed_lags) == [0, 0, 0, 0, 1, 1, 1, 1]
         assert metrics["replay/policy_lag_max"] == 1.0 and metrics["replay/dropped_stale"] == 4
-        sizes = ReplayClient(address, 1.0).sizes()
+        sizes = connect(address, 1.0).sizes()
         assert sizes[work.episode_table(0, 0)] == 1 and sizes[work.episode_table(1, 0)] == 0
     finally:
         server.stop()
 
 
 def test_learner_wait_ends_on_stop_and_times_out_naming_missing_episodes(tiny_config, tiny_components):
-    server = ReplayServer(table_specs(tiny_config, tiny_components))
+    server = start_server("queues", table_specs(tiny_config, tiny_components))
     try:
-        client = ReplayClient(f"localhost:{server.port}", 1.0)
+        client = connect(server.address, 1.0)
         stop = threading.Event()
         threading.Timer(0.3, stop.set).start()
         source = ReplayBatchSource(
@@ -355,28 +323,41 @@ def test_learner_wait_ends_on_stop_and_times_out_naming_missing_episodes(tiny_co
 # End to end, one process.
 @pytest.fixture(scope="module")
 def plain_loop_state(tiny_config, tiny_components):
-    """The reference: the plain in-process loop (rollout and update alternate, no Reverb, no threads)."""
-    state, _ = train(tiny_config, None, components=tiny_components, log=lambda line: None)
-    return jax.device_get(state)
+    """The reference: the plain in-process loop (rollout and update alternate, no replay, no threads), by the
+    number of work units per agent (the same config as the distributed run it is compared with)."""
+    cache = {}
+
+    def get(work_units_per_agent: int):
+        if work_units_per_agent not in cache:
+            config = _with(tiny_config, distributed__work_units_per_agent=work_units_per_agent)
+            components = tiny_components if work_units_per_agent == 1 else build(config)
+            state, _ = train(config, None, components=components, log=lambda line: None)
+            cache[work_units_per_agent] = jax.device_get(state)
+        return cache[work_units_per_agent]
+
+    return get
 
 
 def _quick(config, **fields):
     return _with(config, distributed__rpc_timeout_s=1.0, distributed__poll_interval_s=0.01, **fields)
 
 
+@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
 @pytest.mark.parametrize(
     ("num_actors", "work_units_per_agent"),
     [(1, 1), (3, 2)],  # one actor does everything; three actors share four work units of two episodes unevenly
 )
 def test_sync_inprocess_gives_the_plain_loop_parameters_bitwise(
-    tiny_config, tiny_components, plain_loop_state, num_actors, work_units_per_agent
+    tiny_config, tiny_components, plain_loop_state, num_actors, work_units_per_agent, backend
 ):
     config = _quick(tiny_config, distributed__work_units_per_agent=work_units_per_agent)
-    program = make_program(config, launch="inprocess", num_actors=num_actors, mode="sync")
+    program = make_program(config, launch="inprocess", num_actors=num_actors, mode="sync", replay=backend)
+    assert program.config.distributed.replay == backend
     result = run_inprocess(program, components=tiny_components, log=lambda line: None)
     assert int(result.state.step) == tiny_config.training_iterations
+    expected_state = plain_loop_state(work_units_per_agent)
     for expected, actual in zip(
-        jax.tree_util.tree_leaves(plain_loop_state), jax.tree_util.tree_leaves(result.state), strict=True
+        jax.tree_util.tree_leaves(expected_state), jax.tree_util.tree_leaves(result.state), strict=True
     ):
         np.testing.assert_array_equal(np.asarray(actual), np.asarray(expected))
     episodes = tiny_config.training_iterations * 8

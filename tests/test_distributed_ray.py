@@ -19,10 +19,12 @@ import jax
 import numpy as np
 import psutil
 import pytest
+from replay_contract import CONTRACT, SMALL
 
 from coala_dist import xla_flags
 from coala_dist.distributed.launch import run_on_ray
 from coala_dist.distributed.program import make_program
+from coala_dist.distributed.replay import TableSpec, connect, reverb_installed, start_server
 from coala_dist.train import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,7 +97,7 @@ def ray_instance(compilation_cache):
         include_dashboard=False,
         object_store_memory=128 * 1024**2,
         log_to_driver=False,
-        runtime_env={"env_vars": {"XLA_FLAGS": os.environ["XLA_FLAGS"]}},
+        runtime_env={"env_vars": {"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}},
     )
     yield
     ray.shutdown()
@@ -116,10 +118,32 @@ def reference(tiny_config, tiny_components):
     return get
 
 
+# Networked backends: Ray's object store with a queue actor everywhere, Reverb where the profile has it.
+NETWORK_BACKENDS = ("ray", "reverb") if reverb_installed() else ("ray",)
+
+
+@pytest.mark.parametrize("check", CONTRACT, ids=lambda check: check.__name__)
+def test_replay_contract_on_ray(ray_instance, check):
+    check("ray")
+
+
+def test_ray_store_dies_with_its_server_and_clients_say_so(ray_instance):
+    server = start_server("ray", [TableSpec("q", SMALL, queue_capacity=2)])
+    client = connect(server.address, rpc_timeout_s=1.0)
+    assert client.sizes() == {"q": 0}
+    server.stop()
+    with pytest.raises(ValueError, match="no replay store actor at ray-queue://"):
+        connect(server.address, rpc_timeout_s=1.0)
+
+
+@pytest.mark.parametrize("backend", NETWORK_BACKENDS)
 def test_local_ray_with_two_actor_processes_gives_the_plain_loop_parameters(
-    ray_instance, tiny_config, reference, tmp_path
+    ray_instance, tiny_config, reference, tmp_path, backend
 ):
-    program = make_program(_quick(tiny_config), launch="local", num_actors=2, workdir=str(tmp_path / "run"))
+    program = make_program(
+        _quick(tiny_config), launch="local", num_actors=2, workdir=str(tmp_path / "run"), replay=backend
+    )
+    assert program.config.distributed.replay == backend
     result = run_on_ray(program, log=lambda line: None)
     assert int(result.state.step) == tiny_config.training_iterations
     _assert_same_state(reference(tiny_config.training_iterations), result.state)
@@ -129,11 +153,18 @@ def test_local_ray_with_two_actor_processes_gives_the_plain_loop_parameters(
     assert _all_gone("ActorProcess") and _all_gone("LearnerProcess") and _all_gone("ReplayProcess")
 
 
-def test_sigkilled_actor_process_is_restarted_and_the_run_completes(ray_instance, tiny_config, reference, tmp_path):
+@pytest.mark.parametrize("backend", NETWORK_BACKENDS)
+def test_sigkilled_actor_process_is_restarted_and_the_run_completes(
+    ray_instance, tiny_config, reference, tmp_path, backend
+):
     iterations = 30
     workdir = tmp_path / "run"
     program = make_program(
-        _quick(tiny_config, training_iterations=iterations), launch="local", num_actors=2, workdir=str(workdir)
+        _quick(tiny_config, training_iterations=iterations),
+        launch="local",
+        num_actors=2,
+        workdir=str(workdir),
+        replay=backend,
     )
     killed: dict[str, int] = {}
 

@@ -60,6 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from coala_dist.compat import enable_x64
 from coala_dist.rl.estimators import estimator_flags
 from coala_dist.rl.returns import batch_lambda_returns
 
@@ -213,7 +214,7 @@ def solve(problem_name):
     problem = ShapingProblem(**PROBLEMS[problem_name])
     # The enumeration runs in float64 so that "exact" means exact to ~1e-12, not float32 round-off
     # accumulated over 4^9 outcomes.
-    with jax.experimental.enable_x64():
+    with enable_x64():
         exact = _solve_exactly(problem)
     return dict(problem=problem, **exact, monte_carlo=_monte_carlo(problem))
 

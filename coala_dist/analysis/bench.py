@@ -28,6 +28,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from coala_dist import profiles
 from coala_dist.analysis import flops
 from coala_dist.builder import Components
 from coala_dist.config import default_config, episodes_per_iteration
@@ -48,6 +49,10 @@ BENCH_KEYS = (
     "machine.devices",
     "machine.load_average_before",
     "machine.load_average_after",
+    "stack.profile",
+    "stack.python",
+    "stack.jax",
+    "stack.jaxlib",
     "configs.ipd",
     "configs.cleanup",
     *(f"rollout.{s}.{k}" for s in SCENARIOS for k in ("agent_steps_per_s", "episodes_per_s", "rollout_s")),
@@ -299,6 +304,7 @@ def run_bench(
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "load_average_before": list(os.getloadavg()),
         },
+        "stack": profiles.stack(),  # install profile and package versions (coala_dist/profiles.py)
         "configs": {name: _config_summary(components[name].config) for name in SCENARIOS},
         "timed_iterations": timed_iterations,
         "rollout": {},

@@ -1,8 +1,9 @@
-"""`coala train --config=FILE --workdir=DIR [--launch=inprocess|local|ray] [--num_actors=N] [--mode=sync|async]`.
+"""`coala train --config=FILE --workdir=DIR [--launch=inprocess|local|ray] [--num_actors=N] [--mode=sync|async]
+[--replay=auto|reverb|ray|queues]`.
 
 Launch types (coala_dist/distributed):
-  inprocess  one process: actor threads, the learner, an embedded Reverb server (the default);
-             with --num_actors=0 the plain loop alternates rollout and update without Reverb;
+  inprocess  one process: actor threads, the learner, an embedded replay server (the default);
+             with --num_actors=0 the plain loop alternates rollout and update without a replay;
   local      Ray on this machine, one process per node (replay, learner, actors);
   ray        an existing Ray cluster (--ray_address): learner on accelerator resources, actors on CPU nodes.
 Everything is validated before any node starts; a bad value is one line naming it.
@@ -35,6 +36,12 @@ _MODE = flags.DEFINE_enum(
     "sync: reproducible, the learner waits for its version's episodes; async: "
     "actors never wait, episodes older than config.distributed.max_policy_lag are dropped (default from config).",
 )
+_REPLAY = flags.DEFINE_string(
+    "replay",
+    None,
+    "Replay transport: auto (reverb where installed, else queues for inprocess, ray for local/ray) | reverb | ray "
+    "| queues (default config.distributed.replay).",
+)
 _RAY_ADDRESS = flags.DEFINE_string(
     "ray_address", None, "Address of the Ray cluster for --launch=ray (e.g. ray://head:10001, auto)."
 )
@@ -66,10 +73,17 @@ def main(argv: list[str]) -> None:
             from coala_dist.distributed.program import make_program
 
             program = make_program(
-                config, launch=_LAUNCH.value, num_actors=num_actors, mode=_MODE.value, workdir=_WORKDIR.value
+                config,
+                launch=_LAUNCH.value,
+                num_actors=num_actors,
+                mode=_MODE.value,
+                workdir=_WORKDIR.value,
+                replay=_REPLAY.value,
             )
         elif _MODE.value == "async":
             raise ValueError("--mode=async needs actors (--num_actors >= 1)")
+        elif _REPLAY.value is not None:
+            raise ValueError(f"--replay={_REPLAY.value} needs actors (--num_actors >= 1): the plain loop has no replay")
     except ValueError as error:
         raise SystemExit(f"coala train: {error}") from None
 

@@ -27,7 +27,7 @@ from coala_dist.builder import Components, build
 from coala_dist.config import episodes_per_work_unit
 from coala_dist.distributed.codec import PublishedParams, episode_codec, params_codec
 from coala_dist.distributed.params import NodeStoppedError, ParamsClient
-from coala_dist.distributed.replay import ReplayClient
+from coala_dist.distributed.replay import connect
 from coala_dist.distributed.work import WorkUnit, actor_work_units, unit_table, work_units
 
 # fold_in index of the async key streams: versions (the first fold_in of every sync episode key) never reach it.
@@ -58,7 +58,7 @@ class ActorStats:
       versions: distinct policy versions it rolled out.
       params_wait_s: time waiting for or fetching parameters.
       rollout_s: time in the jitted rollout.
-      write_s: time writing to Reverb (including time blocked by a full queue).
+      write_s: time writing to the replay node (including time blocked by a full queue).
     """
 
     actor_id: int
@@ -102,7 +102,7 @@ class Actor:
         self.should_stop = should_stop
         self.components = components or build(config)
         self.episode_codec = episode_codec(self.components, episodes_per_work_unit(config))
-        self.replay = ReplayClient(replay_address, config.distributed.rpc_timeout_s)
+        self.replay = connect(replay_address, config.distributed.rpc_timeout_s)
         self.params = ParamsClient(
             replay_address, params_codec(self.components), config.distributed.rpc_timeout_s, device
         )

@@ -1,4 +1,4 @@
-"""The two things that travel through Reverb, as flat lists of numpy arrays with static shapes.
+"""The two things that travel through the replay node, as flat lists of numpy arrays with static shapes.
 
 * one `MetaEpisode` (the data contract, DESIGN.md §4) — the shapes of a single episode, from `jax.eval_shape` of the
   rollout, so a table's signature is fixed by the config;
@@ -6,7 +6,7 @@
   initialisations, the run key and v itself (the version travels with the parameters).
 
 A `TreeCodec` turns a pytree into its leaves (jax.tree_util order) and back; it holds no JAX state and imports no
-TensorFlow, so Reverb (replay.py) only ever sees `(shape, dtype)` specs and numpy arrays.
+TensorFlow, so the replay transports (replay.py) only ever see `(shape, dtype)` specs and numpy arrays.
 """
 
 from __future__ import annotations

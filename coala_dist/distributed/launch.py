@@ -1,8 +1,9 @@
 """Runs a `Program` (program.py): as threads of this process, or as Ray processes on this machine or a cluster.
 
-* `run_inprocess`: the replay node embeds its Reverb server in this process; actors are threads sharing the
-  learner's compiled rollout; the learner runs in the calling thread. SIGTERM/Ctrl-C (main thread) stop the learner
-  after its current iteration (its checkpoint callback saves), then the actors, then the server.
+* `run_inprocess`: the replay node embeds its server (Reverb or in-process queues) in this process; actors are
+  threads sharing the learner's compiled rollout; the learner runs in the calling thread. SIGTERM/Ctrl-C (main
+  thread) stop the learner after its current iteration (its checkpoint callback saves), then the actors, then the
+  server.
 * `run_on_ray`: each node is a Ray actor process (`ReplayProcess`, `LearnerProcess`, `ActorProcess`, as `ps`
   shows them). Actors get `JAX_PLATFORMS=cpu` and Ray restarts (`max_restarts`, and `max_task_retries` so the
   restarted process resumes `run()`); the learner may ask for accelerators. This driver process only orchestrates:
@@ -33,7 +34,9 @@ PASSED_ENVIRONMENT = (
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
     "TF_CPP_MIN_LOG_LEVEL",
 )
-LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # episodes travel through Reverb, not Ray's object store
+# With replay=ray, work units travel through the object store on their way to the store actor (which copies them
+# out, so the object store only holds items in flight); with Reverb nothing large goes through it.
+LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
 STARTUP_TIMEOUT_S = 600.0  # a node process that takes longer than this to start is an error
 
 
@@ -70,7 +73,7 @@ def _result(learner_result: Any, actor_stats: list[dict[str, float]]) -> RunResu
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# In-process: threads and an embedded Reverb server.
+# In-process: threads and an embedded replay server.
 def run_inprocess(program: Program, *, components: Any = None, log: Callable[[str], None] = print) -> RunResult:
     """Runs `program` as threads of this process.
 
@@ -183,7 +186,7 @@ class ActorProcess(_NodeProcess):
 
 def _node_environment(spec: NodeSpec) -> dict[str, str]:
     xla_flags.configure()
-    env = {"XLA_FLAGS": os.environ["XLA_FLAGS"]}
+    env = {"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
     env.update({name: os.environ[name] for name in PASSED_ENVIRONMENT if name in os.environ})
     if spec.cpu_only:
         env["JAX_PLATFORMS"] = "cpu"  # only the learner may open accelerators (one libtpu user per host)
@@ -344,10 +347,15 @@ def _supervise(learner_refs, actor_refs, learners, signalled, config, log) -> An
 
 
 def _stop_all(handles: list[Any], actor_refs: dict[Any, str], grace_s: float) -> list[dict[str, float]]:
-    """Asks every node to stop, collects the actors' stats within `grace_s`, then kills every node process."""
+    """Asks every node to stop, collects the actors' stats within `grace_s`, then kills every node process.
+
+    The replay node (`handles[0]`) stops last: an actor still blocked on a full queue must see its stop event, not
+    its replay server vanish (a Ray store actor dies with its server, and the call would fail instead).
+    """
     import ray
 
-    for handle in handles:
+    replay, others = handles[:1], handles[1:]
+    for handle in others:
         handle.stop.remote()
     stats = []
     if actor_refs:
@@ -355,6 +363,9 @@ def _stop_all(handles: list[Any], actor_refs: dict[Any, str], grace_s: float) ->
         for ref in ready:
             with contextlib.suppress(Exception):  # a failed actor has no stats; its error was reported already
                 stats.append(ray.get(ref))
+    for handle in replay:
+        with contextlib.suppress(Exception):  # gone already
+            ray.get(handle.stop.remote(), timeout=grace_s)
     for handle in handles:
         ray.kill(handle, no_restart=True)
     return stats

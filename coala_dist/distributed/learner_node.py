@@ -1,4 +1,4 @@
-"""The learner node: `prepare_learner` + `learner_loop` (coala_dist/train.py) with a Reverb-backed batch source.
+"""The learner node: `prepare_learner` + `learner_loop` (coala_dist/train.py) with a replay-backed batch source.
 
 `ReplayBatchSource(state)` is a `coala_dist.train.BatchSource`. Each call
 
@@ -32,7 +32,7 @@ from coala_dist.builder import Components, build
 from coala_dist.config import episodes_per_iteration, episodes_per_work_unit
 from coala_dist.distributed.codec import TreeCodec, episode_codec, params_codec
 from coala_dist.distributed.params import NodeStoppedError, ParamsPublisher
-from coala_dist.distributed.replay import DeadlineExceededError, ReplayClient
+from coala_dist.distributed.replay import ReplayClient, ReplayTimeoutError, connect
 from coala_dist.distributed.sharding import (
     check_batch_divides,
     data_parallel_update,
@@ -55,7 +55,7 @@ def _leaf_position(codec: TreeCodec, field: str) -> int:
 
 
 class ReplayBatchSource:
-    """Publishes parameters and assembles the meta-batch of one learner process from Reverb.
+    """Publishes parameters and assembles the meta-batch of one learner process from the replay node.
 
     Args:
       config: the experiment config.
@@ -107,7 +107,7 @@ class ReplayBatchSource:
                 raise NodeStoppedError
             try:
                 return self.replay.sizes()
-            except DeadlineExceededError:
+            except ReplayTimeoutError:
                 continue
 
     def _waited(self, progressed: bool, last_progress: float, missing: str) -> float:
@@ -296,7 +296,7 @@ class LearnerNode:
             callbacks = [c for c in callbacks if isinstance(c, CheckpointCallback)]
         logger = next((c for c in callbacks if isinstance(c, ConsoleAndCsvLogger)), None)
         latest = _LatestState(state)
-        replay = ReplayClient(self.replay_address, config.distributed.rpc_timeout_s)
+        replay = connect(self.replay_address, config.distributed.rpc_timeout_s)
         publisher = ParamsPublisher(components, replay, params_codec(components)) if primary else None
         source = ReplayBatchSource(
             config,

@@ -19,7 +19,7 @@ import numpy as np
 
 from coala_dist.builder import Components
 from coala_dist.distributed.codec import PublishedParams, TreeCodec, published_params
-from coala_dist.distributed.replay import DeadlineExceededError, ReplayClient
+from coala_dist.distributed.replay import ReplayClient, ReplayTimeoutError, connect
 from coala_dist.distributed.work import PARAMS_TABLE, PARAMS_VERSION_TABLE
 from coala_dist.learner import TrainState
 
@@ -64,8 +64,8 @@ class ParamsClient:
     """
 
     def __init__(self, address: str, codec: TreeCodec, rpc_timeout_s: float, device: Any = None):
-        # Its own Reverb client, used only from the fetch thread.
-        self._client = ReplayClient(address, rpc_timeout_s)
+        # Its own client, used only from the fetch thread.
+        self._client = connect(address, rpc_timeout_s)
         self._codec, self._device = codec, device
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="params-client")
         self._future: concurrent.futures.Future | None = None
@@ -78,7 +78,7 @@ class ParamsClient:
             if item is None or int(item[0]) <= known_version:
                 return None
             params = self._codec.unflatten(self._client.latest(PARAMS_TABLE))
-        except DeadlineExceededError:  # a slow server: the caller polls again
+        except ReplayTimeoutError:  # a slow server: the caller polls again
             return None
         # Place once per version, not once per rollout (Acme's VariableClient `device`).
         return jax.device_put(params, self._device)

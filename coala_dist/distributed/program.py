@@ -20,6 +20,7 @@ from typing import Any
 import ml_collections
 
 from coala_dist.config import validate
+from coala_dist.distributed.replay import resolve_backend
 
 LAUNCH_TYPES = ("inprocess", "local", "ray")
 
@@ -93,16 +94,19 @@ def make_program(
     num_actors: int | None = None,
     mode: str | None = None,
     workdir: str | None = None,
+    replay: str | None = None,
 ) -> Program:
     """Validates the options and describes the program's nodes.
 
     Args:
       config: the experiment config.
-      launch: inprocess (threads of this process, embedded Reverb server) | local (Ray on this machine, one process
-        per node) | ray (an existing Ray cluster).
+      launch: inprocess (threads of this process, an embedded replay server) | local (Ray on this machine, one
+        process per node) | ray (an existing Ray cluster).
       num_actors: actor nodes; default `config.distributed.num_actors`.
       mode: sync | async; default `config.distributed.mode`.
       workdir: the run's directory (checkpoints, metrics.csv), or None.
+      replay: the replay backend (auto | reverb | ray | queues); default `config.distributed.replay`. The program's
+        config holds the resolved name (`auto` becomes what it chose for this launch and install).
 
     Raises:
       ValueError: naming the offending option, before any node exists.
@@ -114,10 +118,13 @@ def make_program(
         config.distributed.num_actors = num_actors
     if mode is not None:
         config.distributed.mode = mode
+    if replay is not None:
+        config.distributed.replay = replay
     validate(config)
     d = config.distributed
     if launch not in LAUNCH_TYPES:
         raise ValueError(f"launch={launch!r} is invalid: must be one of {', '.join(LAUNCH_TYPES)}")
+    d.replay = resolve_backend(d.replay, launch)
     if d.num_actors < 1:
         raise ValueError(f"num_actors={d.num_actors} is invalid: the distributed program needs at least one actor")
     if launch == "inprocess" and d.num_learner_processes > 1:

@@ -1,171 +1,201 @@
-"""Reverb: the replay node's tables, a writer for actors and the learner's publisher, and a client.
+"""The replay node's transport: one narrow interface, three backends (DESIGN.md §5).
 
-This is the ONLY module that imports reverb (and with it TensorFlow); TensorFlow is told to leave GPUs/TPUs alone
-(the learner's JAX owns the accelerators). Everything here speaks flat lists of numpy arrays and `(shape, dtype)`
-specs (`codec.LeafSpec`), never JAX types.
+Everything that crosses between nodes goes through **tables** of items, each item a flat list of numpy arrays
+(`codec.TreeCodec`); nothing here knows JAX types. Two kinds of table:
 
-Tables (Acme's IMPALA queue, DESIGN.md §5):
+* an **episode queue** per (meta agent, learner process): FIFO, a capacity in items; a writer blocks while the
+  table is full (backpressure: actors cannot run unboundedly ahead of the learner); `take` removes items, oldest
+  first. Each queue has exactly one consumer, which takes at most what `sizes()` showed it, so `take` never waits
+  (Reverb's would, for items not there yet);
+* a **latest-value** table (`params`, `params_version`): holds one item, replaced by the next write, read any number
+  of times. Parameters are published as "parameters first, version second" on top of these (params.py).
 
-* one **episode queue** per (meta agent, learner process): FIFO sampler and remover, `max_times_sampled=1` and a
-  `Queue` rate limiter of `queue_capacity_work_units` work units — an insert blocks while the table is full, so
-  actors cannot run unboundedly ahead of the learner;
-* **params** and **params_version**: the latest published `PublishedParams` and its version alone (one item each,
-  read any number of times, replaced by the next publication). Actors poll the small version table and fetch the
-  parameters only when it changes.
+The interface (what every backend provides):
 
-Every call here that can block takes a timeout; callers loop on it and check their stop event in between.
+* a server, started by `start_server(backend, tables, ...)`: `.address` (its backend is named by the address's
+  scheme) and `.stop()`;
+* a client, `connect(address, rpc_timeout_s)`: `sizes()`, `take(table, count)`, `latest(table)`, `writer()`;
+* a writer, one per writing thread: `add(table, item)` queues, `flush(timeout_s, should_stop)` blocks until every
+  queued item is in its table (retrying every `timeout_s`) or `should_stop()`, `close()`.
+
+Every call that can block takes a timeout and raises `ReplayTimeoutError` past it; callers loop and check their stop
+event in between.
+
+Backends (`distributed.replay` / `coala train --replay=`):
+
+| name | address | where the tables live | profile |
+| --- | --- | --- | --- |
+| `reverb` | `reverb://host:port` | a Reverb server (`replay_reverb.py`) | reverb |
+| `ray` | `ray-queue://<actor name>` | a named Ray actor holding a `QueueStore` (`replay_queues.py`) | both |
+| `queues` | `queues://<id>` | a `QueueStore` in this process (launch `inprocess` only) | both |
+
+`auto` (the default) is `reverb` where Reverb is installed (the reverb profile), else `queues` for launch
+`inprocess` and `ray` for launch `local`/`ray`. Why Ray's object store with a queue actor and not id-echo for the
+TF-free networked backend: measured in `scripts/bench_transport.py` and written down in docs/transport.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
+import importlib.util
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import reverb
-import tensorflow as tf
 
-from coala_dist.distributed.codec import LeafSpec
+from coala_dist.config import REPLAY_CHOICES
 
-try:  # TF must not grab the accelerators JAX uses; harmless on CPU-only machines.
-    tf.config.set_visible_devices([], "GPU")
-    tf.config.set_visible_devices([], "TPU")
-except (RuntimeError, ValueError):  # already initialised, or no such device type in this build
-    pass
+if TYPE_CHECKING:  # the driver resolves backends without importing JAX
+    from coala_dist.distributed.codec import LeafSpec
 
-DeadlineExceededError = reverb.errors.DeadlineExceededError
+SCHEMES = {"reverb": "reverb://", "ray": "ray-queue://", "queues": "queues://"}
+# Which launch types each backend can serve: `queues` lives in one process; `ray` needs a Ray cluster.
+BACKEND_LAUNCHES = {"reverb": ("inprocess", "local", "ray"), "ray": ("local", "ray"), "queues": ("inprocess",)}
+
+
+class ReplayTimeoutError(Exception):
+    """A replay call did not complete within its timeout (a full queue, a slow or absent server)."""
+
+
+class ReplayBackendError(ValueError):
+    """The requested backend cannot run here (not installed, or not for this launch type); one line says why."""
 
 
 @dataclasses.dataclass(frozen=True)
 class TableSpec:
-    """One Reverb table.
+    """One table.
 
     Attributes:
       name: the table's name.
       signature: the flat item signature.
-      queue_capacity: items a queue table holds (inserts block beyond); None for a latest-value table.
+      queue_capacity: items a queue table holds (writers block beyond); None for a latest-value table.
     """
 
     name: str
     signature: tuple[LeafSpec, ...]
     queue_capacity: int | None = None
 
-    def build(self) -> reverb.Table:
-        signature = [tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype)) for spec in self.signature]
-        if self.queue_capacity is not None:
-            return reverb.Table.queue(self.name, max_size=self.queue_capacity, signature=signature)
-        return reverb.Table(
-            name=self.name,
-            sampler=reverb.selectors.Fifo(),
-            remover=reverb.selectors.Fifo(),
-            max_size=1,  # a new publication evicts the previous one
-            rate_limiter=reverb.rate_limiters.MinSize(1),
-            max_times_sampled=0,  # read by every actor, any number of times
-            signature=signature,
-        )
+
+class ItemWriter(Protocol):
+    def add(self, table: str, item: Sequence[np.ndarray]) -> None: ...
+
+    def flush(self, timeout_s: float, should_stop: Callable[[], bool]) -> bool: ...
+
+    def close(self) -> None: ...
 
 
-class ReplayServer:
-    """A Reverb server holding `tables`, listening on `port` (0: any free port)."""
+class ReplayClient(Protocol):
+    address: str
+    rpc_timeout_s: float
 
-    def __init__(self, tables: Sequence[TableSpec], port: int = 0):
-        self._server = reverb.Server(tables=[table.build() for table in tables], port=port or None)
+    def sizes(self) -> dict[str, int]: ...
 
-    @property
-    def port(self) -> int:
-        return self._server.port
+    def take(self, table: str, count: int) -> list[list[np.ndarray]]: ...
 
-    def stop(self) -> None:
-        self._server.stop()
+    def latest(self, table: str) -> list[np.ndarray] | None: ...
 
-
-class ItemWriter:
-    """Writes single-step items (one flat list of arrays each) to tables; one per writing thread."""
-
-    def __init__(self, client: reverb.Client):
-        self._client = client
-        self._writers: dict[str, reverb.TrajectoryWriter] = {}  # one per table: items of a table share a structure
-
-    def add(self, table: str, item: Sequence[np.ndarray]) -> None:
-        """Queues `item` for `table`; `flush` sends it."""
-        if table not in self._writers:
-            self._writers[table] = self._client.trajectory_writer(num_keep_alive_refs=1)
-        writer = self._writers[table]
-        writer.append(list(item))
-        writer.create_item(table, 1.0, [column[-1] for column in writer.history])
-
-    def flush(self, timeout_s: float, should_stop: Callable[[], bool]) -> bool:
-        """Blocks until every queued item is in its table (retrying every `timeout_s`) or `should_stop()`.
-
-        Returns:
-          True if everything was written, False if stopped first.
-        """
-        for writer in self._writers.values():
-            while True:
-                try:
-                    writer.flush(timeout_ms=max(1, int(timeout_s * 1000)))
-                    break
-                except DeadlineExceededError:  # a full queue (the rate limiter) or a slow server: retry
-                    if should_stop():
-                        return False
-        return True
-
-    def close(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
+    def writer(self) -> ItemWriter: ...
 
 
-class ReplayClient:
-    """The learner's and actors' view of the replay node.
+class ReplayServer(Protocol):
+    address: str
 
-    `take` removes items from a queue table and must only be called by that table's single consumer with a count
-    it has seen in `sizes()`, so it never blocks.
+    def stop(self) -> None: ...
+
+
+def reverb_installed() -> bool:
+    """Whether this environment has Reverb (the reverb profile), without importing it (and TensorFlow)."""
+    return importlib.util.find_spec("reverb") is not None
+
+
+def resolve_backend(requested: str, launch: str) -> str:
+    """The backend a run uses; raises ReplayBackendError (one line) if it cannot run here.
+
+    Args:
+      requested: `auto` or one of BACKENDS.
+      launch: inprocess | local | ray.
     """
-
-    def __init__(self, address: str, rpc_timeout_s: float):
-        self.address = address
-        self.rpc_timeout_s = rpc_timeout_s
-        self._client = reverb.Client(address)
-        self._published: set[str] = set()
-
-    def sizes(self) -> dict[str, int]:
-        """{table name: items in it}; raises DeadlineExceededError after `rpc_timeout_s`."""
-        info = self._client.server_info(timeout=max(1, int(np.ceil(self.rpc_timeout_s))))
-        return {name: int(table.current_size) for name, table in info.items()}
-
-    def take(self, table: str, count: int) -> list[list[np.ndarray]]:
-        """Removes and returns `count` items (flat lists of arrays) from queue `table`, oldest first."""
-        if count <= 0:
-            return []
-        return [list(sample.data) for sample in self._client.sample(table, count, emit_timesteps=False)]
-
-    def latest(self, table: str) -> list[np.ndarray] | None:
-        """The item of a latest-value table, or None while nothing was published.
-
-        Sampling an empty table would block, so the first calls check its size; once it holds an item it is never
-        empty again (a publication replaces the item), and later calls sample directly.
-        """
-        if table not in self._published:
-            if self.sizes().get(table, 0) == 0:
-                return None
-            self._published.add(table)
-        return list(next(iter(self._client.sample(table, 1, emit_timesteps=False))).data)
-
-    def writer(self) -> ItemWriter:
-        return ItemWriter(self._client)
+    if requested not in REPLAY_CHOICES:
+        raise ReplayBackendError(f"replay={requested!r} is invalid: must be one of {', '.join(REPLAY_CHOICES)}")
+    if requested == "auto":
+        if reverb_installed():
+            return "reverb"
+        return "queues" if launch == "inprocess" else "ray"
+    if requested == "reverb" and not reverb_installed():
+        raise ReplayBackendError(
+            "replay=reverb needs the reverb profile (Python 3.11): pip install -c constraints/reverb.txt -e "
+            '".[reverb]" (README "Set up"); on this install use --replay=queues (inprocess) or --replay=ray'
+        )
+    if launch not in BACKEND_LAUNCHES[requested]:
+        raise ReplayBackendError(
+            f"replay={requested} cannot serve launch {launch}: it serves {', '.join(BACKEND_LAUNCHES[requested])}"
+        )
+    return requested
 
 
-def wait_for_server(address: str, timeout_s: float, should_stop: Callable[[], bool]) -> None:
-    """Blocks until the server at `address` answers (retrying every second) or raises TimeoutError."""
-    deadline = time.monotonic() + timeout_s
-    client = reverb.Client(address)
-    while True:
-        try:
-            client.server_info(timeout=1)
-            return
-        except (DeadlineExceededError, RuntimeError, ConnectionError):
-            if should_stop() or time.monotonic() > deadline:
-                raise TimeoutError(f"no Reverb server answered at {address} within {timeout_s:.0f} s") from None
-            time.sleep(0.5)
+def backend_of(address: str) -> str:
+    """The backend named by an address's scheme."""
+    for name, scheme in SCHEMES.items():
+        if address.startswith(scheme):
+            return name
+    raise ValueError(f"replay address {address!r} names no backend (expected one of {', '.join(SCHEMES.values())})")
+
+
+def start_server(backend: str, tables: Sequence[TableSpec], *, port: int = 0, host: str = "localhost") -> ReplayServer:
+    """Starts a replay server of `backend` holding `tables` (`port` and `host` only matter to Reverb)."""
+    if backend == "reverb":
+        from coala_dist.distributed.replay_reverb import ReverbServer
+
+        return ReverbServer(tables, port=port, host=host)
+    from coala_dist.distributed import replay_queues
+
+    if backend == "ray":
+        return replay_queues.RayQueueServer(tables)
+    if backend == "queues":
+        return replay_queues.LocalQueueServer(tables)
+    raise ValueError(f"unknown replay backend {backend!r}")
+
+
+def connect(address: str, rpc_timeout_s: float) -> ReplayClient:
+    """A client of the server at `address` (any backend)."""
+    backend = backend_of(address)
+    if backend == "reverb":
+        from coala_dist.distributed.replay_reverb import ReverbClient
+
+        return ReverbClient(address, rpc_timeout_s)
+    from coala_dist.distributed import replay_queues
+
+    if backend == "ray":
+        return replay_queues.RayQueueClient(address, rpc_timeout_s)
+    return replay_queues.LocalQueueClient(address, rpc_timeout_s)
+
+
+def flush_with_retries(
+    put: Callable[[str, list[list[np.ndarray]], float], int],
+    pending: dict[str, list[list[np.ndarray]]],
+    timeout_s: float,
+    should_stop: Callable[[], bool],
+) -> bool:
+    """The writer loop of the queue backends: put each table's pending items, in order, until all are in.
+
+    Args:
+      put: `put(table, items, timeout_s)` inserts a prefix of `items` (blocking up to `timeout_s` for room) and
+        returns how many it inserted; raises ReplayTimeoutError if the server did not answer.
+      pending: {table: items not yet written}; emptied as items go in.
+      timeout_s: how long one attempt may block before `should_stop` is checked again.
+      should_stop: ends the loop early.
+
+    Returns:
+      True if everything was written, False if stopped first.
+    """
+    for table, items in pending.items():
+        while items:
+            try:
+                inserted = put(table, items, timeout_s)
+            except ReplayTimeoutError:
+                inserted = 0
+            del items[:inserted]
+            if items and should_stop():
+                return False
+    pending.clear()
+    return True

@@ -1,4 +1,4 @@
-"""The replay node: a Reverb server whose tables are fixed by the config (see replay.py for their kinds)."""
+"""The replay node: a replay server (backend `config.distributed.replay`) whose tables are fixed by the config."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import ml_collections
 from coala_dist.builder import Components, build
 from coala_dist.config import episodes_per_work_unit
 from coala_dist.distributed.codec import LeafSpec, episode_codec, params_codec
-from coala_dist.distributed.replay import ReplayServer, TableSpec
+from coala_dist.distributed.replay import TableSpec, resolve_backend, start_server
 from coala_dist.distributed.work import PARAMS_TABLE, PARAMS_VERSION_TABLE, all_episode_tables
 
 
@@ -28,7 +28,7 @@ def table_specs(config: ml_collections.ConfigDict, components: Components) -> li
 
 
 class ReplayNode:
-    """Starts the Reverb server when built; `run()` blocks until stopped; `stop()` shuts the server down.
+    """Starts the replay server when built; `run()` blocks until stopped; `stop()` shuts the server down.
 
     Args:
       config: the experiment config.
@@ -46,8 +46,13 @@ class ReplayNode:
         should_stop: Callable[[], bool] | None = None,
     ):
         components = components or build(config)
-        self._server = ReplayServer(table_specs(config, components), port=config.distributed.replay_port)
-        self.address = f"{host}:{self._server.port}"
+        # make_program resolved `auto` for its launch; a node built without it (tests) resolves it for one process.
+        backend = config.distributed.replay
+        if backend == "auto":
+            backend = resolve_backend(backend, "inprocess")
+        tables = table_specs(config, components)
+        self._server = start_server(backend, tables, port=config.distributed.replay_port, host=host)
+        self.address = self._server.address
         self._stopped = threading.Event()
         self._should_stop = should_stop or self._stopped.is_set
 

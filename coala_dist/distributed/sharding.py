@@ -8,7 +8,7 @@ and every device applies the same optimiser step. Nothing in `Learner.update` ch
 
 Several hosts: every learner process joins one `jax.distributed` group (`initialize_learner_group`); the mesh spans
 all their devices ordered by process, so process h owns a contiguous block of the batch axis, which it reads from
-its own Reverb tables and contributes with `global_batch`.
+its own replay tables and contributes with `global_batch`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Who does what: work units, the actors that roll them out, and the Reverb tables their episodes go to.
+"""Who does what: work units, the actors that roll them out, and the replay tables their episodes go to.
 
 The episodes of one policy version are indexed 0 … P·N − 1; episode e belongs to ego agent e // N (`Rollout`). A
 **work unit** is `episodes_per_work_unit` consecutive episodes of one agent, the block one actor rolls out with one
