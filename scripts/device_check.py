@@ -60,14 +60,14 @@ def time_iterations(config_path: str, timed_iterations: int) -> dict:
     steps = agent_steps_per_iteration(config)
     return {
         "config": config_path,
-        "first_iteration_s": round(history[0]["time/rollout_s"] + history[0]["time/update_s"], 3),
+        "first_iteration_s": history[0]["time/rollout_s"] + history[0]["time/update_s"],
         "timed_iterations": timed_iterations,
-        "rollout_s": round(rollout, 4),
-        "update_s": round(update, 4),
-        "iteration_s": round(iteration, 4),
+        "rollout_s": rollout,
+        "update_s": update,
+        "iteration_s": iteration,
         "agent_steps_per_iteration": steps,
-        "agent_steps_per_s": round(steps / iteration, 1),
-        "rollout_agent_steps_per_s": round(steps / rollout, 1),
+        "agent_steps_per_s": steps / iteration,
+        "rollout_agent_steps_per_s": steps / rollout,
         "wall_s": round(wall, 2),
     }
 
