@@ -31,7 +31,7 @@ from coala_dist.learner import TrainState
 
 # Config fields (dotted prefixes) that may change between a run and its resumption: they change how the run is
 # executed or for how long, not what is being learned.
-COMPATIBLE_FIELDS = ("training_iterations", "log_every", "checkpoint", "distributed")
+COMPATIBLE_FIELDS = ("training_iterations", "log_every", "checkpoint", "distributed", "compute")
 
 
 class IncompatibleCheckpointError(ValueError):

@@ -8,6 +8,7 @@ import time; only the chosen module is imported, so flags of different commands 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help). The module must define `main(argv: list[str]) -> None`.
@@ -29,18 +30,28 @@ def _usage() -> str:
         lines.append(f"  {name.ljust(width)}  {help_text}")
     lines.append("")
     lines.append("`coala COMMAND --help` lists a command's flags.")
+    lines.append(
+        "`coala --compilation_cache=off|DIR COMMAND ...`: JAX's compilation cache (default ~/.cache/coala-dist/jax)."
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
+    from coala_dist import xla_flags
+
+    while len(argv) > 1 and argv[1].split("=")[0] == "--compilation_cache":
+        value = argv.pop(1).partition("=")[2]
+        if not value:
+            sys.exit("coala: --compilation_cache needs a value: --compilation_cache=off or --compilation_cache=DIR")
+        os.environ[xla_flags.COMPILATION_CACHE_ENV] = value
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(_usage())
         return
     name = argv[1]
     if name not in COMMANDS:
         sys.exit(f"coala: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}")
-    from coala_dist import profiles, xla_flags
+    from coala_dist import profiles
 
     problem = profiles.mismatch()
     if problem:

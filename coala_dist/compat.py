@@ -9,7 +9,9 @@ Everything else in the code base is written once against APIs both versions have
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 
@@ -29,3 +31,11 @@ def enable_x64() -> Iterator[None]:
 
         with legacy_enable_x64():
             yield
+
+
+def jit_with_compiler_options(fun: Callable, compiler_options: dict[str, Any], **jit_kwargs: Any) -> Callable:
+    """`jax.jit(fun, compiler_options=...)` where this JAX has that argument (0.4.36 and later); plain `jax.jit` on
+    the reverb profile's 0.4.34, whose legacy CPU runtime compiles such programs fast anyway."""
+    if "compiler_options" in inspect.signature(jax.jit).parameters:
+        return jax.jit(fun, compiler_options=compiler_options, **jit_kwargs)
+    return jax.jit(fun, **jit_kwargs)

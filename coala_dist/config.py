@@ -96,6 +96,14 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.log_every = 1
 
+    # How the computation is laid out, not what is computed: results agree up to float rounding, and a run may
+    # resume with other values (checkpoint.COMPATIBLE_FIELDS).
+    c.compute = ml_collections.ConfigDict()
+    # The learner accumulates a minibatch's gradient over chunks of whole meta-episodes holding at most this many
+    # trajectories (B each), so the activations of one backward pass stay in cache (docs/performance.md); 0: the
+    # whole minibatch in one pass.
+    c.compute.gradient_chunk_trajectories = 64
+
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.save_every = 50  # updates between checkpoints (a final one is always written at the end or on SIGTERM)
     c.checkpoint.max_to_keep = 3
@@ -269,6 +277,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _check_range(config[group].learning_rate, f"{group}.learning_rate", 0.0, float("inf"), low_open=True)
         _check_range(config[group].max_grad_norm, f"{group}.max_grad_norm", 0.0, float("inf"), low_open=True)
         _check_range(config[group].reward_scale, f"{group}.reward_scale", 0.0, float("inf"), low_open=True)
+    _check_int_at_least(config.compute.gradient_chunk_trajectories, "compute.gradient_chunk_trajectories", 0)
     for field in ("td_lambda", "gae_lambda"):
         _check_range(config.meta[field], f"meta.{field}", 0.0, 1.0)
     _check_range(config.meta.clip_epsilon, "meta.clip_epsilon", 0.0, 1.0, low_open=True)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from coala_dist import compat
 from coala_dist.config import agent_estimators
 from coala_dist.networks.policy import HawkPolicy, init_policy_params
 from coala_dist.rl import estimators
@@ -60,6 +61,15 @@ class TrainState(NamedTuple):
     skipped_updates: jax.Array
 
 
+def episodes_per_gradient_chunk(num_episodes: int, batch_size: int, max_trajectories: int) -> int:
+    """Meta-episodes per gradient chunk: the largest divisor of `num_episodes` with at most `max_trajectories`
+    trajectories (B = `batch_size` each), at least 1; all of them when `max_trajectories` is 0."""
+    if max_trajectories <= 0:
+        return num_episodes
+    fitting = max(1, max_trajectories // batch_size)
+    return max(d for d in range(1, min(fitting, num_episodes) + 1) if num_episodes % d == 0)
+
+
 def _stack_init(policy: HawkPolicy, key: jax.Array, count: int, obs_dim: int) -> Any:
     return jax.vmap(lambda k: init_policy_params(policy, k, obs_dim))(jax.random.split(key, count))
 
@@ -80,7 +90,14 @@ class Learner:
         return cls(policy, optimizer, ml_collections.FrozenConfigDict(config), obs_dim)
 
     def init(self, key: jax.Array) -> TrainState:
-        """Fresh meta agents and naive initialisations (Hawk init, zero readouts: uniform policies)."""
+        """Fresh meta agents and naive initialisations (Hawk init, zero readouts: uniform policies). Jitted: one
+        compiled program instead of hundreds of eager initialiser ops (inside a trace, e.g. `jax.eval_shape`, it is
+        traced as part of the caller's program)."""
+        if isinstance(key, jax.core.Tracer):
+            return self._init(key)
+        return _jitted_init(self, key)
+
+    def _init(self, key: jax.Array) -> TrainState:
         c = self.config
         meta_key, naive_key, run_key = jax.random.split(key, 3)
         meta_params = _stack_init(self.policy, meta_key, c.population_size_meta, self.obs_dim)
@@ -184,6 +201,28 @@ class Learner:
         out = jax.tree_util.tree_map(jnp.mean, out)
         return out.loss, out
 
+    def _loss_and_grad(self, params: Any, batch: MetaEpisode, adv: jax.Array, targets: jax.Array, sums_over_batch):
+        """`value_and_grad(_loss)` on a minibatch [n, B, L], accumulated over chunks of whole meta-episodes.
+
+        `_loss` is a mean over meta-episodes, so with equal chunks the loss, its statistics and its gradient are the
+        means of the chunks' (equal up to float rounding). Chunks keep one backward pass's activations in cache.
+        """
+        value_and_grad = jax.value_and_grad(self._loss, has_aux=True)
+        n, batch_size = batch.actions.shape[:2]
+        chunk = episodes_per_gradient_chunk(n, batch_size, self.config.compute.gradient_chunk_trajectories)
+        if chunk == n:
+            return value_and_grad(params, batch, adv, targets, sums_over_batch)
+        chunks = jax.tree_util.tree_map(lambda x: x.reshape((n // chunk, chunk) + x.shape[1:]), (batch, adv, targets))
+
+        def accumulate(total, chunk_data):
+            result = value_and_grad(params, *chunk_data, sums_over_batch)
+            return jax.tree_util.tree_map(jnp.add, total, result), None
+
+        zeros = jax.eval_shape(value_and_grad, params, *jax.tree_util.tree_map(lambda x: x[0], chunks), sums_over_batch)
+        zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), zeros)
+        total, _ = jax.lax.scan(accumulate, zeros, chunks)
+        return jax.tree_util.tree_map(lambda x: x / (n // chunk), total)
+
     # ---------------------------------------------------------------------------------------------------------
     # Update
     def _update_agent(self, params, opt_state, batch: MetaEpisode, key: jax.Array, rule_flags):
@@ -201,9 +240,7 @@ class Learner:
         def _minibatch_step(carry, minibatch_data):
             params, opt_state, all_finite = carry
             mb_batch, mb_adv, mb_targets = minibatch_data
-            (loss, out), grads = jax.value_and_grad(self._loss, has_aux=True)(
-                params, mb_batch, mb_adv, mb_targets, rule_flags[2]
-            )
+            (loss, out), grads = self._loss_and_grad(params, mb_batch, mb_adv, mb_targets, rule_flags[2])
             finite = jnp.isfinite(loss) & jnp.all(
                 jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)])
             )
@@ -269,3 +306,14 @@ class Learner:
         metrics = {f"learner/{k}": v.mean() for k, v in stats.items()}
         metrics["learner/skipped_updates"] = new_state.skipped_updates
         return new_state, metrics
+
+
+def _init_program(learner: Learner, key: jax.Array) -> TrainState:
+    return learner._init(key)
+
+
+# The initialisers run once per run: at LLVM -O0 XLA:CPU compiles them in ~2 s instead of 15-25 s (jax 0.12, 2-core
+# CPU, threefry-heavy code), and the values agree with -O2's to 1 float32 ulp (the eager ops' values differ as much).
+_jitted_init = compat.jit_with_compiler_options(
+    _init_program, {"xla_backend_optimization_level": 0}, static_argnums=0
+)

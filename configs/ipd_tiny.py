@@ -18,4 +18,6 @@ def get_config():
     config.policy.embed_dim = 8
     config.policy.lru_width = 8
     config.policy.mlp_width = 8
+    # One meta-episode per gradient chunk, so the tests run the chunked gradient (the paper config chunks too).
+    config.compute.gradient_chunk_trajectories = 4
     return config

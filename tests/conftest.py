@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
+import tempfile
 
 from coala_dist import xla_flags
 
+# The suite's processes (this one, `coala` subprocesses, actors) share one compilation cache, fresh per session so
+# no test depends on what an earlier run left behind.
+if xla_flags.COMPILATION_CACHE_ENV not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="coala-test-jax-cache-")
+    os.environ[xla_flags.COMPILATION_CACHE_ENV] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 xla_flags.configure()  # must precede the first JAX import, as in the `coala` CLI
 
 import jax  # noqa: E402

@@ -26,6 +26,7 @@ from coala_dist.envs.cleanup_lite import (
     ZAP,
     CleanupLite,
     CleanupLiteState,
+    _random_cell,
     apple_spawn_probability,
 )
 
@@ -534,6 +535,46 @@ def test_state_key_advances_every_step():
     assert not np.array_equal(out.state.key[0], out.state.key[1])
     again = step(env, state, NOOP, NOOP)
     np.testing.assert_array_equal(out.state.contents, again.state.contents)
+
+
+def test_random_cell_is_jax_categorical_bit_for_bit():
+    # `_random_cell` finds the first maximum without XLA's float argmax; it must stay the very draw of
+    # `jax.random.categorical` over the masked logits (rows without any allowed cell included).
+    keys = jax.random.split(jax.random.PRNGKey(9), 3000)
+    rng = np.random.default_rng(9)
+    allowed = rng.random((3000, 20)) < rng.choice([0.0, 0.05, 0.3, 1.0], size=(3000, 1))
+    expected = jax.vmap(jax.random.categorical)(keys, jnp.where(allowed, 0.0, -jnp.inf))
+    np.testing.assert_array_equal(jax.jit(_random_cell)(keys, allowed), expected)
+
+
+def test_spawns_are_the_documented_draws_of_the_split_key():
+    # Steps 1-2 replayed from the state's key as one game would draw them: split(key, 7) gives (next key,
+    # dirt coin, dirt cell, apple coin, apple cell, tie coin, zap coins); the cells are categorical draws.
+    env = CleanupLite(pollution_probability=0.7)
+    state = jitted_reset(env)(jax.random.PRNGKey(10), 2000).state
+    apples = jax.random.bernoulli(jax.random.PRNGKey(11), 0.5, (2000, 20)) & env.orchard_mask()
+    contents = jnp.where(apples, APPLE, state.contents)
+    # Both players in a middle column: nobody harvests or cleans, so the grid shows exactly the spawns.
+    state = state._replace(contents=contents, position=jnp.ones_like(state.position))
+    river, orchard = jnp.asarray(env.river_mask()), jnp.asarray(env.orchard_mask())
+    cells = jnp.arange(env.num_cells)
+
+    def reference(key, contents):
+        _, key_dirt, key_dirt_cell, key_apple, key_apple_cell, _, _ = jax.random.split(key, 7)
+        clean_river = river & (contents != DIRT)
+        spawn = jnp.any(clean_river) & jax.random.bernoulli(key_dirt, env.pollution_probability)
+        cell = jax.random.categorical(key_dirt_cell, jnp.where(clean_river, 0.0, -jnp.inf))
+        contents = jnp.where(spawn & (cells == cell), DIRT, contents)
+        open_orchard = orchard & (contents == EMPTY)
+        p_apple = apple_spawn_probability(jnp.sum(contents == DIRT), env.pollution_threshold)
+        spawn = jnp.any(open_orchard) & jax.random.bernoulli(key_apple, p_apple)
+        cell = jax.random.categorical(key_apple_cell, jnp.where(open_orchard, 0.0, -jnp.inf))
+        return jnp.where(spawn & (cells == cell), APPLE, contents)
+
+    expected = jax.jit(jax.vmap(reference))(state.key, state.contents)
+    new_contents = step(env, state, NOOP, NOOP).state.contents
+    np.testing.assert_array_equal(new_contents, expected)
+    assert 0 < np.mean(np.any(new_contents != contents, axis=-1)) < 1, "some games spawn, some do not"
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from coala_dist.learner import Learner
+from coala_dist.learner import Learner, episodes_per_gradient_chunk
 
 
 def _max_abs_diff(tree_a, tree_b) -> float:
@@ -103,3 +103,42 @@ def test_per_agent_rules_match_single_rule_learners():
             jax.tree_util.tree_leaves(new_mixed.meta_params), jax.tree_util.tree_leaves(single.meta_params), strict=True
         ):
             np.testing.assert_allclose(got[agent], want[agent], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "num_episodes, batch_size, max_trajectories, expected",
+    [(64, 16, 64, 4), (64, 16, 0, 64), (64, 16, 8, 1), (6, 4, 16, 3), (6, 4, 12, 3), (7, 4, 16, 1), (2, 4, 1000, 2)],
+)
+def test_gradient_chunks_are_the_largest_divisor_that_fits(num_episodes, batch_size, max_trajectories, expected):
+    assert episodes_per_gradient_chunk(num_episodes, batch_size, max_trajectories) == expected
+
+
+def test_chunked_gradient_equals_the_one_pass_gradient(tiny_config, tiny_components, tiny_state, batch, update):
+    """The tiny config accumulates each minibatch's gradient over one-episode chunks; the one-pass learner
+    (gradient_chunk_trajectories = 0) differentiates the minibatch's mean loss directly. Same update up to float
+    rounding, and the same statistics."""
+    assert episodes_per_gradient_chunk(2, tiny_config.batch_size, tiny_config.compute.gradient_chunk_trajectories) == 1
+    config = tiny_config.copy_and_resolve_references()
+    config.compute.gradient_chunk_trajectories = 0
+    one_pass = Learner.from_config(config, tiny_components.policy, tiny_components.env.obs_dim)
+    chunked_state, chunked_metrics = update(tiny_state, batch)
+    one_pass_state, one_pass_metrics = jax.jit(one_pass.update)(tiny_state, batch)
+    assert _max_abs_diff(tiny_state.meta_params, chunked_state.meta_params) > 1e-4  # the update is not a no-op
+    for got, want in zip(
+        jax.tree_util.tree_leaves(chunked_state), jax.tree_util.tree_leaves(one_pass_state), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for name, value in one_pass_metrics.items():
+        np.testing.assert_allclose(chunked_metrics[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_jitted_init_matches_the_eager_initialisers(tiny_components):
+    """`Learner.init` runs the initialisers as one program compiled at -O0; op by op they give the same values up
+    to float rounding, and under a trace (eval_shape) init is traced, not compiled."""
+    key = jax.random.PRNGKey(3)
+    jitted = tiny_components.learner.init(key)
+    eager = tiny_components.learner._init(key)
+    for got, want in zip(jax.tree_util.tree_leaves(jitted), jax.tree_util.tree_leaves(eager), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    abstract = jax.eval_shape(tiny_components.learner.init, key)
+    assert jax.tree_util.tree_structure(abstract) == jax.tree_util.tree_structure(jitted)

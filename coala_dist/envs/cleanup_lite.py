@@ -163,12 +163,45 @@ def apple_spawn_probability(num_dirt: jax.Array, pollution_threshold: float) -> 
     return 1.0 - jnp.minimum(1.0, pollution)
 
 
-def _random_cell(key: jax.Array, allowed: jax.Array) -> jax.Array:
-    """A uniformly random index among the True entries of `allowed` ([N] bool).
+def _gumbel_noise(key: jax.Array, num_cells: int, batch_ndim: int = 0) -> jax.Array:
+    """The Gumbel noise that `jax.random.categorical(key, logits)` adds to [num_cells] logits.
 
-    Returns 0 when no entry is True; callers only use the result when one is.
+    Args:
+      key: PRNG keys with `batch_ndim` batch axes (typed keys, or raw uint32 keys with a trailing 2).
+      num_cells: the number of logits.
+      batch_ndim: the number of batch axes of `key`; every key draws its own noise.
+
+    Returns:
+      [*batch, num_cells] finite floats of the default float dtype (the dtype of the logits
+      `where(allowed, 0.0, -inf)`, float32 unless 64-bit mode is on).
     """
-    return jax.random.categorical(key, jnp.where(allowed, 0.0, -jnp.inf))
+    draw = lambda k: jax.random.gumbel(k, (num_cells,), jnp.result_type(float))
+    for _ in range(batch_ndim):
+        draw = jax.vmap(draw)
+    return draw(key)
+
+
+def _first_argmax(scores: jax.Array) -> jax.Array:
+    """`jnp.argmax(scores, axis=-1)` for scores without NaN: the first index of the maximum.
+
+    Computed as a max-reduction and an index search: XLA's float `argmax` (a two-operand
+    reduction) is the slowest part of a step on CPU.
+    """
+    size = scores.shape[-1]
+    is_best = scores == jnp.max(scores, axis=-1, keepdims=True)
+    return jnp.min(jnp.where(is_best, jnp.arange(size, dtype=jnp.int32), size), axis=-1)
+
+
+def _random_cell(key: jax.Array, allowed: jax.Array) -> jax.Array:
+    """A uniformly random index among the True entries of `allowed` ([..., N] bool), one key per row.
+
+    The draw of `jax.random.categorical(key, where(allowed, 0, −inf))`, bit for bit (Gumbel noise
+    for every cell, the first index of the maximum). Returns 0 in a row without a True entry;
+    callers only use the result when there is one.
+    """
+    noise = _gumbel_noise(key, allowed.shape[-1], batch_ndim=allowed.ndim - 1)
+    scores = noise + jnp.where(allowed, 0.0, -jnp.inf)
+    return _first_argmax(scores)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,18 +317,16 @@ class CleanupLite:
         Returns:
           (obs_player_1, obs_player_2), each [b, o] float32, ordered (own, other).
         """
-        observe_games = jax.vmap(self._observe_single)
-        return observe_games(state.contents, state.position, state.frozen_steps_left)
-
-    def _observe_single(self, contents, position, frozen_steps_left):
-        """One game: contents [N], position [2], frozen_steps_left [2] -> two [o] views."""
-        cells = jax.nn.one_hot(contents, NUM_CELL_KINDS, dtype=jnp.float32).reshape(-1)
-        zapped = (frozen_steps_left > 0).astype(jnp.float32)
-        at = jax.nn.one_hot(position, self.num_cells, dtype=jnp.float32)  # [2, N]
+        batch = state.contents.shape[0]
+        cells = jnp.arange(self.num_cells, dtype=jnp.int32)
+        at = (state.position[:, :, None] == cells).astype(jnp.float32)  # [b, 2, N]
+        kinds = jnp.arange(NUM_CELL_KINDS, dtype=jnp.int32)
+        contents = (state.contents[:, :, None] == kinds).astype(jnp.float32).reshape(batch, -1)  # [b, 3N]
+        zapped = (state.frozen_steps_left > 0).astype(jnp.float32)  # [b, 2]
 
         def view(own: int, other: int) -> jax.Array:
-            flags = jnp.stack([zapped[own], zapped[other]])
-            return jnp.concatenate([at[own], at[other], cells, flags])
+            flags = zapped[:, (own, other)]
+            return jnp.concatenate([at[:, own], at[:, other], contents, flags], axis=-1)
 
         return view(0, 1), view(1, 0)
 
@@ -359,6 +390,9 @@ class CleanupLite:
     ) -> EnvStep:
         """Advances every game by one step (rules in the module docstring).
 
+        All games are advanced together with [b, ...] array operations; each game draws from its own
+        key exactly as a lone game would (`jax.random` under `vmap` gives every key its own draws).
+
         Args:
           state: the current batched `CleanupLiteState`.
           action_player_1: [b] int in [0, 6).
@@ -370,92 +404,127 @@ class CleanupLite:
         """
         actions = jnp.stack(
             [action_player_1.astype(jnp.int32), action_player_2.astype(jnp.int32)], axis=-1
+        )  # [b, 2]
+        contents, position = state.contents, state.position  # [b, N], [b, 2]
+        frozen_steps_left = state.frozen_steps_left  # [b, 2]
+        # Per game: key, key_dirt, key_dirt_cell, key_apple, key_apple_cell, key_tie, key_zap.
+        keys = jax.vmap(lambda k: jax.random.split(k, 7))(state.key)  # [b, 7] keys
+        key = keys[:, 0]
+        # The coin flips: `bernoulli(k, p)` is `uniform(k, dtype of p) < p`, so the apple and the tie
+        # coin (float32 p) are drawn as uniforms together and compared with their p later.
+        spawn_dirt_coin = jax.vmap(lambda k: jax.random.bernoulli(k, self.pollution_probability))(keys[:, 1])
+        uniform = jax.vmap(jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32)))
+        coin_apple, coin_tie = jnp.moveaxis(uniform(keys[:, (3, 5)]), -1, 0)  # [b] each
+        # The categorical noise of the dirt cell and of the apple cell, [b, H, W] each.
+        noise = _gumbel_noise(keys[:, (2, 4)], self.num_cells, batch_ndim=2)
+        noise_dirt, noise_apple = (
+            x.reshape(-1, self.grid_height, self.grid_width) for x in jnp.moveaxis(noise, 1, 0)
         )
-        new_state, rewards, info = jax.vmap(self._step_single)(state, actions)
-        obs_player_1, obs_player_2 = self.observe(new_state)
-        return EnvStep(new_state, obs_player_1, obs_player_2, rewards[:, 0], rewards[:, 1], info)
-
-    def _step_single(
-        self, state: CleanupLiteState, actions: jax.Array
-    ) -> tuple[CleanupLiteState, jax.Array, dict[str, jax.Array]]:
-        """One game: unbatched state, actions [2] -> (new state, rewards [2] float32, info)."""
-        keys = jax.random.split(state.key, 7)
-        key, key_dirt, key_dirt_cell, key_apple, key_apple_cell, key_tie, key_zap = keys
-        contents, position = state.contents, state.position
-        frozen_steps_left = state.frozen_steps_left
-        cells = jnp.arange(self.num_cells)
-        river = jnp.asarray(self.river_mask())
-        orchard = jnp.asarray(self.orchard_mask())
+        cells = jnp.arange(self.num_cells, dtype=jnp.int32)
+        river_col, orchard_col = self.grid_width - 1, 0
+        grid = contents.reshape(-1, self.grid_height, self.grid_width)
         # "Free" is decided once, at the start of the step: a player zapped in this step still
         # harvested and cleaned in steps 3–4, and one whose freeze ends in this step acts only
         # from the next one.
-        free = frozen_steps_left == 0  # [2]
+        free = frozen_steps_left == 0  # [b, 2]
 
-        # 1. Pollution spawns on a clean river cell.
-        clean_river = river & (contents != DIRT)
-        spawn_dirt = jnp.any(clean_river) & jax.random.bernoulli(
-            key_dirt, self.pollution_probability
-        )
-        dirt_cell = _random_cell(key_dirt_cell, clean_river)
-        contents = jnp.where(spawn_dirt & (cells == dirt_cell), DIRT, contents)
+        # 1. Pollution spawns on a clean river cell. The random cell is the categorical draw over
+        # all N cells with −inf logits off the clean river; only the river column can win, so the
+        # first maximum is searched there (row-major order within one column is row order).
+        clean_river = grid[:, :, river_col] != DIRT  # [b, H]
+        spawn_dirt = jnp.any(clean_river, axis=-1) & spawn_dirt_coin
+        dirt_row = _first_argmax(jnp.where(clean_river, noise_dirt[:, :, river_col], -jnp.inf))
+        dirt_cell = dirt_row * self.grid_width + river_col
 
         # 2. An apple spawns on an apple-free orchard cell, the less likely the dirtier the river
-        # (counted after step 1).
-        num_dirt = jnp.sum(contents == DIRT)
-        open_orchard = orchard & (contents == EMPTY)
+        # (counted after step 1; step 1 changed no orchard cell).
+        num_dirt = jnp.sum(contents == DIRT, axis=-1) + spawn_dirt  # [b] int32
+        open_orchard = grid[:, :, orchard_col] == EMPTY  # [b, H]
         p_apple = apple_spawn_probability(num_dirt, self.pollution_threshold)
-        spawn_apple = jnp.any(open_orchard) & jax.random.bernoulli(key_apple, p_apple)
-        apple_cell = _random_cell(key_apple_cell, open_orchard)
-        contents = jnp.where(spawn_apple & (cells == apple_cell), APPLE, contents)
+        spawn_apple = jnp.any(open_orchard, axis=-1) & (coin_apple < p_apple)
+        apple_row = _first_argmax(jnp.where(open_orchard, noise_apple[:, :, orchard_col], -jnp.inf))
+        apple_cell = apple_row * self.grid_width + orchard_col
+
+        # What each player stands on after steps 1–2; steps 3 and 4 only empty the cells under
+        # free players (an apple cell by harvesting, a dirt cell by cleaning), so this also says
+        # who cleans in step 4.
+        under = jnp.take_along_axis(contents, position, axis=1)  # [b, 2]
+        under = jnp.where(spawn_dirt[:, None] & (position == dirt_cell[:, None]), DIRT, under)
+        under = jnp.where(spawn_apple[:, None] & (position == apple_cell[:, None]), APPLE, under)
 
         # 3. Harvest. Two free players on one apple: a fair coin says who gets it (one apple).
-        on_apple = free & (contents[position] == APPLE)
-        contested = on_apple[0] & on_apple[1] & (position[0] == position[1])
-        player_2_wins = jax.random.bernoulli(key_tie)
-        loses_tie = contested & jnp.stack([player_2_wins, ~player_2_wins])
+        on_apple = free & (under == APPLE)
+        same_cell = position[:, 0] == position[:, 1]
+        contested = on_apple[:, 0] & on_apple[:, 1] & same_cell
+        player_2_wins = coin_tie < np.float32(0.5)  # `jax.random.bernoulli(key_tie)`
+        loses_tie = contested[:, None] & jnp.stack([player_2_wins, ~player_2_wins], axis=-1)
         harvested = on_apple & ~loses_tie
-        on_cell = cells[None, :] == position[:, None]  # [2, N]
-        contents = jnp.where(jnp.any(on_cell & harvested[:, None], axis=0), EMPTY, contents)
 
         # 4. Cleaning by visiting; co-located free players both get the credit for the one cell.
-        cleaned = free & (contents[position] == DIRT)
-        contents = jnp.where(jnp.any(on_cell & cleaned[:, None], axis=0), EMPTY, contents)
+        cleaned = free & (under == DIRT)
+
+        # The grid after steps 1–4: spawned cells set, harvested and cleaned cells emptied.
+        emptied = harvested | cleaned  # [b, 2]
+        on_cell = position[:, :, None] == cells  # [b, 2, N]
+        contents = jnp.where(spawn_dirt[:, None] & (cells == dirt_cell[:, None]), DIRT, contents)
+        contents = jnp.where(spawn_apple[:, None] & (cells == apple_cell[:, None]), APPLE, contents)
+        contents = jnp.where(
+            (on_cell[:, 0] & emptied[:, 0, None]) | (on_cell[:, 1] & emptied[:, 1, None]), EMPTY, contents
+        )
+        # Cell counts at the end of the step: harvested cells are distinct (a contested apple
+        # goes to one player), cleaned cells coincide when both players clean the same cell.
+        num_dirt_end = num_dirt - cleaned[:, 0] - cleaned[:, 1] + (cleaned[:, 0] & cleaned[:, 1] & same_cell)
+        num_apples_end = (
+            jnp.sum(state.contents == APPLE, axis=-1) + spawn_apple - harvested[:, 0] - harvested[:, 1]
+        )
 
         # 5. Zaps, simultaneous. zap_hits[p]: player p's zap froze its co-player. A frozen target
         # is immune, so a freeze is never extended.
-        in_range = jnp.asarray(self.distance_table())[position[0], position[1]] <= self.zap_range
-        zap_succeeds = jax.random.bernoulli(key_zap, self.zap_probability, (2,))
-        zap_hits = free & (actions == ZAP) & free[::-1] & in_range & zap_succeeds
-        zapped = zap_hits[::-1]
+        rows, cols = position // self.grid_width, position % self.grid_width  # [b, 2]
+        row_gap = jnp.abs(rows[:, 0] - rows[:, 1])
+        col_gap = jnp.abs(cols[:, 0] - cols[:, 1])
+        if self.zap_distance_metric == "manhattan":
+            distance = row_gap + col_gap
+        else:
+            distance = jnp.maximum(row_gap, col_gap)
+        in_range = distance <= self.zap_range
+        zap_succeeds = jax.vmap(lambda k: jax.random.bernoulli(k, self.zap_probability, (2,)))(keys[:, 6])
+        zap_hits = free & (actions == ZAP) & free[:, ::-1] & in_range[:, None] & zap_succeeds
+        zapped = zap_hits[:, ::-1]
         new_frozen_steps_left = jnp.where(
             zapped, self.freeze_duration, jnp.maximum(frozen_steps_left - 1, 0)
         ).astype(jnp.int32)
 
-        # 6. Movement, last; the border is a wall.
-        can_move = jnp.ones((2,), bool) if self.frozen_agent_moves else free & ~zapped
-        moved_to = jnp.asarray(self.move_table())[position, actions]
+        # 6. Movement, last; the border is a wall (`move_table`, computed arithmetically).
+        can_move = jnp.ones_like(free) if self.frozen_agent_moves else free & ~zapped
+        row_step = jnp.where(actions == MOVE_UP, -1, jnp.where(actions == MOVE_DOWN, 1, 0))
+        col_step = jnp.where(actions == MOVE_LEFT, -1, jnp.where(actions == MOVE_RIGHT, 1, 0))
+        moved_to = (
+            jnp.clip(rows + row_step, 0, self.grid_height - 1) * self.grid_width
+            + jnp.clip(cols + col_step, 0, self.grid_width - 1)
+        )
         proposed = jnp.where(can_move, moved_to, position)
         if not self.allow_co_location:
             # Only two players: ending on one cell or swapping are the only conflicts, and undoing
             # both moves leaves them on their previous (distinct) cells.
-            same_cell = proposed[0] == proposed[1]
-            swap = (proposed[0] == position[1]) & (proposed[1] == position[0])
-            proposed = jnp.where(same_cell | swap, position, proposed)
+            same_cell = proposed[:, 0] == proposed[:, 1]
+            swap = (proposed[:, 0] == position[:, 1]) & (proposed[:, 1] == position[:, 0])
+            proposed = jnp.where((same_cell | swap)[:, None], position, proposed)
         new_position = proposed.astype(jnp.int32)
 
         rewards = self.apple_reward * harvested.astype(jnp.float32)
         as_float = lambda x: x.astype(jnp.float32)
         info = {
-            "apple_player_1": as_float(harvested[0]),
-            "apple_player_2": as_float(harvested[1]),
-            "cleaned_player_1": as_float(cleaned[0]),
-            "cleaned_player_2": as_float(cleaned[1]),
-            "zapped_player_1": as_float(zapped[0]),
-            "zapped_player_2": as_float(zapped[1]),
-            "frozen_player_1": as_float(~free[0]),
-            "frozen_player_2": as_float(~free[1]),
-            "pollution": jnp.sum(contents == DIRT) / jnp.float32(self.grid_height),
-            "apples": jnp.sum(contents == APPLE) / jnp.float32(self.grid_height),
+            "apple_player_1": as_float(harvested[:, 0]),
+            "apple_player_2": as_float(harvested[:, 1]),
+            "cleaned_player_1": as_float(cleaned[:, 0]),
+            "cleaned_player_2": as_float(cleaned[:, 1]),
+            "zapped_player_1": as_float(zapped[:, 0]),
+            "zapped_player_2": as_float(zapped[:, 1]),
+            "frozen_player_1": as_float(~free[:, 0]),
+            "frozen_player_2": as_float(~free[:, 1]),
+            "pollution": num_dirt_end / jnp.float32(self.grid_height),
+            "apples": num_apples_end / jnp.float32(self.grid_height),
         }
         new_state = CleanupLiteState(
             contents=contents,
@@ -464,4 +533,5 @@ class CleanupLite:
             t=state.t + 1,
             key=key,
         )
-        return new_state, rewards, info
+        obs_player_1, obs_player_2 = self.observe(new_state)
+        return EnvStep(new_state, obs_player_1, obs_player_2, rewards[:, 0], rewards[:, 1], info)
