@@ -56,6 +56,7 @@ def env_scan_fn(env, num_episodes: int, batch: int, num_inner: int, store_obs: b
     With `store_obs` every step's observations are stacked as the rollout stacks them; without, they are
     only summed into the carry (the env's own work, without writing [M, T, E, B, o] observations twice).
     """
+
     def one_episode(key, actions):  # actions [M, T, B, 2]
         def inner(_, xs):
             m, acts = xs

@@ -1,13 +1,19 @@
-"""Time one training iteration (rollout + update) of a config: `python scripts/bench_iteration.py CONFIG [N]`.
+"""Time one training iteration (rollout + update) of a config: `python scripts/bench_iteration.py CONFIG [N] [k=v ...]`.
 
-Prints JSON: compile time, and the median rollout / update / total seconds over N timed iterations.
+Prints JSON: `learner.init` seconds, the first iteration (compilation included; with JAX's compilation cache warm,
+a second run of the same config loads the programs instead), the median rollout / update / total seconds over N
+timed iterations, the rollout's agent-steps/s, the install profile and the load average before and after.
+`k=v` overrides config fields (e.g. `compute.gradient_chunk_trajectories=0`); `$COALA_COMPILATION_CACHE` chooses
+the cache (`off`, or a directory).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
+import time
 
 from coala_dist import xla_flags
 
@@ -33,12 +39,17 @@ def main() -> None:
             target = target[part]
         target[parts[-1]] = type(target[parts[-1]])(value)
 
+    from coala_dist import profiles
     from coala_dist.builder import build
+    from coala_dist.metrics import agent_steps_per_iteration
     from coala_dist.train import ConsoleAndCsvLogger, inprocess_batch_source, learner_loop
 
+    load_before = list(os.getloadavg())
     config.training_iterations = 1 + repeats  # the first iteration includes compilation
     components = build(config)
-    state = components.learner.init(jax.random.PRNGKey(0))
+    start = time.perf_counter()
+    state = jax.block_until_ready(components.learner.init(jax.random.PRNGKey(0)))
+    init_s = time.perf_counter() - start
     recorder = ConsoleAndCsvLogger(None, log_every=10**9, log=lambda line: None)
     learner_loop(components, state, inprocess_batch_source(components), [recorder])
     compile_s = recorder.history[0]["time/iteration_s"]
@@ -49,10 +60,16 @@ def main() -> None:
             {
                 "config": path,
                 "overrides": sys.argv[3:],
+                "init_s": round(init_s, 3),
                 "first_iteration_s": round(compile_s, 3),
                 "rollout_s": round(statistics.median(rollouts), 3),
                 "update_s": round(statistics.median(updates), 3),
                 "iteration_s": round(statistics.median(r + u for r, u in zip(rollouts, updates, strict=True)), 3),
+                "rollout_agent_steps_per_s": round(agent_steps_per_iteration(config) / statistics.median(rollouts)),
+                "compilation_cache": os.environ.get("JAX_COMPILATION_CACHE_DIR"),
+                "stack": profiles.stack(),
+                "load_average_before": load_before,
+                "load_average_after": list(os.getloadavg()),
                 "devices": [str(d) for d in jax.devices()],
             }
         )
