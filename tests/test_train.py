@@ -52,3 +52,48 @@ def test_remote_workdir_keeps_metrics_in_a_local_mirror():
     assert local_metrics_dir(None) is None
     assert local_metrics_dir("runs/a") == "runs/a"
     assert local_metrics_dir("gs://bucket/run1") == os.path.join("workdirs", "remote", "gs", "bucket", "run1")
+
+
+def _compile_events_during(call) -> list[str]:
+    """Names of JAX's compilation events (backend compiles, persistent-cache requests) recorded while `call()` runs."""
+    import jax
+
+    events: list[str] = []
+    active = [True]
+
+    def on_event(event: str, *args, **kwargs) -> None:
+        if active[0] and "compil" in event:
+            events.append(event)
+
+    jax.monitoring.register_event_listener(on_event)
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+    try:
+        jax.block_until_ready(call())
+    finally:
+        active[0] = False  # listeners cannot be removed on every supported JAX version
+    return events
+
+
+def test_update_compiled_in_background_is_not_compiled_again(tiny_config):
+    """The loop compiles the update while the first meta-batch is generated; its first update call then finds the
+    program in jit's cache. Without the head start the same call compiles (the control)."""
+    import jax
+
+    from coala_dist.builder import build
+    from coala_dist.train import compile_update_in_background
+
+    def fresh(learning_rate: float):  # a learner program no other test has compiled
+        config = tiny_config.copy_and_resolve_references()
+        config.meta.learning_rate = learning_rate
+        components = build(config)
+        state = components.learner.init(jax.random.PRNGKey(0))
+        naive = components.learner.naive_initialisations(state)
+        indices = components.rollout.iteration_indices()
+        batch = components.rollout_episodes(state.meta_params, naive, state.run_key, state.version, indices)
+        return components, state, batch
+
+    components, state, batch = fresh(1.234e-3)
+    compile_update_in_background(components, state).join()
+    assert _compile_events_during(lambda: components.learner_update(state, batch)) == []
+    control, control_state, control_batch = fresh(2.345e-3)
+    assert _compile_events_during(lambda: control.learner_update(control_state, control_batch))
