@@ -168,15 +168,17 @@ class Rollout:
             # scan stacks time first: [T, B, ...] -> [B, T, ...]
             steps = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), steps)
 
-            def _learn(args):
-                params, opt_state = args
-                return self.naive_learner.update(
-                    params, opt_state, steps["coplayer_obs"], steps["coplayer_actions"], steps["coplayer_rewards"]
-                )
-
-            # A naive co-player learns after every inner episode but the last (that update would be unused).
+            # A naive co-player learns after every inner episode but the last (that update would be unused). The
+            # step is computed for every co-player and kept where it applies: `episodes` vmaps this over episodes,
+            # where a `lax.cond` would run both branches anyway, and batching a cond's branches roughly doubled the
+            # time to trace the rollout (issue 16).
+            learned = self.naive_learner.update(
+                co_params, co_opt_state, steps["coplayer_obs"], steps["coplayer_actions"], steps["coplayer_rewards"]
+            )
             learns = jnp.logical_and(coplayer_is_naive, m < self.num_inner_episodes - 1)
-            co_params, co_opt_state = jax.lax.cond(learns, _learn, lambda args: args, (co_params, co_opt_state))
+            co_params, co_opt_state = jax.tree_util.tree_map(
+                lambda new, old: jnp.where(learns, new, old), learned, (co_params, co_opt_state)
+            )
             metrics = {
                 "ego_reward": steps["rewards"].mean(),
                 "coplayer_reward": steps["coplayer_rewards"].mean(),
