@@ -5,21 +5,23 @@
 #   reverb          this checkout on the reverb profile    ($REVERB_PYTHON, default .venv-reverb/bin/python)
 #   current-before  another checkout (BEFORE_SRC, e.g. a `git worktree` of the previous release) on the current
 #                   profile, imported through PYTHONPATH
-# Usage: scripts/bench_speed.sh OUT.jsonl [BEFORE_SRC] [ROUNDS]
+# Usage: [VARIANTS="current reverb"] scripts/bench_speed.sh OUT.jsonl [BEFORE_SRC] [ROUNDS] [FIRST_ROUND]
 # Each line of OUT.jsonl is one bench_iteration.py JSON with "variant", "config_name", "cache" and "round" added.
 set -euo pipefail
 out=${1:?usage: scripts/bench_speed.sh OUT.jsonl [BEFORE_SRC] [ROUNDS]}
 before=${2:-}
 rounds=${3:-1}
+first_round=${4:-1}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 current_python=${CURRENT_PYTHON:-$repo/.venv/bin/python}
 reverb_python=${REVERB_PYTHON:-$repo/.venv-reverb/bin/python}
 variants=(current reverb)
 [ -n "$before" ] && variants+=(current-before)
+[ -n "${VARIANTS:-}" ] && read -r -a variants <<< "$VARIANTS"
 cleanup_args=(configs/cleanup_pure_shaping.py 2 meta_batch_size=8 num_inner_episodes=10)  # coala bench's Clean Up
 ipd_args=(configs/ipd_pure_shaping.py 3)
 mkdir -p "$(dirname "$out")"
-for round in $(seq 1 "$rounds"); do
+for round in $(seq "$first_round" $((first_round + rounds - 1))); do
   for variant in "${variants[@]}"; do
     case $variant in
       current) python=$current_python; src=$repo ;;
