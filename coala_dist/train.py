@@ -80,36 +80,6 @@ def inprocess_batch_source(components: Components) -> BatchSource:
     return next_batch
 
 
-def compile_update_in_background(components: Components, state: TrainState) -> threading.Thread | None:
-    """Starts compiling `components.learner_update` for `state` and a whole iteration's meta-batch in a thread.
-
-    The first iteration compiles the rollout and then the update; XLA compiles each on one core, so compiling the
-    update while the first meta-batch is generated takes its compilation off a cold first iteration on a multi-core
-    machine. jit's cache keeps the program, so the loop's first update call finds it (join the thread before that
-    call, or it compiles a second time). Not used with several learner processes (their batches are sharded).
-
-    Returns:
-      The thread, or None when there is nothing to compile here.
-    """
-    if jax.process_count() > 1:
-        return None
-
-    def compile_update() -> None:
-        try:
-            naive = components.learner.naive_initialisations(state)
-            indices = components.rollout.iteration_indices()
-            batch = jax.eval_shape(
-                components.rollout_episodes, state.meta_params, naive, state.run_key, state.version, indices
-            )
-            components.learner_update.lower(state, batch).compile()
-        except Exception:  # noqa: BLE001 — only a head start: the loop's first update compiles (and raises) itself
-            pass
-
-    thread = threading.Thread(target=compile_update, name="compile-update", daemon=True)
-    thread.start()
-    return thread
-
-
 def learner_loop(
     components: Components,
     state: TrainState,
@@ -135,14 +105,10 @@ def learner_loop(
     update = components.learner_update
     summarize = jax.jit(summarize_episodes)
     total = components.config.training_iterations if total_iterations is None else total_iterations
-    compiling_update = compile_update_in_background(components, state) if int(state.step) < total else None
     try:
         while int(state.step) < total and not should_stop():
             start = time.perf_counter()
             batch, source_metrics = batch_source(state)
-            if compiling_update is not None:
-                compiling_update.join()  # compiled while the first meta-batch was generated
-                compiling_update = None
             update_start = time.perf_counter()
             state, learner_metrics = update(state, batch)
             metrics = jax.device_get(learner_metrics | summarize(batch))
