@@ -7,6 +7,7 @@ overridden, e.g. `coala analytic fig4 --config.fig4.num_steps=3000`.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 import time
@@ -14,11 +15,13 @@ import time
 from absl import flags
 from ml_collections import config_flags
 
-_REPO_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "analytic_ipd.py"
-_DEFAULT_CONFIG = str(_REPO_CONFIG) if _REPO_CONFIG.exists() else "configs/analytic_ipd.py"
+from coala_dist.configs import CONFIG_DIR
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", _DEFAULT_CONFIG, "Analytic IPD config file (ml_collections).", lock_config=True
+    "config",
+    os.path.join(CONFIG_DIR, "analytic_ipd.py"),
+    "Analytic IPD config: a file, or a shipped config's name.",
+    lock_config=True,
 )
 _SEEDS = flags.DEFINE_integer("seeds", None, "Number of seeds (default: the figure's num_seeds in the config).")
 _OUT = flags.DEFINE_string("out", "results/analytic", "Output directory for PNGs, JSON summaries and README.md.")

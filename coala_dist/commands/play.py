@@ -5,10 +5,17 @@ A smoke test of the whole stack on a newcomer's machine: env, policy, naive lear
 
 from __future__ import annotations
 
+import os
+
 from ml_collections import config_flags
 
+from coala_dist.configs import CONFIG_DIR
+
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/ipd_pure_shaping.py", "Experiment config file (ml_collections).", lock_config=True
+    "config",
+    os.path.join(CONFIG_DIR, "ipd_pure_shaping.py"),
+    "Experiment config: a file, or a shipped config's name (e.g. ipd_tiny; default ipd_pure_shaping).",
+    lock_config=True,
 )
 
 

@@ -16,8 +16,13 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
+from coala_dist.configs import CONFIG_DIR
+
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/ipd_pure_shaping.py", "Experiment config file (ml_collections).", lock_config=True
+    "config",
+    os.path.join(CONFIG_DIR, "ipd_pure_shaping.py"),
+    "Experiment config: a file, or a shipped config's name (e.g. ipd_tiny; default ipd_pure_shaping).",
+    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.csv (re-using it resumes).")
 _LAUNCH = flags.DEFINE_enum(

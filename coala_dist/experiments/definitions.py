@@ -11,15 +11,10 @@ for CI.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import os
 from types import ModuleType
 from typing import Any
 
 import ml_collections
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
 
 ALL_ESTIMATORS = ("coala", "mfos", "batch_unaware")
 
@@ -233,18 +228,14 @@ def smoke_overrides() -> dict[str, Any]:
 
 
 def load_config_module(file_name: str) -> ModuleType:
-    """Imports `configs/<file_name>` (the configs folder is not a package)."""
-    path = os.path.join(CONFIG_DIR, file_name)
-    if not os.path.exists(path):
-        raise ValueError(f"config file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"configs_{os.path.splitext(file_name)[0]}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The shipped config file `file_name` (`coala_dist/configs/`) as a module."""
+    from coala_dist.configs import load_shipped_module
+
+    return load_shipped_module(file_name)
 
 
 def load_config_file(file_name: str) -> ml_collections.ConfigDict:
-    """Loads `configs/<file_name>` and returns its `get_config()`."""
+    """Loads the shipped config `file_name` and returns its `get_config()`."""
     return load_config_module(file_name).get_config()
 
 

@@ -9,7 +9,7 @@ M = 5, T = 64, A2C + SGD) except, to fit a shared 2-core CPU (the paper runs 300
     value of Table 6's sweep), keeping the paper's ratio between estimators, to make up for 200× fewer updates.
 """
 
-from coala_dist.experiments.definitions import load_config_file
+from coala_dist.configs import load_shipped
 
 ESTIMATOR_OVERRIDES = {
     "coala": {"meta.learning_rate": 1.0},
@@ -19,7 +19,7 @@ ESTIMATOR_OVERRIDES = {
 
 
 def get_config():
-    config = load_config_file("cleanup_mixed_pool.py")
+    config = load_shipped("cleanup_mixed_pool.py")
     config.meta_batch_size = 8
     config.batch_size = 8
     config.training_iterations = 150

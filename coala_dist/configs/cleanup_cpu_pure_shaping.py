@@ -9,7 +9,7 @@ Paper values (configs/cleanup_pure_shaping.py: Tables 5, 7 reading 1, 8; T = 64 
     20× fewer updates (the IPD CPU configs make the same choice). Reward scales stay per estimator (Table 7).
 """
 
-from coala_dist.experiments.definitions import load_config_file
+from coala_dist.configs import load_shipped
 
 ESTIMATOR_OVERRIDES = {
     "coala": {"meta.reward_scale": 0.1, "meta.learning_rate": 3e-3},
@@ -19,7 +19,7 @@ ESTIMATOR_OVERRIDES = {
 
 
 def get_config():
-    config = load_config_file("cleanup_pure_shaping.py")
+    config = load_shipped("cleanup_pure_shaping.py")
     config.meta_batch_size = 8
     config.batch_size = 8
     config.num_inner_episodes = 10

@@ -9,7 +9,7 @@ printed sweep set {0.03, 0.01, 0.5, 1.0}; Table 7's value is used. The pool's A2
 (paper.md §6.5): the shaping columns' 0.5 is kept. `get_config()` returns the COALA-PG column.
 """
 
-from coala_dist.experiments.definitions import load_config_file
+from coala_dist.configs import load_shipped
 
 ESTIMATOR_OVERRIDES = {
     "coala": {"meta.learning_rate": 0.1},
@@ -19,7 +19,7 @@ ESTIMATOR_OVERRIDES = {
 
 
 def get_config():
-    config = load_config_file("cleanup_pure_shaping.py")
+    config = load_shipped("cleanup_pure_shaping.py")
     config.training_iterations = 30000  # Table 5, Mixed Pool column
     config.batch_size = 64
     config.num_inner_episodes = 5
