@@ -7,9 +7,11 @@ import time; only the chosen module is imported, so flags of different commands 
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import sys
+from types import ModuleType
 
 # name -> (module, one-line help). The module must define `main(argv: list[str]) -> None`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -36,6 +38,94 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+HELP_FLAGS = ("-h", "--help", "-help", "--helpshort")
+
+
+def command_help(name: str, module: ModuleType) -> str:
+    """`coala NAME --help`: the command's docstring and its own flags with their defaults (not absl's or JAX's)."""
+    from absl import flags
+
+    lines = [(module.__doc__ or "").strip(), "", f"flags of coala {name}:"]
+    for flag in sorted(flags.FLAGS.get_flags_for_module(module.__name__), key=lambda f: f.name):
+        default = flag.default_as_str if flag.default_as_str is not None else "none"
+        lines.append(f"  --{flag.name}  (default {default})")
+        lines.append(f"      {flag.help}")
+    if "config" in flags.FLAGS and flags.FLAGS["config"] in flags.FLAGS.get_flags_for_module(module.__name__):
+        lines.append("  --config.FIELD=VALUE  overrides any field of the config, e.g. --config.meta_batch_size=32")
+    return "\n".join(lines)
+
+
+def _config_arg(args: list[str]) -> tuple[int, str] | None:
+    """(index, value) of `--config=VALUE` or `--config VALUE` in `args`; None if absent."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--config="):
+            return i, arg.partition("=")[2]
+        if arg == "--config" and i + 1 < len(args):
+            return i + 1, args[i + 1]
+    return None
+
+
+def check_override(config, field: str) -> None:
+    """Raises a one-line ValueError if `--config.FIELD` names no field of `config` (with the closest name)."""
+    import ml_collections
+
+    node, walked = config, []
+    for part in field.split("."):
+        if not isinstance(node, (ml_collections.ConfigDict, dict)):
+            raise ValueError(f"--config.{field}: config.{'.'.join(walked)} is a value, not a section")
+        if part not in node:
+            close = difflib.get_close_matches(part, list(node.keys()), n=1)
+            prefix = ".".join([*walked, close[0]]) if close else None
+            hint = f"; did you mean --config.{prefix}?" if close else ""
+            raise ValueError(f"--config.{field}: the config has no field {'.'.join([*walked, part])!r}{hint}")
+        node, walked = node[part], [*walked, part]
+
+
+def preflight(module: ModuleType, args: list[str]) -> list[str]:
+    """Resolves `--config` (a path or a shipped config's name), loads it and checks every `--config.FIELD` override.
+
+    Every problem is a one-line ValueError, raised before absl parses the flags (whose errors are tracebacks here).
+    Returns `args` with the config's resolved path.
+    """
+    from absl import flags
+
+    if "config" not in flags.FLAGS or flags.FLAGS["config"] not in flags.FLAGS.get_flags_for_module(module.__name__):
+        return args
+    from coala_dist import configs
+
+    args = list(args)
+    found = _config_arg(args)
+    if found is None:
+        config = flags.FLAGS["config"].default
+    else:
+        index, value = found
+        if not value:
+            raise ValueError("--config needs a value: a config file or a shipped config's name")
+        path = configs.resolve(value)
+        args[index] = f"--config={path}" if args[index].startswith("--config=") else path
+        config = configs.load(path)
+    for arg in args:
+        if arg.startswith("--config."):
+            check_override(config, arg[len("--config.") :].partition("=")[0])
+    return args
+
+
+def _one_line_flags_parser(name: str):
+    """absl's flag parser, with any error (a bad value, an unknown flag) as one line and exit status 2."""
+
+    def parse(argv: list[str]) -> list[str]:
+        from absl import flags
+
+        try:
+            return flags.FLAGS(argv)
+        except Exception as error:  # noqa: BLE001 -- flags.Error and what config_flags raises while parsing
+            text = str(error).strip().splitlines() or [type(error).__name__]
+            print(f"coala {name}: {text[0]}", file=sys.stderr)
+            sys.exit(2)
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     from coala_dist import xla_flags
@@ -58,11 +148,22 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"coala: {problem}")
     xla_flags.configure()  # before any JAX import
     module = importlib.import_module(COMMANDS[name][0])
+    args = argv[2:]
+    if any(arg in HELP_FLAGS for arg in args):
+        print(command_help(name, module))
+        return
+    from coala_dist.configs import ConfigFileError
+
+    try:
+        args = preflight(module, args)
+    except (ConfigFileError, ValueError) as error:
+        print(f"coala {name}: {error}", file=sys.stderr)
+        sys.exit(2)
     from absl import app, logging
 
     logging.set_verbosity(logging.WARNING)
 
-    app.run(module.main, argv=[f"coala {name}", *argv[2:]])
+    app.run(module.main, argv=[f"coala {name}", *args], flags_parser=_one_line_flags_parser(name))
 
 
 if __name__ == "__main__":

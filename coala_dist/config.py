@@ -10,6 +10,8 @@ Paper references are to shared/spec/paper.md: Table 2 (IPD sizes), Table 4 (meta
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from coala_dist.envs import ENV_NAMES
@@ -95,6 +97,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.naive.max_grad_norm = 1.0
 
     c.log_every = 1
+    # Stop the run (checkpointing the last good state, exit status 1) after this many iterations in a row whose update
+    # was skipped because the loss or a gradient was not finite; 0: never stop. May change on resume.
+    c.max_consecutive_skipped_updates = 10
 
     # How the computation is laid out, not what is computed: results agree up to float rounding, and a run may
     # resume with other values (checkpoint.COMPATIBLE_FIELDS).
@@ -178,10 +183,14 @@ def _check_in(value, field: str, allowed: tuple[str, ...]) -> None:
 
 
 def _check_range(value, field: str, low: float, high: float, *, low_open: bool = False) -> None:
-    ok = (low < value if low_open else low <= value) and value <= high
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok:
+    """`value` is a finite number in [low, high] (or (low, high]); `high=inf` means no upper bound, never inf itself:
+    an infinite learning rate or scale is accepted by every comparison but makes every update non-finite."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = number and math.isfinite(value) and (low < value if low_open else low <= value) and value <= high
+    if not ok:
         bracket = "(" if low_open else "["
-        _fail(field, value, f"must be a number in {bracket}{low}, {high}]")
+        upper = "inf)" if math.isinf(high) else f"{high}]"
+        _fail(field, value, f"must be a finite number in {bracket}{low}, {upper}")
 
 
 def _check_int_at_least(value, field: str, minimum: int) -> None:
@@ -278,6 +287,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _check_range(config[group].max_grad_norm, f"{group}.max_grad_norm", 0.0, float("inf"), low_open=True)
         _check_range(config[group].reward_scale, f"{group}.reward_scale", 0.0, float("inf"), low_open=True)
     _check_int_at_least(config.compute.gradient_chunk_trajectories, "compute.gradient_chunk_trajectories", 0)
+    _check_int_at_least(config.max_consecutive_skipped_updates, "max_consecutive_skipped_updates", 0)
     for field in ("td_lambda", "gae_lambda"):
         _check_range(config.meta[field], f"meta.{field}", 0.0, 1.0)
     _check_range(config.meta.clip_epsilon, "meta.clip_epsilon", 0.0, 1.0, low_open=True)

@@ -68,7 +68,7 @@ HEADLINE = (
 # The reward shown on the one-line TTY progress bar: against naive learners, else between meta agents.
 HEADLINE_REWARDS = (("vs_naive/ego_reward", "r_meta|naive"), ("vs_meta/ego_reward", "r_meta|meta"))
 
-# Iterations whose durations the ETA averages (the first one of a run, which compiles, is never among them).
+# Iterations whose durations the ETA averages (the first one of a process, which compiles, is never among them).
 ETA_WINDOW = 20
 
 
@@ -140,8 +140,9 @@ class ThroughputMetrics:
 class TensorBoardWriter:
     """Writes every finite scalar metric of every iteration to TensorBoard event files in `logdir`.
 
-    On resume (`start_iteration` > 0) TensorBoard is told to purge the events of iterations after the restored one
-    (written before an interruption and about to be redone), so every curve holds each iteration once.
+    On resume (`start_iteration` > 0), and when a run starts over in a folder that already holds events, TensorBoard is
+    told to purge the events of iterations after the restored one (written before an interruption or by the replaced
+    run, and about to be redone), so every curve holds each iteration once. Purged events stay in their files.
 
     Args:
       logdir: the event directory (a run uses `workdir/tensorboard`).
@@ -154,9 +155,10 @@ class TensorBoardWriter:
         from tensorboardX import SummaryWriter  # imported here so `coala --help` and JAX-only users skip it
 
         os.makedirs(logdir, exist_ok=True)
+        has_events = any(name.startswith("events.out.tfevents") for name in os.listdir(logdir))
         self._writer = SummaryWriter(
             logdir=logdir,
-            purge_step=start_iteration + 1 if start_iteration > 0 else None,
+            purge_step=start_iteration + 1 if start_iteration > 0 or has_events else None,
             flush_secs=max(1, int(flush_every_s)),
         )
         if config is not None and start_iteration == 0:
@@ -200,13 +202,28 @@ def _headline_parts(metrics: dict[str, float], keys: Sequence[tuple[str, str]]) 
     return [f"{label} {metrics[key]:+.3f}" for key, label in keys if _is_finite_number(metrics.get(key))]
 
 
+def _skipped_parts(metrics: dict[str, float]) -> list[str]:
+    """`skipped N` (meta-agent updates skipped so far) and `(K in a row)` (iterations), only when N > 0."""
+    total = metrics.get("learner/skipped_updates", 0)
+    if not _is_finite_number(total) or total <= 0:
+        return []
+    in_a_row = metrics.get("learner/consecutive_skipped_updates", 0)
+    streak = f" ({int(in_a_row)} in a row)" if _is_finite_number(in_a_row) and in_a_row > 0 else ""
+    return [f"skipped {int(total)}{streak}"]
+
+
 class ProgressReporter:
     """The console view of a run.
 
     On a terminal (`tty=True`) one line is redrawn in place: a bar, iterations done of the total, ETA, iterations
     per second and the headline reward. Otherwise (a log file, a test, a Ray worker) one line is written per log
     period (and for the first and last iteration of this invocation), starting `it <iteration>/<total>` and holding
-    the headline rewards and cooperation rates, the loss, the throughput and the ETA.
+    the headline rewards and cooperation rates, the loss, the skipped updates (when there are any: the running total
+    of meta-agent updates skipped as non-finite, and how many iterations in a row ended with one), the throughput and
+    the ETA.
+
+    The ETA and the speed average the durations of recent iterations, never the first one of this process: it
+    compiles (also after a resume), so until a second iteration has been timed they read `?`.
 
     Args:
       total_iterations: the run's `training_iterations` (what the ETA counts down to).
@@ -234,17 +251,14 @@ class ProgressReporter:
         self.total, self.log_every, self.start = total_iterations, max(1, log_every), start_iteration
         self.log, self.tty, self.stream = log, tty, stream
         self._clock, self._redraw_every_s = clock, redraw_every_s
+        # Durations between consecutive iterations: the first iteration (which compiles) has none, so never counts.
         self._durations: collections.deque[float] = collections.deque(maxlen=ETA_WINDOW)
         self._last_time: float | None = None
-        self._first_duration = math.nan
         self._last_draw = -math.inf
         self._drawn = False
 
     def _recent_durations(self) -> list[float]:
-        # The first iteration of an invocation compiles: it stands in only until a second iteration has been timed.
-        if self._durations:
-            return list(self._durations)
-        return [self._first_duration] if _is_finite_number(self._first_duration) else []
+        return list(self._durations)
 
     def eta_seconds(self, iteration: int) -> float:
         """Seconds left: the mean of the recent iteration durations times the iterations still to do."""
@@ -253,9 +267,7 @@ class ProgressReporter:
     def on_iteration(self, iteration: int, state, metrics: dict[str, float]) -> None:
         del state
         now = self._clock()
-        if self._last_time is None:
-            self._first_duration = metrics.get("time/iteration_s", math.nan)
-        else:
+        if self._last_time is not None:
             self._durations.append(now - self._last_time)
         self._last_time = now
         if self.tty:
@@ -278,6 +290,7 @@ class ProgressReporter:
         parts = [f"it {iteration:5d}/{self.total}", *_headline_parts(metrics, HEADLINE)]
         if _is_finite_number(metrics.get("learner/loss")):
             parts.append(f"loss {metrics['learner/loss']:.4f}")
+        parts.extend(_skipped_parts(metrics))
         if _is_finite_number(metrics.get("throughput/agent_steps_per_s")):
             parts.append(f"{metrics['throughput/agent_steps_per_s']:.3g} steps/s")
         parts.append(f"eta {format_duration(self.eta_seconds(iteration))}")
@@ -294,6 +307,7 @@ class ProgressReporter:
         if self._rates():
             parts.append(self._rates())
         parts.extend(_headline_parts(metrics, HEADLINE_REWARDS))
+        parts.extend(_skipped_parts(metrics))
         return "  ".join(parts)
 
     def _draw(self, line: str) -> None:

@@ -9,12 +9,19 @@
 `inprocess_batch_source` generates the meta-batch in this process with `Components.rollout.episodes`; the
 distributed launch (coala_dist/distributed) passes a source that samples the same `MetaEpisode`s from Reverb,
 written by actors that call the very same rollout. There is no second loop.
+
+How a run ends early, and what its process exits with (`RunStopped`, a SystemExit: uncaught, no traceback):
+  * SIGINT (Ctrl-C) / SIGTERM: the iteration in flight finishes, a checkpoint is saved, every node stops, then
+    `StoppedBySignal`: exit status 128 + the signal's number (130 / 143), so `coala train ... && next` stops too;
+  * `config.max_consecutive_skipped_updates` iterations in a row with a skipped (non-finite) update: the last good
+    state is saved as the newest checkpoint, then `SkippedUpdatesError`: one line, exit status 1.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import os
 import signal
 import sys
@@ -28,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from coala_dist.builder import Components, build
-from coala_dist.checkpoint import Checkpointer, abstract_train_state
+from coala_dist.checkpoint import Checkpointer, abstract_train_state, timestamped_aside
 from coala_dist.learner import TrainState
 from coala_dist.metrics import ProgressReporter, TensorBoardWriter, ThroughputMetrics, summarize_episodes
 from coala_dist.rollout import MetaEpisode
@@ -45,6 +52,37 @@ HEADLINE = (
     ("vs_naive/cooperate_player_2", "coop_naive"),
     ("vs_meta/cooperate_player_1", "coop_meta|meta"),
 )
+
+
+# Iterations in a row, ending with this one, in which at least one meta agent's update was skipped (non-finite loss or
+# gradient; the update then keeps that agent's parameters and optimiser state). Set by `learner_loop`.
+CONSECUTIVE_SKIPPED_KEY = "learner/consecutive_skipped_updates"
+
+
+class RunStopped(SystemExit):
+    """A run ended before `training_iterations` for a reason its process should exit with, raised by `train` and
+    `launch` after every node stopped and the checkpoint was written. A SystemExit, so that uncaught it ends the
+    process with `code` (a message is printed as one line, exit status 1) and no traceback; callers may catch it."""
+
+
+class StoppedBySignal(RunStopped):
+    """SIGINT or SIGTERM stopped the run (after a checkpoint was saved): exit status 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+class SkippedUpdatesError(RunStopped):
+    """`config.max_consecutive_skipped_updates` iterations in a row skipped an update; the message is one line."""
+
+
+def _consecutive_skipped_message(iteration: int, consecutive: int, limit: int, last_good_iteration: int) -> str:
+    return (
+        f"training stopped at iteration {iteration}: {consecutive} iterations in a row skipped an update because the "
+        f"loss or a gradient was not finite (config.max_consecutive_skipped_updates={limit}); the last good state is "
+        f"iteration {last_good_iteration}"
+    )
 
 
 class Callback(Protocol):
@@ -88,8 +126,15 @@ def learner_loop(
     *,
     should_stop: Callable[[], bool] = lambda: False,
     total_iterations: int | None = None,
+    consecutive_skipped_updates: int = 0,
 ) -> TrainState:
     """Updates until `config.training_iterations` updates have been applied (or `should_stop()`).
+
+    An iteration in which the update of at least one meta agent was skipped (its loss or a gradient was not finite:
+    the agent keeps its parameters) extends a streak, `metrics[CONSECUTIVE_SKIPPED_KEY]`; an iteration without one
+    ends it. When the streak reaches `config.max_consecutive_skipped_updates` (0: never), the callbacks see that
+    iteration, are closed (the checkpoint callback then saves the last good state), and `SkippedUpdatesError` is
+    raised.
 
     Args:
       components: the built experiment.
@@ -98,13 +143,20 @@ def learner_loop(
       callbacks: called after every update with the 1-based iteration number.
       should_stop: polled between iterations (e.g. set by a SIGTERM handler).
       total_iterations: stop once `state.step` reaches it; default `components.config.training_iterations`.
+      consecutive_skipped_updates: the streak `state` ends (from its checkpoint), so a resumed run keeps counting.
 
     Returns:
       The final state.
+
+    Raises:
+      SkippedUpdatesError: too many iterations in a row skipped an update.
     """
     update = components.learner_update
     summarize = jax.jit(summarize_episodes)
     total = components.config.training_iterations if total_iterations is None else total_iterations
+    limit = components.config.max_consecutive_skipped_updates
+    consecutive = consecutive_skipped_updates
+    skipped_total = float(state.skipped_updates)
     try:
         while int(state.step) < total and not should_stop():
             start = time.perf_counter()
@@ -116,8 +168,17 @@ def learner_loop(
             now = time.perf_counter()
             metrics["time/update_s"] = now - update_start
             metrics["time/iteration_s"] = now - start
+            skipped_now = metrics.get("learner/skipped_updates", skipped_total) - skipped_total
+            skipped_total += skipped_now
+            consecutive = consecutive + 1 if skipped_now > 0 else 0
+            metrics[CONSECUTIVE_SKIPPED_KEY] = float(consecutive)
+            iteration = int(state.step)
             for callback in callbacks:
-                callback.on_iteration(int(state.step), state, metrics)
+                callback.on_iteration(iteration, state, metrics)
+            if limit and consecutive >= limit:
+                raise SkippedUpdatesError(
+                    _consecutive_skipped_message(iteration, consecutive, limit, iteration - consecutive)
+                )
     finally:
         for callback in callbacks:
             callback.close()
@@ -131,6 +192,8 @@ def format_metrics(iteration: int, metrics: dict[str, Any]) -> str:
         if key in metrics and metrics[key] == metrics[key]:  # skip NaN (no episode of that kind)
             parts.append(f"{label} {float(metrics[key]):+.3f}")
     parts.append(f"loss {float(metrics['learner/loss']):.4f}")
+    if metrics.get("learner/skipped_updates", 0) > 0:
+        parts.append(f"skipped {int(metrics['learner/skipped_updates'])}")
     parts.append(f"t {metrics.get('time/rollout_s', 0.0):.2f}+{metrics['time/update_s']:.2f}s")
     return "  ".join(parts)
 
@@ -138,8 +201,12 @@ def format_metrics(iteration: int, metrics: dict[str, Any]) -> str:
 class ConsoleAndCsvLogger:
     """Prints a line every `log_every` iterations and appends every iteration's metrics to `workdir/metrics.csv`.
 
-    On resume (`start_iteration` > 0) rows of iterations after the restored one (written before an interruption and
-    about to be redone) are dropped, so the CSV holds each iteration once.
+    The CSV holds each iteration once and is never truncated. On resume (`start_iteration` = the restored step) the
+    rows up to the restored iteration are kept; if the file also holds rows of later iterations (written before an
+    interruption, about to be redone from an older checkpoint) or a run starts from iteration 1 over an existing
+    file (`--start_over`), the whole previous file is first moved aside to `metrics.csv.<YYYYmmdd-HHMMSS>.bak`
+    (a line on stderr names it), so no row is ever lost. Rewrites (a new column) go through a temporary file and a
+    rename, so an interruption leaves the old or the new file, never a partial one.
     """
 
     def __init__(
@@ -148,27 +215,48 @@ class ConsoleAndCsvLogger:
         self.log_every, self.log = log_every, log
         self.history: list[dict[str, float]] = []
         self._file = None
+        self._path: str | None = None
         self._rows: list[dict] = []  # every row of the file, so that a late new metric can widen the header
         self._fields: list[str] = []
+        self.set_aside: str | None = None  # where the previous metrics.csv went, if it was moved
         if workdir:
             os.makedirs(workdir, exist_ok=True)
-            path = os.path.join(workdir, "metrics.csv")
-            if os.path.exists(path) and start_iteration > 0:
-                with open(path, newline="") as f:
-                    self._rows = [row for row in csv.DictReader(f) if int(row["iteration"]) <= start_iteration]
-            self._file = open(path, "w", newline="")  # noqa: SIM115  (closed in close())
+            self._path = os.path.join(workdir, "metrics.csv")
+            if os.path.exists(self._path):
+                self._keep_rows_up_to(start_iteration)
             if self._rows:
-                self._fields = list(self._rows[0])
                 self._rewrite()
+            else:
+                self._file = open(self._path, "w", newline="")  # noqa: SIM115  (closed in close())
+
+    def _keep_rows_up_to(self, start_iteration: int) -> None:
+        """Reads the existing CSV; keeps its rows up to `start_iteration`; moves the file aside if it held more."""
+        try:
+            with open(self._path, newline="") as f:
+                reader = csv.DictReader(f)
+                rows = list(reader)
+                fields = list(reader.fieldnames or [])
+            kept = [row for row in rows if int(row["iteration"]) <= start_iteration]
+            why = f"holds rows after iteration {start_iteration}, which this run writes again"
+        except (ValueError, KeyError, TypeError, csv.Error):  # not our CSV any more: keep all of it aside
+            rows, kept, fields, why = [None], [], [], "cannot be read as this run's metrics"
+        if len(kept) < len(rows):
+            self.set_aside = timestamped_aside(self._path)
+            os.replace(self._path, self.set_aside)
+            print(f"{self._path} {why}; the previous file is kept as {self.set_aside}", file=sys.stderr)
+        self._rows, self._fields = kept, fields if kept else []
 
     def _rewrite(self) -> None:
-        """Writes the whole file again with the current columns (metrics absent from a row stay empty)."""
-        self._file.seek(0)
-        self._file.truncate()
-        writer = csv.DictWriter(self._file, fieldnames=self._fields, restval="")
-        writer.writeheader()
-        writer.writerows(self._rows)
-        self._file.flush()
+        """Writes the whole file again with the current columns (metrics absent from a row stay empty), atomically."""
+        temporary = f"{self._path}.tmp"
+        with open(temporary, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self._fields, restval="")
+            writer.writeheader()
+            writer.writerows(self._rows)
+        if self._file is not None:
+            self._file.close()
+        os.replace(temporary, self._path)
+        self._file = open(self._path, "a", newline="")  # noqa: SIM115  (closed in close())
 
     def on_iteration(self, iteration: int, state: TrainState, metrics: dict[str, float]) -> None:
         row = {"iteration": iteration, **metrics}
@@ -193,30 +281,75 @@ class ConsoleAndCsvLogger:
 
 class CheckpointCallback:
     """Saves every `checkpoint.save_every` updates, and once more when the loop ends for any reason (finished,
-    SIGTERM/Ctrl-C, an exception), so a preempted run loses at most the iteration in flight."""
+    SIGTERM/Ctrl-C, an exception), so a preempted run loses at most the iteration in flight.
 
-    def __init__(self, checkpointer: Checkpointer, config: ml_collections.ConfigDict):
+    Skipped updates (`CONSECUTIVE_SKIPPED_KEY` > 0): a periodic save that falls inside a streak is deferred to the
+    streak's end, so periodic checkpoints hold good states. When the loop stops because the streak reached
+    `config.max_consecutive_skipped_updates`, the final save is the last good state (the state after the last
+    iteration without a skipped update, at its own step; `saved_step` says which), not the states after it: resuming
+    retries from there. Every checkpoint records the streak it ends, so a resume keeps counting.
+
+    Args:
+      checkpointer: where checkpoints go.
+      config: the experiment config.
+      state: the state the loop starts from (restored or fresh).
+      consecutive_skipped_updates: the streak `state` ends (0 for a fresh run).
+    """
+
+    def __init__(
+        self,
+        checkpointer: Checkpointer,
+        config: ml_collections.ConfigDict,
+        state: TrainState | None = None,
+        consecutive_skipped_updates: int = 0,
+    ):
         self.checkpointer, self.config = checkpointer, config
+        self._limit = config.max_consecutive_skipped_updates
         self._last_state: TrainState | None = None
+        self._consecutive = consecutive_skipped_updates
+        # Unknown when the run resumed inside a streak: its start lies before this process.
+        self._last_good: TrainState | None = state if consecutive_skipped_updates == 0 else None
+        self._deferred = False
+        self.saved_step: int | None = None
 
     def on_iteration(self, iteration: int, state: TrainState, metrics: dict[str, float]) -> None:
+        consecutive = int(metrics.get(CONSECUTIVE_SKIPPED_KEY, 0))
         start = time.perf_counter()
-        if self.checkpointer.save(state, self.config):
-            # Saves are asynchronous: this is only the time the learner is blocked (device-to-host copy).
-            metrics["checkpoint/save_blocking_s"] = time.perf_counter() - start
-        self._last_state = state
+        if consecutive:
+            self._deferred = self._deferred or self.checkpointer.is_due(iteration)
+        else:
+            self._last_good = state
+            if self.checkpointer.save(state, self.config, force=self._deferred):
+                # Saves are asynchronous: this is only the time the learner is blocked (device-to-host copy).
+                metrics["checkpoint/save_blocking_s"] = time.perf_counter() - start
+            self._deferred = False
+        self._last_state, self._consecutive = state, consecutive
 
     def close(self) -> None:
-        if self._last_state is not None:
-            self.checkpointer.save(self._last_state, self.config, force=True)
+        if self._limit and self._consecutive >= self._limit:
+            if self._last_good is not None:
+                self.checkpointer.save(self._last_good, self.config, force=True)
+                self.saved_step = int(self._last_good.step)
+        elif self._last_state is not None:
+            self.checkpointer.save(
+                self._last_state, self.config, force=True, consecutive_skipped_updates=self._consecutive
+            )
+            self.saved_step = int(self._last_state.step)
         self.checkpointer.close()
 
 
+class SignalEvent(threading.Event):
+    """Set by SIGINT/SIGTERM within `stop_on_signals`; `signum` is the first signal received (None: none)."""
+
+    signum: int | None = None
+
+
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """Within the block, SIGTERM (preemption) and SIGINT (Ctrl-C) set the yielded event instead of killing the
-    process, so the loop can finish its iteration and write a final checkpoint. Main thread only (else a no-op)."""
-    stop = threading.Event()
+def stop_on_signals() -> Iterator[SignalEvent]:
+    """Within the block, SIGTERM (preemption) and SIGINT (Ctrl-C) set the yielded event (and its `signum`) instead of
+    killing the process, so the loop can finish its iteration and write a final checkpoint; the caller then raises
+    `StoppedBySignal(stop.signum)`. Main thread only (else a no-op)."""
+    stop = SignalEvent()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
@@ -227,6 +360,7 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(signum, previous[signum])
             raise KeyboardInterrupt
         print(f"received signal {signum}: stopping after this iteration and saving a checkpoint", file=sys.stderr)
+        stop.signum = signum
         stop.set()
 
     for sig in previous:
@@ -247,6 +381,23 @@ def local_metrics_dir(workdir: str | None) -> str | None:
     return os.path.join("workdirs", "remote", workdir.replace("://", "/", 1))
 
 
+@dataclasses.dataclass
+class PreparedLearner:
+    """What `prepare_learner` returns.
+
+    Attributes:
+      components: the built experiment.
+      state: the state to continue from.
+      callbacks: checkpoints, throughput, CSV, TensorBoard, progress (in that order).
+      consecutive_skipped_updates: the skipped-update streak `state` ends (from its checkpoint; 0 if fresh).
+    """
+
+    components: Components
+    state: TrainState
+    callbacks: list[Callback]
+    consecutive_skipped_updates: int = 0
+
+
 def prepare_learner(
     config: ml_collections.ConfigDict,
     workdir: str | None,
@@ -254,7 +405,8 @@ def prepare_learner(
     components: Components | None = None,
     log: Callable[[str], None] = print,
     sharding: jax.sharding.Sharding | None = None,
-) -> tuple[Components, TrainState, list[Callback]]:
+    start_over: bool = False,
+) -> PreparedLearner:
     """Everything a learner needs before its loop, whatever the launch type: the built components, the state to
     continue from (the newest readable checkpoint in `workdir`, else a fresh one), and the callbacks (checkpoints,
     console/CSV logging) to run after every update.
@@ -265,26 +417,40 @@ def prepare_learner(
       components: prebuilt components (tests share compiled functions this way); built from `config` if None.
       log: where the per-iteration console line goes.
       sharding: where the state's arrays live (e.g. replicated over a learner mesh); default: the first device.
+      start_over: if the workdir holds checkpoints and none is readable, move them (and metrics.csv) aside and
+        start from iteration 1 instead of refusing. A readable checkpoint is resumed whatever this says.
 
     Raises:
       IncompatibleCheckpointError: the workdir's checkpoint was made with an incompatible config.
+      UnreadableCheckpointsError: the workdir holds checkpoints, none is readable, and not `start_over`.
     """
     components = components or build(config)
     key = jax.random.PRNGKey(config.seed)
     state = None
-    callbacks: list[Callback] = []
+    consecutive = 0
+    checkpointer = None
     if workdir:
         checkpointer = Checkpointer(
             workdir, save_every=config.checkpoint.save_every, max_to_keep=config.checkpoint.max_to_keep
         )
-        state = checkpointer.restore_latest(abstract_train_state(components.learner.init, key, sharding), config)
+        try:
+            state = checkpointer.restore_latest(
+                abstract_train_state(components.learner.init, key, sharding), config, start_over=start_over
+            )
+        except BaseException:
+            checkpointer.close()
+            raise
         if state is not None:
-            log(f"resumed from {checkpointer.directory} at iteration {int(state.step)}")
-        callbacks.append(CheckpointCallback(checkpointer, config))  # before the logger: it adds a metric
+            consecutive = int(checkpointer.saved_meta(int(state.step)).get("consecutive_skipped_updates", 0))
+            streak = f" ({consecutive} iterations in a row skipped an update)" if consecutive else ""
+            log(f"resumed from {checkpointer.directory} at iteration {int(state.step)}{streak}")
     if state is None:
         state = components.learner.init(key)
         if sharding is not None:
             state = jax.device_put(state, sharding)
+    callbacks: list[Callback] = []
+    if checkpointer is not None:  # before the logger: it adds a metric
+        callbacks.append(CheckpointCallback(checkpointer, config, state, consecutive))
     start_iteration = int(state.step)
     metrics_dir = local_metrics_dir(workdir)
     if metrics_dir != workdir:
@@ -306,7 +472,18 @@ def prepare_learner(
             tty=log is print and sys.stdout.isatty(),  # a caller's own `log` always gets whole lines
         )
     )
-    return components, state, callbacks
+    return PreparedLearner(components, state, callbacks, consecutive)
+
+
+def with_checkpoint_location(error: SkippedUpdatesError, callbacks: Sequence[Callback]) -> SkippedUpdatesError:
+    """`error` with where the last good state was saved appended (when a checkpoint callback saved it)."""
+    for callback in callbacks:
+        if isinstance(callback, CheckpointCallback):
+            if callback.saved_step is None:
+                return SkippedUpdatesError(f"{error.code}, from before this process resumed (an older checkpoint)")
+            path = os.path.join(callback.checkpointer.directory, str(callback.saved_step))
+            return SkippedUpdatesError(f"{error.code}, saved as {path}")
+    return error
 
 
 def train(
@@ -315,6 +492,7 @@ def train(
     *,
     components: Components | None = None,
     log: Callable[[str], None] = print,
+    start_over: bool = False,
 ) -> tuple[TrainState, list[dict[str, float]]]:
     """Trains in this process (launch type `inprocess` without actors: rollout and update alternate).
 
@@ -323,13 +501,20 @@ def train(
       workdir: if given, `metrics.csv` is written there.
       components: prebuilt components (tests share compiled functions this way); built from `config` if None.
       log: where the per-iteration line goes.
+      start_over: train from iteration 1 when every checkpoint in `workdir` is unreadable (see `prepare_learner`).
 
     A workdir holding a checkpoint resumes from it; SIGTERM or Ctrl-C stops after the current iteration and saves.
 
     Returns:
       The final TrainState and the per-iteration metrics of this invocation.
+
+    Raises:
+      StoppedBySignal: SIGINT/SIGTERM stopped the run (after the checkpoint was saved).
+      SkippedUpdatesError: too many iterations in a row skipped an update (the last good state was saved).
+      UnreadableCheckpointsError, IncompatibleCheckpointError: see `prepare_learner`.
     """
-    components, state, callbacks = prepare_learner(config, workdir, components=components, log=log)
+    prepared = prepare_learner(config, workdir, components=components, log=log, start_over=start_over)
+    state, callbacks = prepared.state, prepared.callbacks
     logger = next(c for c in callbacks if isinstance(c, ConsoleAndCsvLogger))
     if int(state.step) >= config.training_iterations:
         log(f"run in {workdir} already finished: {int(state.step)} of {config.training_iterations} iterations done")
@@ -337,12 +522,20 @@ def train(
             callback.close()
         return state, logger.history
     with stop_on_signals() as stop:
-        state = learner_loop(
-            components,
-            state,
-            inprocess_batch_source(components),
-            callbacks,
-            should_stop=stop.is_set,
-            total_iterations=config.training_iterations,
-        )
+        try:
+            state = learner_loop(
+                prepared.components,
+                state,
+                inprocess_batch_source(prepared.components),
+                callbacks,
+                should_stop=stop.is_set,
+                total_iterations=config.training_iterations,
+                consecutive_skipped_updates=prepared.consecutive_skipped_updates,
+            )
+        except SkippedUpdatesError as error:
+            raise with_checkpoint_location(error, callbacks) from None
+    if stop.signum is not None:
+        where = f"; rerun the same command to resume from {workdir}" if workdir else ""
+        print(f"stopped by signal {stop.signum} after iteration {int(state.step)}{where}", file=sys.stderr)
+        raise StoppedBySignal(stop.signum)
     return state, logger.history

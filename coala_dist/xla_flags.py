@@ -62,11 +62,14 @@ def compilation_cache_dir() -> str | None:
 def configure() -> None:
     """Adds the project's XLA flags to $XLA_FLAGS unless the user already set them, and points JAX's persistent
     compilation cache at `compilation_cache_dir()` (through JAX's environment variables, so processes started from
-    here use it too). Call before importing jax."""
+    here use it too), and quiets TensorFlow's C++ start-up logs (`TF_CPP_MIN_LOG_LEVEL=3` unless set). Call before
+    importing jax."""
     current = os.environ.get("XLA_FLAGS", "")
     extra = [flag for flag in cpu_flags() if flag.split("=")[0] not in current]
     if extra:
         os.environ["XLA_FLAGS"] = " ".join([current, *extra]).strip()
+    # TensorFlow (reverb profile only) logs its CUDA/cuDNN/TensorRT probes as errors on a machine without a GPU.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     cache = compilation_cache_dir()
     if cache is None:
         os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from helpers import results_snapshot
 
 from coala_dist.compat import enable_x64
 from coala_dist.envs import analytic_ipd as ipd
@@ -400,18 +401,23 @@ def test_command_line_writes_results(tmp_path):
         "--config.fig10.num_steps=4",
         "--config.fig10.log_every=2",
     ]
+    before = results_snapshot()
+    # Without --out, from a folder that is not the repository: the figures go to ./workdirs/analytic.
     completed = subprocess.run(
-        [sys.executable, "-m", "coala_dist.cli", "analytic", "fig10", "--seeds=2", f"--out={tmp_path}", *overrides],
+        [sys.executable, "-m", "coala_dist.cli", "analytic", "fig10", "--seeds=2", *overrides],
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=REPO,
+        cwd=tmp_path,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    record = json.loads((tmp_path / "fig10.json").read_text())
-    assert record["command"].startswith("coala analytic fig10 --seeds=2")
+    out = tmp_path / "workdirs" / "analytic"
+    record = json.loads((out / "fig10.json").read_text())
+    assert record["command"].startswith("coala analytic fig10 --seeds=2 --out=workdirs/analytic")
     assert record["settings"]["shaping"]["num_naive_steps"] == 2
-    assert (tmp_path / "fig10.png").exists() and "fig10.png" in (tmp_path / "README.md").read_text()
+    assert (out / "fig10.png").exists() and "fig10.png" in (out / "README.md").read_text()
+    assert completed.stdout.strip().splitlines()[-1] == "wrote workdirs/analytic/README.md"
+    assert results_snapshot() == before
     bad = subprocess.run(
         [sys.executable, "-m", "coala_dist.cli", "analytic", "fig99"], capture_output=True, text=True, cwd=REPO
     )

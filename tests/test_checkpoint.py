@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import coala_train_command
 
 from coala_dist.checkpoint import Checkpointer, IncompatibleCheckpointError, abstract_train_state
 from coala_dist.train import train
@@ -74,24 +75,12 @@ def test_resume_in_process_is_exact(tiny_config, tiny_components, reference_stat
         assert [int(line.split(",")[0]) for line in f.readlines()[1:]] == [1, 2, 3, 4, 5, 6]
 
 
-def _coala_train(workdir, *overrides):
-    return [
-        sys.executable,
-        "-m",
-        "coala_dist.cli",
-        "train",
-        "--config=configs/ipd_tiny.py",
-        f"--workdir={workdir}",
-        *overrides,
-    ]
-
-
 def test_sigkill_then_resume_matches_uninterrupted_run(tiny_config, tiny_components, reference_states, tmp_path):
     workdir = tmp_path / "run"
     # A long run, killed hard as soon as its first checkpoint (update 3) is on disk: maybe mid-iteration, maybe in
     # the middle of writing a later checkpoint.
     proc = subprocess.Popen(
-        _coala_train(workdir, "--config.training_iterations=100000", "--config.checkpoint.save_every=3"),
+        coala_train_command(workdir, "--config.training_iterations=100000", "--config.checkpoint.save_every=3"),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -114,7 +103,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_config, tiny_compone
     assert saved and saved[-1] % 3 == 0
     target = saved[-1] + 3
     result = subprocess.run(
-        _coala_train(workdir, f"--config.training_iterations={target}", "--config.checkpoint.save_every=3"),
+        coala_train_command(workdir, f"--config.training_iterations={target}", "--config.checkpoint.save_every=3"),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -197,10 +186,11 @@ def test_saved_on_one_device_resumes_on_eight(tiny_config, tiny_components, tmp_
 
 
 def test_sigterm_stops_after_the_iteration_and_saves(tmp_path):
-    """Preemption: SIGTERM ends the run within seconds, exit code 0, with a checkpoint of the last update."""
+    """Preemption: SIGTERM ends the run within seconds, exit status 143 (128 + SIGTERM, so `coala train ... && next`
+    stops), with a checkpoint of the last update."""
     workdir = tmp_path / "run"
     proc = subprocess.Popen(
-        _coala_train(
+        coala_train_command(
             workdir, "--num_actors=0", "--config.training_iterations=100000", "--config.checkpoint.save_every=100000"
         ),
         cwd=REPO,
@@ -223,7 +213,7 @@ def test_sigterm_stops_after_the_iteration_and_saves(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, stderr[-2000:]
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert "received signal" in stderr
     assert stop_seconds < 30
     saved = Checkpointer(str(workdir), save_every=1, max_to_keep=3).all_steps()

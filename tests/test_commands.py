@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from helpers import results_snapshot
 
 from coala_dist.analysis import bench, flops
 from coala_dist.analysis.curves import aggregate_over_seeds, group_runs, moving_average, plot_runs
@@ -298,7 +299,7 @@ def test_bench_configs_are_valid(quick):
         assert configs["ipd"].meta_batch_size == 128 and configs["ipd"].num_inner_episodes == 20
 
 
-def test_bench_json_has_every_key(tiny_config, tiny_components, workdirs, tmp_path):
+def test_bench_json_has_every_key(tiny_config, tiny_components, workdirs, tmp_path, monkeypatch):
     # Compiling Clean Up's rollout or an associative-scan update takes tens of seconds; their measurements run the
     # same code as the IPD ones, so this test of the JSON times the tiny IPD experiment in their place
     # (test_bench_configs_are_valid checks the configs the command builds for them).
@@ -329,10 +330,36 @@ def test_bench_json_has_every_key(tiny_config, tiny_components, workdirs, tmp_pa
     assert "agent-steps/s" in table and "not measured" in table
     json.dumps(json_safe(result), allow_nan=False)  # what the command writes is strict JSON
 
+    # Where the command puts it without --out: workdirs/bench/ under the working directory, never results/.
+    before = results_snapshot()
+    monkeypatch.chdir(tmp_path)
+    for quick, name in ((True, "bench_quick.json"), (False, "bench.json")):
+        path = bench.write_json(json_safe(result | {"quick": quick}), bench.output_path(None, quick))
+        with open(tmp_path / "workdirs" / "bench" / name) as f:
+            assert json.load(f)["quick"] is quick
+        assert os.path.samefile(path, tmp_path / "workdirs" / "bench" / name)
+    assert results_snapshot() == before
+
 
 def test_bench_command_rejects_an_unknown_launch():
     result = _coala("bench", "--launches=ray:9")
     assert result.returncode != 0 and "--launches entry 'ray:9' is invalid" in result.stderr
+
+
+def test_quick_bench_never_writes_into_results(tmp_path):
+    (tmp_path / "link").symlink_to(os.path.join(REPO, "results"))
+    for out in ("results/bench.json", os.path.join(REPO, "results", "x", "..", "bench.json"), tmp_path / "link" / "b"):
+        with pytest.raises(ValueError, match="--quick never writes into the published results"):
+            bench.output_path(str(out), quick=True)
+    # A full run writes the published JSON only when named; a quick run never does.
+    assert bench.output_path("results/bench.json", quick=False) == "results/bench.json"
+    assert bench.output_path(str(tmp_path / "b.json"), quick=True) == str(tmp_path / "b.json")
+    before = results_snapshot()
+    result = _coala("bench", "--quick", "--out=results/bench.json")  # refused before anything is measured
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("coala bench: --quick never writes"), result.stderr
+    assert results_snapshot() == before
 
 
 def test_device_check_runs_the_plain_loop_without_ray_reverb_or_tensorflow(tmp_path):

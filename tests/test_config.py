@@ -28,15 +28,21 @@ BAD_VALUES = [
     ("meta.algorithm", "dqn", "ppo, a2c"),
     ("meta.optimizer", "rmsprop", "adam, sgd"),
     ("naive.optimizer", "lamb", "adam, sgd"),
-    ("meta.learning_rate", 0.0, "(0.0, inf]"),
-    ("naive.learning_rate", -1.0, "(0.0, inf]"),
+    ("meta.learning_rate", 0.0, "(0.0, inf)"),
+    ("naive.learning_rate", -1.0, "(0.0, inf)"),
     ("meta.discount", 1.2, "[0.0, 1.0]"),
     ("naive.discount", -0.5, "[0.0, 1.0]"),
     ("meta.gae_lambda", 2.0, "[0.0, 1.0]"),
     ("meta.td_lambda", -1.0, "[0.0, 1.0]"),
     ("meta.clip_epsilon", 0.0, "(0.0, 1.0]"),
-    ("meta.max_grad_norm", 0.0, "(0.0, inf]"),
-    ("meta.reward_scale", 0.0, "(0.0, inf]"),
+    ("meta.max_grad_norm", 0.0, "(0.0, inf)"),
+    ("meta.reward_scale", 0.0, "(0.0, inf)"),
+    # Non-finite numbers pass every comparison with a bound, and then make every update non-finite.
+    ("meta.learning_rate", float("inf"), "finite"),
+    ("naive.learning_rate", float("nan"), "finite"),
+    ("meta.reward_scale", float("inf"), "finite"),
+    ("meta.discount", float("nan"), "finite"),
+    ("distributed.poll_interval_s", float("inf"), "finite"),
 ]
 
 

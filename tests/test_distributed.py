@@ -15,6 +15,7 @@ import threading
 import jax
 import numpy as np
 import pytest
+from helpers import with_fields
 from replay_contract import CONTRACT, SMALL
 
 from coala_dist.builder import build
@@ -41,18 +42,6 @@ from coala_dist.train import train
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _with(config, **fields):
-    """A copy of `config` with dotted fields (written with `__`) replaced."""
-    config = config.copy_and_resolve_references()
-    for name, value in fields.items():
-        *parents, last = name.split("__")
-        node = config
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    return config
-
-
 def _never() -> bool:
     return False
 
@@ -60,7 +49,7 @@ def _never() -> bool:
 # ---------------------------------------------------------------------------------------------------------------------
 # Layout: work units, actors, learner shares and tables.
 def test_work_units_cover_every_episode_once_and_actors_split_them(tiny_config):
-    config = _with(tiny_config, distributed__work_units_per_agent=2)  # P=2 agents x N=4 episodes, units of 2
+    config = with_fields(tiny_config, distributed__work_units_per_agent=2)  # P=2 agents x N=4 episodes, units of 2
     units = work.work_units(config)
     indices = np.concatenate([unit.episode_indices()[0] for unit in units])
     np.testing.assert_array_equal(indices, np.arange(8))
@@ -72,7 +61,7 @@ def test_work_units_cover_every_episode_once_and_actors_split_them(tiny_config):
 
 
 def test_learner_shares_and_tables_route_each_episode_to_one_consumer(tiny_config):
-    config = _with(tiny_config, distributed__num_learner_processes=2, distributed__work_units_per_agent=2)
+    config = with_fields(tiny_config, distributed__num_learner_processes=2, distributed__work_units_per_agent=2)
     assert work.learner_share(config, 0) == range(0, 4) and work.learner_share(config, 1) == range(4, 8)
     # With P=2, N=4 the first learner process owns agent 0's episodes, the second agent 1's.
     assert work.learner_tables(config, 0) == {"episodes_agent0_learner0": 4}
@@ -81,7 +70,7 @@ def test_learner_shares_and_tables_route_each_episode_to_one_consumer(tiny_confi
         owner = work.learner_process_of(config, unit.first_episode)
         assert work.unit_table(config, unit) in work.learner_tables(config, owner)
     # P=3: 12 episodes in shares of 6; agent 1's episodes 4..7 are split between both processes (units of 2).
-    three = _with(
+    three = with_fields(
         tiny_config,
         population_size_meta=3,
         distributed__num_learner_processes=2,
@@ -105,7 +94,7 @@ def test_learner_shares_and_tables_route_each_episode_to_one_consumer(tiny_confi
 )
 def test_bad_distributed_config_is_one_line_naming_the_field(tiny_config, fields, message):
     with pytest.raises(ValueError) as error:
-        validate(_with(tiny_config, **fields))
+        validate(with_fields(tiny_config, **fields))
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
@@ -115,9 +104,9 @@ def test_make_program_validates_options_before_building_nodes(tiny_config):
     with pytest.raises(ValueError, match="num_actors=0 is invalid"):
         make_program(tiny_config, launch="local", num_actors=0)
     with pytest.raises(ValueError, match="needs launch local or ray"):
-        make_program(_with(tiny_config, distributed__num_learner_processes=2), launch="inprocess")
+        make_program(with_fields(tiny_config, distributed__num_learner_processes=2), launch="inprocess")
     with pytest.raises(ValueError, match="only applies to launch ray"):
-        make_program(_with(tiny_config, distributed__learner_accelerator="tpu"), launch="local")
+        make_program(with_fields(tiny_config, distributed__learner_accelerator="tpu"), launch="local")
     program = make_program(tiny_config, launch="ray", num_actors=3, mode="async", workdir="relative/dir")
     assert program.config.distributed.mode == "async" and len(program.actors) == 3
     assert os.path.isabs(program.workdir)
@@ -218,7 +207,7 @@ def _write(address: str, items: list[tuple[str, list[np.ndarray]]]) -> None:
 def test_sync_source_takes_exactly_its_version_sorted_and_drops_the_rest(
     tiny_config, tiny_components, tiny_episode_codec, backend
 ):
-    config = _with(tiny_config, distributed__queue_capacity_work_units=4, distributed__poll_interval_s=0.01)
+    config = with_fields(tiny_config, distributed__queue_capacity_work_units=4, distributed__poll_interval_s=0.01)
     server = start_server(backend, table_specs(config, tiny_components))
     try:
         address = server.address
@@ -259,7 +248,7 @@ def test_sync_source_takes_exactly_its_version_sorted_and_drops_the_rest(
 def test_async_source_drops_episodes_older_than_the_lag_bound(
     tiny_config, tiny_components, tiny_episode_codec, backend
 ):
-    config = _with(
+    config = with_fields(
         tiny_config,
         distributed__mode="async",
         distributed__max_policy_lag=1,
@@ -285,12 +274,13 @@ def test_async_source_drops_episodes_older_than_the_lag_bound(
         source = ReplayBatchSource(
             config, tiny_components, connect(address, 1.0), learner_process=0, publisher=None, should_stop=_never
         )
+        source.dropped_stale = 5  # as if earlier iterations of this process had dropped 5: the metric is per iteration
         batch, metrics = source(_state_at(3))
         # The source reads at most what it still needs. Agent 0 reads v0 v1 v2 v3 (two dropped), then v2 v3, and
         # leaves the last v3 queued; agent 1 reads v3 v1 v2 v2 (one dropped), then v0 (dropped), then v3.
         np.testing.assert_array_equal(batch.ego_id, [0, 0, 0, 0, 1, 1, 1, 1])
         np.testing.assert_array_equal(batch.policy_version, [2, 2, 3, 3, 2, 2, 3, 3])  # sorted within an agent
-        assert source.dropped_stale == 4 and sorted(source.consumed_lags) == [0, 0, 0, 0, 1, 1, 1, 1]
+        assert source.dropped_stale == 5 + 4 and sorted(source.consumed_lags) == [0, 0, 0, 0, 1, 1, 1, 1]
         assert metrics["replay/policy_lag_max"] == 1.0 and metrics["replay/dropped_stale"] == 4
         sizes = connect(address, 1.0).sizes()
         assert sizes[work.episode_table(0, 0)] == 1 and sizes[work.episode_table(1, 0)] == 0
@@ -309,7 +299,7 @@ def test_learner_wait_ends_on_stop_and_times_out_naming_missing_episodes(tiny_co
         )
         with pytest.raises(NodeStoppedError):
             source(_state_at(0))
-        config = _with(tiny_config, distributed__data_timeout_s=0.3, distributed__poll_interval_s=0.01)
+        config = with_fields(tiny_config, distributed__data_timeout_s=0.3, distributed__poll_interval_s=0.01)
         source = ReplayBatchSource(
             config, tiny_components, client, learner_process=0, publisher=None, should_stop=_never
         )
@@ -329,7 +319,7 @@ def plain_loop_state(tiny_config, tiny_components):
 
     def get(work_units_per_agent: int):
         if work_units_per_agent not in cache:
-            config = _with(tiny_config, distributed__work_units_per_agent=work_units_per_agent)
+            config = with_fields(tiny_config, distributed__work_units_per_agent=work_units_per_agent)
             components = tiny_components if work_units_per_agent == 1 else build(config)
             state, _ = train(config, None, components=components, log=lambda line: None)
             cache[work_units_per_agent] = jax.device_get(state)
@@ -339,7 +329,7 @@ def plain_loop_state(tiny_config, tiny_components):
 
 
 def _quick(config, **fields):
-    return _with(config, distributed__rpc_timeout_s=1.0, distributed__poll_interval_s=0.01, **fields)
+    return with_fields(config, distributed__rpc_timeout_s=1.0, distributed__poll_interval_s=0.01, **fields)
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)

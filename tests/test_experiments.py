@@ -1,16 +1,21 @@
 """The experiment runner: numbers against hand computations, and a smoke run of every experiment command.
 
 The smoke runs train one tiny iteration (configs/ipd_tiny.py sizes) of one estimator per experiment into a tmp dir
-and check the files each experiment writes; ipd-fig5b re-uses the ipd-fig5a run, as the real command does.
+and check the files each experiment writes; ipd-fig5b re-uses the ipd-fig5a run, as the real command does. A smoke
+run never writes into the repository's published results/ (checked on the files themselves).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
+import shutil
 import statistics
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -25,6 +30,22 @@ from coala_dist.experiments.report import (
     moving_average,
     read_metrics_csv,
 )
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "results")
+
+
+def results_snapshot() -> dict[str, tuple[int, str]]:
+    """Every file under the repository's results/ with its mtime and content hash: what "untouched" compares."""
+    snapshot = {}
+    for root, _, files in os.walk(RESULTS):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            snapshot[os.path.relpath(path, RESULTS)] = (os.stat(path).st_mtime_ns, digest)
+    return snapshot
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Numbers
@@ -134,7 +155,8 @@ def _smoke(name: str, root: str, **kwargs) -> tuple[dict, str]:
         name,
         num_seeds=1,
         out_dir=out,
-        workdir_root=os.path.join(root, "workdirs"),
+        # Where `coala experiment --smoke --workdir_root=ROOT/workdirs` trains, so the command tests reuse these runs.
+        workdir_root=os.path.join(root, "workdirs", "smoke"),
         smoke=True,
         estimators=("coala",),
         log=lambda line: None,
@@ -162,7 +184,7 @@ def test_smoke_fig5a_then_fig5b_reuses_its_runs(smoke_root):
     _check_outputs("ipd-fig5a", out)
     reward = summary["estimators"]["coala"]["final"]["vs_naive/ego_reward"]["mean"]
     assert -1.0 <= reward <= 2.0  # IPD payoffs bound the reward per step
-    run_dir = os.path.join(smoke_root, "workdirs", "ipd-fig5a", "coala", "seed_0")
+    run_dir = os.path.join(smoke_root, "workdirs", "smoke", "ipd-fig5a", "coala", "seed_0")
     result_mtime = os.path.getmtime(os.path.join(run_dir, "result.json"))
 
     summary, out = _smoke("ipd-fig5b", smoke_root)
@@ -229,7 +251,9 @@ def test_first_seed_selects_the_seeds_of_this_process(smoke_root):
     summary, _ = _smoke("ipd-fig5a", smoke_root, first_seed=0, train_missing=False)
     assert summary["estimators"]["coala"]["seeds"] == [0]
     out = os.path.join(smoke_root, "results", "first-seed")
-    common = dict(out_dir=out, workdir_root=os.path.join(smoke_root, "workdirs"), smoke=True, log=lambda line: None)
+    common = dict(
+        out_dir=out, workdir_root=os.path.join(smoke_root, "workdirs", "smoke"), smoke=True, log=lambda line: None
+    )
     summary = run_experiment("ipd-fig5a", num_seeds=3, first_seed=1, train_missing=False, **common)
     assert summary["estimators"] == {}
     with pytest.raises(ValueError, match="first_seed"):
@@ -316,3 +340,61 @@ def test_head_to_head_numbers_average_the_right_pairs():
     assert numbers["mfos"]["cooperation_vs_other_rule"] == pytest.approx(0.5)
     assert numbers["coala"]["reward_vs_naive"] == pytest.approx((0.1 + 0.3 + 0.5 + 0.7) / 4)
     assert numbers["mfos"]["reward_vs_naive"] == pytest.approx((1.0 + 1.2 + 1.4 + 1.6) / 4)
+
+
+def test_command_smoke_report_goes_under_the_workdir_root(smoke_root, capsys):
+    """`coala experiment NAME --smoke` without --out: its report goes to WORKDIR_ROOT/smoke/NAME/report."""
+    from absl import flags
+
+    from coala_dist.commands import experiment
+
+    before = results_snapshot()
+    root = os.path.join(smoke_root, "workdirs")
+    argv = ["coala experiment", "ipd-fig5a", "--smoke", "--estimators=coala", f"--workdir_root={root}"]
+    try:
+        # Reuses the Fig. 5A smoke run when test_smoke_fig5a_then_fig5b_reuses_its_runs trained it; trains it otherwise.
+        experiment.main(flags.FLAGS(argv))
+    finally:
+        flags.FLAGS.unparse_flags()
+    report = os.path.join(root, "smoke", "ipd-fig5a", "report")
+    _check_outputs("ipd-fig5a", report)
+    assert capsys.readouterr().out.rstrip().splitlines()[-1] == f"report: {report}"
+    assert os.path.exists(os.path.join(root, "smoke", "ipd-fig5a", "coala", "seed_0", "result.json"))
+    assert results_snapshot() == before
+
+
+def test_smoke_refuses_an_out_inside_results(tmp_path, monkeypatch):
+    from coala_dist.experiments import runner
+
+    # Folders that do not exist yet: if the refusal ever broke, a new folder would appear (and be removed below)
+    # instead of a committed table being overwritten.
+    (tmp_path / "link").symlink_to(RESULTS)
+    outs = [
+        os.path.join(RESULTS, "coala-test-refused"),
+        os.path.join(RESULTS, "ipd", "..", "coala-test-refused", "ipd-fig5a"),
+        str(tmp_path / "link" / "coala-test-refused"),
+        RESULTS,
+    ]
+    monkeypatch.setattr(runner, "write_report", lambda *args: pytest.fail("a refused smoke run wrote a report"))
+    before = results_snapshot()
+    try:
+        for out in outs:
+            with pytest.raises(ValueError, match="--smoke never writes into the published results"):
+                run_experiment(
+                    "ipd-fig5a", num_seeds=1, out_dir=out, workdir_root=str(tmp_path / "w"), smoke=True,
+                    log=lambda line: pytest.fail(f"a refused smoke run started: {line}"),
+                )
+        # The command line: one line on stderr, a non-zero exit, nothing trained or written.
+        completed = subprocess.run(
+            [sys.executable, "-m", "coala_dist.cli", "experiment", "ipd-fig5a", "--smoke",
+             "--out=results/coala-test-refused/ipd-fig5a", f"--workdir_root={tmp_path / 'cli'}"],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        shutil.rmtree(os.path.join(RESULTS, "coala-test-refused"), ignore_errors=True)
+    assert completed.returncode != 0
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("coala experiment: --smoke never writes"), completed.stderr
+    assert "results/coala-test-refused/ipd-fig5a" in lines[0]
+    assert not (tmp_path / "w").exists() and not (tmp_path / "cli").exists()
+    assert results_snapshot() == before

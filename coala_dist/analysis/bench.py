@@ -13,11 +13,16 @@ Measured (medians over timed iterations, after one untimed iteration that compil
   dense-matmul FLOP/s at the policy's shapes, the agent-steps/s that speed would allow, and the fraction reached.
 
 Wall times depend on what else the machine runs: the JSON records the load average before and after.
+
+Where the JSON goes (`output_path`): --out if given, else `workdirs/bench/bench.json` (`--quick`:
+`workdirs/bench/bench_quick.json`). The published `results/bench.json` is written only when named with --out, and
+never by a `--quick` run, whose numbers mean nothing.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import platform
 import statistics
@@ -32,6 +37,7 @@ from coala_dist import profiles
 from coala_dist.analysis import flops
 from coala_dist.builder import Components
 from coala_dist.config import default_config, episodes_per_iteration
+from coala_dist.experiments.runner import in_published_results
 from coala_dist.learner import TrainState
 from coala_dist.metrics import ThroughputMetrics, agent_steps_per_iteration
 from coala_dist.train import inprocess_batch_source, learner_loop
@@ -86,6 +92,36 @@ BENCH_KEYS = (
     "flops.limit.update_fraction",
     "wall_time_s",
 )
+
+
+# Default JSON paths (relative to the working directory; workdirs/ is git-ignored). A quick run has its own file so
+# that it does not replace a full run's numbers either.
+DEFAULT_OUT = os.path.join("workdirs", "bench", "bench.json")
+DEFAULT_QUICK_OUT = os.path.join("workdirs", "bench", "bench_quick.json")
+
+
+def output_path(out: str | None, quick: bool) -> str:
+    """Where `coala bench` writes its JSON: `out`, else the default for `quick`.
+
+    Raises a one-line ValueError for a quick run whose `out` lies in the published results (results/).
+    """
+    if out is None:
+        return DEFAULT_QUICK_OUT if quick else DEFAULT_OUT
+    published = in_published_results(out) if quick else None
+    if published is not None:
+        raise ValueError(
+            f"--quick never writes into the published results, and --out={out} is inside {published}; "
+            "drop --out (the JSON goes to workdirs/bench/) or choose a file outside it"
+        )
+    return out
+
+
+def write_json(result: dict[str, Any], path: str) -> str:
+    """Writes the (JSON-safe) bench result to `path`, creating its folder; returns `path`."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    return path
 
 
 def launch_key(launch: str, num_actors: int) -> str:

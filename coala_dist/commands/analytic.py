@@ -3,6 +3,10 @@
 FIGURE is one of fig3a (with Fig. 8), fig3b, fig3c, fig9, fig10, fig4, or `all`. Each writes `<out>/<figure>.png`
 and `<out>/<figure>.json` and rebuilds `<out>/README.md`. Settings come from configs/analytic_ipd.py and can be
 overridden, e.g. `coala analytic fig4 --config.fig4.num_steps=3000`.
+
+--out defaults to workdirs/analytic (git-ignored), so a trial run never replaces the published figures; those are
+rewritten only when named: `coala analytic all --out=results/analytic` (each JSON records its command, --out
+included).
 """
 
 from __future__ import annotations
@@ -24,7 +28,11 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True,
 )
 _SEEDS = flags.DEFINE_integer("seeds", None, "Number of seeds (default: the figure's num_seeds in the config).")
-_OUT = flags.DEFINE_string("out", "results/analytic", "Output directory for PNGs, JSON summaries and README.md.")
+_OUT = flags.DEFINE_string(
+    "out",
+    "workdirs/analytic",
+    "Output directory for PNGs, JSON summaries and README.md; the published ones: --out=results/analytic.",
+)
 
 
 def _command_line(figure: str) -> str:

@@ -1,15 +1,23 @@
-"""`coala bench [--quick] [--out=results/bench.json]`: throughput of this system on this machine, and its limit.
+"""`coala bench [--quick] [--out=FILE]`: throughput of this system on this machine, and its limit.
 
 Measures the rollout (IPD paper config and a Clean Up config), the update (linear and associative scans), the
 end-to-end in-process loop and the distributed launches, and the FLOP limit (see coala_dist/analysis/bench.py).
-Writes the JSON to --out and prints the README table. `--quick` uses test-sized configs (for CI and smoke tests).
+Writes the JSON to --out, by default workdirs/bench/bench.json (`--quick`: workdirs/bench/bench_quick.json), and
+prints the README table and the file's path. The published JSON is rewritten only when named:
+`coala bench --out=results/bench.json`. `--quick` uses test-sized configs (for CI and smoke tests); with an --out
+inside results/ it is refused.
 """
 
 from __future__ import annotations
 
 from absl import flags
 
-_OUT = flags.DEFINE_string("out", "results/bench.json", "Where the JSON goes.")
+_OUT = flags.DEFINE_string(
+    "out",
+    None,
+    "Where the JSON goes; default workdirs/bench/bench.json (--quick: workdirs/bench/bench_quick.json). "
+    "The published results only when named: --out=results/bench.json (refused with --quick).",
+)
 _QUICK = flags.DEFINE_bool("quick", False, "Test-sized configs and few repeats: checks the command, not the machine.")
 _ITERATIONS = flags.DEFINE_integer("iterations", None, "Timed iterations per measurement (default 3; quick 2).")
 _LAUNCHES = flags.DEFINE_list(
@@ -40,15 +48,22 @@ def _parse_launches(values: list[str] | None, quick: bool) -> list[tuple[str, in
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise SystemExit(f"coala bench: unexpected arguments {argv[1:]}")
-    import json
     import os
 
-    from coala_dist.analysis.bench import bench_configs, markdown_table, run_bench
+    from coala_dist.analysis.bench import bench_configs, markdown_table, output_path, run_bench, write_json
     from coala_dist.analysis.runs import json_safe
     from coala_dist.builder import build
 
     quick = _QUICK.value
     launches = _parse_launches(_LAUNCHES.value, quick)
+    try:
+        out = output_path(_OUT.value, quick)
+    except ValueError as error:
+        raise SystemExit(f"coala bench: {error}") from None
+    try:  # before the minutes of measuring: an unwritable folder fails now, in one line
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    except OSError as error:
+        raise SystemExit(f"coala bench: cannot create the folder of --out={out} ({error.strerror})") from None
     iterations = _ITERATIONS.value or (2 if quick else 3)
     components = {name: build(config) for name, config in bench_configs(quick).items()}
     result = run_bench(
@@ -59,9 +74,6 @@ def main(argv: list[str]) -> None:
         matmul_repeats=3 if quick else 10,
     )
     result = json_safe(result | {"quick": quick})
-    if os.path.dirname(_OUT.value):
-        os.makedirs(os.path.dirname(_OUT.value), exist_ok=True)
-    with open(_OUT.value, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(result, out)
     print(markdown_table(result))
-    print(f"wrote {_OUT.value} ({result['wall_time_s']:.0f} s)")
+    print(f"wrote {out} ({result['wall_time_s']:.0f} s)")

@@ -1,9 +1,13 @@
-"""`coala experiment NAME --seeds=5 --out=results/ipd/NAME`: reproduce one of the paper's experiments.
+"""`coala experiment NAME --seeds=5 [--out=DIR]`: reproduce one of the paper's experiments.
 
 NAME is one of ipd-fig5a, ipd-fig5b, ipd-fig5c, ipd-ablation-pnaive0, ipd-h3, cleanup-fig6, cleanup-fig7
-(coala_dist/experiments/definitions.py); results go to results/ipd/NAME or results/cleanup/NAME.
-Runs are trained under --workdir_root and are resumable: re-running the same command skips finished runs and
-continues the others. ipd-fig5b evaluates the ipd-fig5a runs (training them first if needed).
+(coala_dist/experiments/definitions.py). Runs are trained under --workdir_root and are resumable: re-running the
+same command skips finished runs and continues the others. ipd-fig5b evaluates the ipd-fig5a runs (training them
+first if needed).
+
+The report (table.md, summary.json, the PNG, per_seed/) goes to --out, by default WORKDIR_ROOT/NAME/report, next to
+the runs (`--smoke`: WORKDIR_ROOT/smoke/NAME/report); the command prints where. The published results are written
+only when asked for, e.g. `--out=results/ipd/ipd-fig5a`; `--smoke` with an --out inside results/ is refused.
 """
 
 from __future__ import annotations
@@ -14,14 +18,19 @@ _SEEDS = flags.DEFINE_integer("seeds", 5, "Number of seeds (0 … seeds − 1) p
 _FIRST_SEED = flags.DEFINE_integer(
     "first_seed", 0, "Train/report only seeds first_seed … seeds − 1 (split seeds over processes)."
 )
-_OUT = flags.DEFINE_string("out", None, "Results folder; default results/<ipd|cleanup>/NAME.")
+_OUT = flags.DEFINE_string(
+    "out",
+    None,
+    "Report folder; default WORKDIR_ROOT/NAME/report (--smoke: WORKDIR_ROOT/smoke/NAME/report). The published "
+    "results only when named, e.g. --out=results/ipd/NAME (refused with --smoke).",
+)
 _WORKDIR_ROOT = flags.DEFINE_string(
     "workdir_root",
     "workdirs/experiments",
     "Root of the runs' work directories (metrics.csv, result.json, params).",
 )
 _SMOKE = flags.DEFINE_bool(
-    "smoke", False, "One tiny iteration per run (CI); runs go under WORKDIR_ROOT/smoke."
+    "smoke", False, "One tiny iteration per run (CI); runs and report go under WORKDIR_ROOT/smoke."
 )
 _ESTIMATORS = flags.DEFINE_list(
     "estimators", None, "Subset of the experiment's estimators (default: all)."
@@ -45,10 +54,11 @@ def main(argv: list[str]) -> None:
             f"coala experiment: give one experiment NAME out of {', '.join(EXPERIMENTS)}"
         )
     name = names[0]
-    out = _OUT.value or os.path.join("results", EXPERIMENTS[name].results_group, name)
     workdir_root = (
         os.path.join(_WORKDIR_ROOT.value, "smoke") if _SMOKE.value else _WORKDIR_ROOT.value
     )
+    # Next to the runs, not in results/: the committed results change only when the user names them with --out.
+    out = _OUT.value or os.path.join(workdir_root, name, "report")
     overrides = {} if _ITERATIONS.value is None else {"training_iterations": _ITERATIONS.value}
     try:
         run_experiment(
@@ -66,3 +76,4 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"coala experiment: {error}") from None
     with open(os.path.join(out, "table.md")) as f:
         print(f.read())
+    print(f"report: {out}")

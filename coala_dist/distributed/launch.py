@@ -3,13 +3,17 @@
 * `run_inprocess`: the replay node embeds its server (Reverb or in-process queues) in this process; actors are
   threads sharing the learner's compiled rollout; the learner runs in the calling thread. SIGTERM/Ctrl-C (main
   thread) stop the learner after its current iteration (its checkpoint callback saves), then the actors, then the
-  server.
+  server; then `StoppedBySignal` is raised (exit status 130 / 143).
 * `run_on_ray`: each node is a Ray actor process (`ReplayProcess`, `LearnerProcess`, `ActorProcess`, as `ps`
   shows them). Actors get `JAX_PLATFORMS=cpu` and Ray restarts (`max_restarts`, and `max_task_retries` so the
   restarted process resumes `run()`); the learner may ask for accelerators. This driver process only orchestrates:
   it never initialises a JAX backend (on a TPU host only the learner may open the chips). On SIGTERM/Ctrl-C, or
   when the learner finishes, it asks every node to stop, gives them `stop_grace_s`, kills what is left and, for
-  `local`, shuts its Ray instance down, leaving no processes behind.
+  `local`, shuts its Ray instance down, leaving no processes behind; after a signal it then raises
+  `StoppedBySignal` (exit status 130 / 143).
+
+Both raise `SkippedUpdatesError` (one line, exit status 1) once every node has stopped when the learner stopped for
+too many skipped updates (`LearnerResult.failure`).
 
 Every wait here has a timeout and re-checks the stop signal.
 """
@@ -61,6 +65,16 @@ class RunResult:
     dropped_duplicates: int
 
 
+def _raise_if_stopped(learner_result: Any, signum: int | None) -> None:
+    """After every node stopped: a learner failure, else a stop by signal, ends the run with its exit status."""
+    from coala_dist.train import SkippedUpdatesError, StoppedBySignal
+
+    if learner_result is not None and getattr(learner_result, "failure", None):
+        raise SkippedUpdatesError(learner_result.failure)
+    if signum is not None:
+        raise StoppedBySignal(signum)
+
+
 def _result(learner_result: Any, actor_stats: list[dict[str, float]]) -> RunResult:
     return RunResult(
         state=learner_result.state,
@@ -84,6 +98,8 @@ def run_inprocess(program: Program, *, components: Any = None, log: Callable[[st
 
     Raises:
       RuntimeError: an actor thread failed (the learner is stopped first).
+      SkippedUpdatesError: the learner stopped after too many skipped updates (its last good state was saved).
+      StoppedBySignal: SIGINT/SIGTERM stopped the run (after the learner saved its checkpoint).
     """
     from coala_dist.builder import build
     from coala_dist.train import stop_on_signals
@@ -105,6 +121,7 @@ def run_inprocess(program: Program, *, components: Any = None, log: Callable[[st
             stop.set()
 
     threads = [threading.Thread(target=run_actor, args=(spec,), name=spec.name, daemon=True) for spec in program.actors]
+    signum = None
     try:
         for thread in threads:
             thread.start()
@@ -116,6 +133,7 @@ def run_inprocess(program: Program, *, components: Any = None, log: Callable[[st
                 log=log,
             )
             learner_result = learner.run()
+        signum = signalled.signum
     finally:
         stop.set()
         deadline = time.monotonic() + config.distributed.stop_grace_s
@@ -125,6 +143,7 @@ def run_inprocess(program: Program, *, components: Any = None, log: Callable[[st
     if failures:
         name, error = failures[0]
         raise RuntimeError(f"{name} failed: {error!r}") from error
+    _raise_if_stopped(learner_result, signum)
     return _result(learner_result, [actor_stats[s.name] for s in program.actors if s.name in actor_stats])
 
 
@@ -250,6 +269,8 @@ def run_on_ray(
 
     Raises:
       RuntimeError: an actor process failed for good (its restarts used up).
+      SkippedUpdatesError: the learner stopped after too many skipped updates (its last good state was saved).
+      StoppedBySignal: SIGINT/SIGTERM stopped the run (after the learner saved its checkpoint).
     """
     import ray
 
@@ -277,6 +298,7 @@ def run_on_ray(
     actor_refs: dict[Any, str] = {}
     actor_stats: list[dict[str, float]] = []
     learner_result = None
+    signum = None
     try:
         with stop_on_signals() as signalled:
             try:
@@ -296,10 +318,12 @@ def run_on_ray(
                 learner_result = _supervise(learner_refs, actor_refs, learners, signalled, config, log)
             except NodeStoppedError:
                 log("stopped before training started")
+        signum = signalled.signum
     finally:
         actor_stats = _stop_all(handles, actor_refs, config.distributed.stop_grace_s)
         if owns_ray:
             ray.shutdown()
+    _raise_if_stopped(learner_result, signum)
     if learner_result is None:
         return RunResult(None, [], actor_stats, [], 0, 0)
     return _result(learner_result, actor_stats)

@@ -45,7 +45,14 @@ from coala_dist.distributed.sharding import (
 from coala_dist.distributed.work import learner_share, learner_tables
 from coala_dist.learner import TrainState
 from coala_dist.rollout import MetaEpisode
-from coala_dist.train import CheckpointCallback, ConsoleAndCsvLogger, learner_loop, prepare_learner
+from coala_dist.train import (
+    CheckpointCallback,
+    ConsoleAndCsvLogger,
+    SkippedUpdatesError,
+    learner_loop,
+    prepare_learner,
+    with_checkpoint_location,
+)
 
 
 def _leaf_position(codec: TreeCodec, field: str) -> int:
@@ -184,6 +191,7 @@ class ReplayBatchSource:
             self.publisher.publish(state, self.should_stop)
         published = time.perf_counter()
         version = int(state.version)
+        stale_before, duplicates_before = self.dropped_stale, self.dropped_duplicates
         items, queue_size = self._collect_sync(version) if self.sync else self._collect_async(version)
         received = time.perf_counter()
         batch = self.codec.stack(items)
@@ -198,8 +206,9 @@ class ReplayBatchSource:
             "replay/episodes": float(len(items)),
             "replay/policy_lag_mean": float(lags.mean()),
             "replay/policy_lag_max": float(lags.max()),
-            "replay/dropped_stale": float(self.dropped_stale),
-            "replay/dropped_duplicates": float(self.dropped_duplicates),
+            # Per iteration, not this process's totals: a resumed run's rows then add up to the run's total.
+            "replay/dropped_stale": float(self.dropped_stale - stale_before),
+            "replay/dropped_duplicates": float(self.dropped_duplicates - duplicates_before),
         }
         return batch, metrics
 
@@ -214,6 +223,8 @@ class LearnerResult:
       consumed_lags: policy lag of every episode this process consumed.
       dropped_stale: episodes dropped as too old.
       dropped_duplicates: sync episodes received twice.
+      failure: why the learner stopped before the end, as one line (too many skipped updates; the last good state
+        was saved), or None. Returned, not raised: the launcher raises it once every node has stopped.
     """
 
     state: TrainState | None
@@ -221,6 +232,7 @@ class LearnerResult:
     consumed_lags: list[int]
     dropped_stale: int
     dropped_duplicates: int
+    failure: str | None = None
 
 
 class _LatestState:
@@ -247,6 +259,7 @@ class LearnerNode:
       learner_process: this process's index in the learner group.
       components: prebuilt components (in-process launch shares the compiled functions); built if None.
       log: where the primary process's console lines go (default: print).
+      start_over: train from iteration 1 when every checkpoint in `workdir` is unreadable (`prepare_learner`).
     """
 
     def __init__(
@@ -259,10 +272,12 @@ class LearnerNode:
         learner_process: int = 0,
         components: Components | None = None,
         log: Callable[[str], None] | None = None,
+        start_over: bool = False,
     ):
         self.config, self.workdir, self.replay_address = config, workdir, replay_address
         self.should_stop, self.learner_process = should_stop, learner_process
         self.components, self.log = components, log or print
+        self.start_over = start_over
 
     def run(self, coordinator_address: str | None = None) -> LearnerResult:
         """Trains; returns the final state (primary process) and the replay statistics.
@@ -286,9 +301,15 @@ class LearnerNode:
             if block != learner_share(config, self.learner_process):
                 raise ValueError(f"learner process {self.learner_process} holds episodes {block} of the mesh")
         log = self.log if primary else (lambda line: None)
-        components, state, callbacks = prepare_learner(
-            config, self.workdir, components=components, log=log, sharding=replicated(mesh) if sharded else None
+        prepared = prepare_learner(
+            config,
+            self.workdir,
+            components=components,
+            log=log,
+            sharding=replicated(mesh) if sharded else None,
+            start_over=self.start_over,
         )
+        components, state, callbacks = prepared.components, prepared.state, prepared.callbacks
         if not primary:  # one process writes metrics; the others keep the checkpoint callback (Orbax saves jointly)
             for callback in callbacks:
                 if not isinstance(callback, CheckpointCallback):
@@ -307,6 +328,7 @@ class LearnerNode:
             should_stop=self.should_stop,
             mesh=mesh if sharded else None,
         )
+        failure = None
         try:
             if int(state.step) >= config.training_iterations:
                 log(f"run in {self.workdir} already finished: {int(state.step)} of {config.training_iterations}")
@@ -320,9 +342,12 @@ class LearnerNode:
                     [*callbacks, latest],
                     should_stop=self.should_stop,
                     total_iterations=config.training_iterations,
+                    consecutive_skipped_updates=prepared.consecutive_skipped_updates,
                 )
         except NodeStoppedError:
             log(f"learner stopped at iteration {int(latest.state.step)}")
+        except SkippedUpdatesError as error:  # a SystemExit: raised in a Ray worker it would end the process
+            failure = str(with_checkpoint_location(error, callbacks).code)
         finally:
             if publisher is not None:
                 publisher.close()
@@ -333,4 +358,5 @@ class LearnerNode:
             consumed_lags=source.consumed_lags,
             dropped_stale=source.dropped_stale,
             dropped_duplicates=source.dropped_duplicates,
+            failure=failure,
         )

@@ -95,6 +95,7 @@ def make_program(
     mode: str | None = None,
     workdir: str | None = None,
     replay: str | None = None,
+    start_over: bool = False,
 ) -> Program:
     """Validates the options and describes the program's nodes.
 
@@ -107,6 +108,8 @@ def make_program(
       workdir: the run's directory (checkpoints, metrics.csv), or None.
       replay: the replay backend (auto | reverb | ray | queues); default `config.distributed.replay`. The program's
         config holds the resolved name (`auto` becomes what it chose for this launch and install).
+      start_over: the learner trains from iteration 1 when every checkpoint in `workdir` is unreadable, moving them
+        and metrics.csv aside (`coala_dist.train.prepare_learner`), instead of refusing.
 
     Raises:
       ValueError: naming the offending option, before any node exists.
@@ -157,6 +160,7 @@ def make_program(
             learner_process=learner_process,
             components=components,
             log=log,
+            start_over=start_over,
         )
 
     def build_actor(actor_id: int, *, replay_address: str, should_stop, components=None):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up chatter (CUDA/TensorRT probes) on CPU machines
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's start-up chatter (CUDA/TensorRT probes) on CPU machines
 
 import numpy as np  # noqa: E402
 import reverb  # noqa: E402

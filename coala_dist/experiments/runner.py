@@ -8,12 +8,16 @@ Re-running the same command skips runs whose result.json matches the requested b
 through `train(config, workdir)` (which resumes from a checkpoint in the workdir when one exists). Runs are
 sequential: each goes through the one training loop, and the estimator's components (compiled rollout and update)
 are shared by its seeds.
+
+The published results live in the repository's `results/` folder; a smoke run never writes there
+(`in_published_results`), so a CI or test run cannot replace a committed table with a 1-seed, 1-iteration one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pathlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,6 +42,27 @@ PARAMS_FILE = "params.msgpack"
 EVALUATION_EPISODES_PER_INITIALISATION = 2
 # Evaluation meta-episodes per ordered pair of meta agents.
 EVALUATION_EPISODES_PER_META_PAIR = 4
+
+
+def published_results_folders() -> tuple[pathlib.Path, ...]:
+    """The folders holding committed, published results, resolved.
+
+    `results/` next to the coala_dist package (a checkout, or an editable install of one) and `./results` (a
+    checkout used from its root with a non-editable install, where the package lives in site-packages).
+    """
+    import coala_dist
+
+    package_root = pathlib.Path(coala_dist.__file__).resolve().parent.parent
+    return tuple(dict.fromkeys((package_root / "results", pathlib.Path("results").resolve())))
+
+
+def in_published_results(path: str) -> pathlib.Path | None:
+    """The published results folder that `path` is or lies inside (after resolving `..` and symlinks), else None."""
+    target = pathlib.Path(path).resolve()
+    for folder in published_results_folders():
+        if target == folder or folder in target.parents:
+            return folder
+    return None
 
 
 def run_directory(workdir_root: str, experiment: Experiment, estimator: str, seed: int) -> str:
@@ -172,7 +197,7 @@ def run_experiment(
       num_seeds: seeds first_seed … num_seeds − 1.
       out_dir: where the results go (per-seed CSV/JSON, summary.json, table.md, the PNG).
       workdir_root: root of the runs' work directories (see the module docstring).
-      smoke: one tiny iteration per run (CI).
+      smoke: one tiny iteration per run (CI); refused with an `out_dir` inside the published results.
       estimators: a subset of the experiment's estimators; all of them if None.
       extra_overrides: dotted config overrides applied to every run (e.g. a different budget).
       train_missing: train runs that are not finished; if False, only report the finished ones.
@@ -189,6 +214,12 @@ def run_experiment(
         )
     if not 0 <= first_seed < num_seeds:
         raise ValueError(f"first_seed={first_seed} must be in [0, seeds={num_seeds})")
+    published = in_published_results(out_dir) if smoke else None
+    if published is not None:  # checked before any training: a smoke report would replace the committed one
+        raise ValueError(
+            f"--smoke never writes into the published results, and --out={out_dir} is inside {published}; "
+            "drop --out (the report goes under the workdir root) or choose a folder outside it"
+        )
     experiment = EXPERIMENTS[name]
     training = EXPERIMENTS[experiment.training_experiment]
     estimators = tuple(estimators or experiment.estimators)

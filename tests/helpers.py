@@ -1,0 +1,39 @@
+"""Helpers shared by several test modules (importable because pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def with_fields(config, **fields):
+    """A copy of `config` with dotted fields (`a__b` for a.b) replaced."""
+    config = config.copy_and_resolve_references()
+    for name, value in fields.items():
+        *parents, last = name.split("__")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return config
+
+
+def coala_train_command(workdir, *flags: str) -> list[str]:
+    """`coala train` on the tiny config in `workdir`, as a subprocess argument list (run it with cwd=REPO)."""
+    return [sys.executable, "-m", "coala_dist.cli", "train", "--config=configs/ipd_tiny.py", f"--workdir={workdir}",
+            *flags]
+
+
+def results_snapshot() -> dict[str, tuple[int, str]]:
+    """Every file under the repository's results/ with its mtime and content hash: what "untouched" compares."""
+    snapshot = {}
+    for root, _, files in os.walk(os.path.join(REPO, "results")):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            snapshot[os.path.relpath(path, REPO)] = (os.stat(path).st_mtime_ns, digest)
+    return snapshot
