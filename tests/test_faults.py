@@ -280,7 +280,7 @@ def test_coala_train_stops_when_every_update_is_non_finite(tiny_config, tiny_com
     result = _run(coala_train_command(workdir, *overrides))
     assert result.returncode == 1, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("training stopped at iteration 2: 2 iterations in a row skipped an update"), last
+    assert last.startswith("coala train: training stopped at iteration 2: 2 iterations in a row skipped an update")
     assert f"saved as {workdir / 'checkpoints' / '0'}" in last
     assert "Traceback" not in result.stderr
     assert "skipped 2 (1 in a row)" in result.stdout and "skipped 4 (2 in a row)" in result.stdout

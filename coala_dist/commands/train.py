@@ -146,6 +146,7 @@ def main(argv: list[str]) -> None:
         print(f"coala train: no --workdir given: writing to {workdir} (--workdir={workdir} resumes)", file=sys.stderr)
 
     from coala_dist.checkpoint import IncompatibleCheckpointError, UnreadableCheckpointsError
+    from coala_dist.train import SkippedUpdatesError
 
     try:  # what the early look could not see (every state corrupt while its config reads) is one line too
         if program is None:
@@ -162,3 +163,5 @@ def main(argv: list[str]) -> None:
         launch(program, ray_address=_RAY_ADDRESS.value or os.environ.get("RAY_ADDRESS"))
     except (IncompatibleCheckpointError, UnreadableCheckpointsError) as error:
         raise SystemExit(f"coala train: {error}") from None
+    except SkippedUpdatesError as error:  # its message is the one line (exit status 1); signals keep their codes
+        raise SystemExit(f"coala train: {error.code}") from None
