@@ -8,7 +8,6 @@ run never writes into the repository's published results/ (checked on the files 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -19,6 +18,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import results_snapshot
 
 from coala_dist.experiments import EXPERIMENTS, experiment_config, run_experiment
 from coala_dist.experiments.definitions import apply_overrides, load_config_file
@@ -33,18 +33,6 @@ from coala_dist.experiments.report import (
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "results")
-
-
-def results_snapshot() -> dict[str, tuple[int, str]]:
-    """Every file under the repository's results/ with its mtime and content hash: what "untouched" compares."""
-    snapshot = {}
-    for root, _, files in os.walk(RESULTS):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-            snapshot[os.path.relpath(path, RESULTS)] = (os.stat(path).st_mtime_ns, digest)
-    return snapshot
 
 
 # ---------------------------------------------------------------------------------------------------------------
