@@ -243,6 +243,7 @@ def validate_distributed(config: ml_collections.ConfigDict) -> None:
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks every field; raises a one-line ValueError naming the first bad one. Returns the config."""
+    from coala_dist import keys  # imports JAX: not at module level, so `coala --help` stays fast
     from coala_dist.rl.estimators import ESTIMATORS
 
     for field in (
@@ -266,6 +267,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "meta.ppo_num_epochs",
     ):
         _check_positive_int(config, field)
+    # Versions and episode indices must stay below the reserved key indices (coala_dist.keys).
+    if config.training_iterations > keys.MAX_VERSION:
+        _fail("training_iterations", config.training_iterations, f"must be at most {keys.MAX_VERSION}")
+    if episodes_per_iteration(config) > keys.MAX_VERSION:
+        limit = keys.MAX_VERSION
+        _fail("meta_batch_size", config.meta_batch_size, f"times population_size_meta must be at most {limit}")
     _check_in(config.env.name, "env.name", ENV_NAMES)
     _check_in(config.estimator, "estimator", ESTIMATORS)
     if config.agent_estimators:

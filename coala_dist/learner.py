@@ -24,19 +24,13 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from coala_dist import compat
+from coala_dist import compat, keys
 from coala_dist.config import agent_estimators
 from coala_dist.networks.policy import HawkPolicy, init_policy_params
 from coala_dist.rl import estimators
 from coala_dist.rl.losses import a2c_loss, ppo_loss
 from coala_dist.rl.optim import make_optimizer
 from coala_dist.rollout import MetaEpisode
-
-# Whether the rule sums the policy gradient over the B trajectories of a naive-opponent episode (paper.md §2.2):
-# COALA-PG and M-FOS sum (Eq. 5, Eq. 26); batch-unaware averages (Eq. 6).
-UPDATE_KEY_INDEX = 2**31 - 1
-
-SUMS_OVER_BATCH = {"coala": True, "mfos": True, "batch_unaware": False}
 
 
 class TrainState(NamedTuple):
@@ -46,7 +40,7 @@ class TrainState(NamedTuple):
       meta_params: parameters of the P meta agents, stacked on a leading [P] axis.
       opt_state: their optimiser states, stacked on [P].
       naive_params: the K static naive initialisations, stacked on [K] (unused with dynamic naive agents).
-      run_key: the run's root PRNG key; episode keys are folded from it (see `rollout.episode_key`).
+      run_key: the run's root PRNG key; episode keys are folded from it (see `coala_dist.keys`).
       step: [] int32, updates applied.
       version: [] int32, version of `meta_params` (incremented by every update, applied or skipped).
       skipped_updates: [] int32, updates skipped because the loss or a gradient was not finite.
@@ -99,7 +93,7 @@ class Learner:
 
     def _init(self, key: jax.Array) -> TrainState:
         c = self.config
-        meta_key, naive_key, run_key = jax.random.split(key, 3)
+        meta_key, naive_key, run_key = keys.init_keys(key)
         meta_params = _stack_init(self.policy, meta_key, c.population_size_meta, self.obs_dim)
         naive_params = _stack_init(self.policy, naive_key, c.population_size_naive, self.obs_dim)
         zero = jnp.zeros((), jnp.int32)
@@ -121,9 +115,12 @@ class Learner:
     # Targets
     def _rule_flags(self) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Per meta agent [P] bools of its naive-opponent rule: (average_future, normalize_current, sum_over_batch)."""
-        rules = agent_estimators(self.config)
-        flags = [estimators.estimator_flags(rule) + (SUMS_OVER_BATCH[rule],) for rule in rules]
-        return tuple(jnp.array([f[i] for f in flags]) for i in range(3))
+        rules = [estimators.get_estimator(name) for name in agent_estimators(self.config)]
+        return (
+            jnp.array([rule.average_future_episodes for rule in rules]),
+            jnp.array([rule.normalize_current_episode for rule in rules]),
+            jnp.array([rule.sum_over_batch for rule in rules]),
+        )
 
     def _targets(self, batch: MetaEpisode, rule_flags) -> tuple[jax.Array, jax.Array]:
         """Advantages and value targets for one agent's meta-batch [N, B, L] under its rule's flags."""
@@ -289,9 +286,7 @@ class Learner:
         per_agent = jax.tree_util.tree_map(
             lambda x: x.reshape((c.population_size_meta, c.meta_batch_size) + x.shape[1:]), batch
         )
-        # Episode keys fold in indices [0, P·N); the update key folds in an index no episode uses.
-        update_key = jax.random.fold_in(jax.random.fold_in(state.run_key, state.version), UPDATE_KEY_INDEX)
-        agent_keys = jax.random.split(update_key, c.population_size_meta)
+        agent_keys = jax.random.split(keys.update_key(state.run_key, state.version), c.population_size_meta)
         params, opt_state, all_finite, stats = jax.vmap(self._update_agent)(
             state.meta_params, state.opt_state, per_agent, agent_keys, self._rule_flags()
         )

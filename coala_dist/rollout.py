@@ -11,7 +11,7 @@ of T steps (L = M·T). The three time scales are explicit:
   state is reset only at l = 0 and carried across inner episodes. A meta co-player is treated the same way and never
   learns inside a rollout.
 
-Randomness comes from `episode_key(run_key, version, episode_index)`, never from a carried key, so an episode is
+Randomness comes from `keys.episode_key(run_key, version, episode_index)`, never from a carried key, so an episode is
 the same whichever actor generates it.
 """
 
@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from coala_dist import keys
 from coala_dist.envs.base import TwoPlayerEnv, episode_metrics
 from coala_dist.networks.policy import HawkPolicy
 from coala_dist.pool import Pairing, coplayer_params, sample_pairing, select_params
@@ -61,11 +62,6 @@ class MetaEpisode(NamedTuple):
     policy_version: jax.Array
     episode_index: jax.Array
     metrics: dict[str, jax.Array]
-
-
-def episode_key(run_key: jax.Array, version: jax.Array, episode_index: jax.Array) -> jax.Array:
-    """The key of one meta-episode: fold_in(fold_in(run_key, version), episode_index)."""
-    return jax.random.fold_in(jax.random.fold_in(run_key, version), episode_index)
 
 
 def _act(policy: HawkPolicy, params, obs, segment_pos, cache, key):
@@ -228,7 +224,7 @@ class Rollout:
           version: [] int32 policy version of `meta_params`.
           episode_index: [] int32 in [0, P · meta_batch_size).
         """
-        key = episode_key(run_key, version, episode_index)
+        key = keys.episode_key(run_key, version, episode_index)
         pairing_key, play_key = jax.random.split(key)
         ego_id = (episode_index // self.meta_batch_size).astype(jnp.int32)
         pairing: Pairing = sample_pairing(

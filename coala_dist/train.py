@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from coala_dist import keys
 from coala_dist.builder import Components, build
 from coala_dist.checkpoint import Checkpointer, abstract_train_state, timestamped_aside
 from coala_dist.learner import TrainState
@@ -425,7 +426,7 @@ def prepare_learner(
       UnreadableCheckpointsError: the workdir holds checkpoints, none is readable, and not `start_over`.
     """
     components = components or build(config)
-    key = jax.random.PRNGKey(config.seed)
+    key = keys.seed_key(config.seed)
     state = None
     consecutive = 0
     checkpointer = None

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from coala_dist.keys import episode_key
 from coala_dist.pool import coplayer_params, sample_pairing, select_params
-from coala_dist.rollout import episode_key
 
 
 def _oracle_episode(components, config, state, episode_index):

@@ -33,7 +33,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from coala_dist import profiles
+from coala_dist import keys, profiles
 from coala_dist.analysis import flops
 from coala_dist.builder import Components
 from coala_dist.config import default_config, episodes_per_iteration
@@ -192,7 +192,7 @@ def time_inprocess_loop(
     config = components.config
     recorder = _Recorder()
     if state is None:
-        state = components.learner.init(jax.random.PRNGKey(config.seed))
+        state = components.learner.init(keys.seed_key(config.seed))
     learner_loop(
         components,
         state,
@@ -355,7 +355,7 @@ def run_bench(
         log(f"bench: {name}: in-process loop, 1 + {timed_iterations} iterations")
         built = components[name]
         if id(built) not in fresh:
-            fresh[id(built)] = built.learner.init(jax.random.PRNGKey(built.config.seed))
+            fresh[id(built)] = built.learner.init(keys.seed_key(built.config.seed))
         loops[name], states[name] = time_inprocess_loop(built, timed_iterations, fresh[id(built)])
         loop = loops[name]
         result["rollout"][name] = {

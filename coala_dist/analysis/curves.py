@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from coala_dist.analysis.runs import ESTIMATOR_LABELS, Run
+from coala_dist.analysis.runs import Run
+from coala_dist.rl.estimators import REGISTRY
 
 # (metric key, panel title), in the order panels are filled; metrics no run has are skipped.
 CANDIDATE_METRICS = (
@@ -30,7 +31,6 @@ CANDIDATE_METRICS = (
     ("vs_meta/zapped_player_1", "zapped per step between meta agents"),
 )
 MAX_DEFAULT_PANELS = 6
-ESTIMATOR_COLORS = {"COALA-PG": "tab:blue", "M-FOS": "tab:orange", "batch-unaware": "tab:green"}
 OTHER_COLORS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan")
 
 
@@ -92,7 +92,7 @@ def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.group, []).append(run)
-    known = [label for label in ESTIMATOR_LABELS.values() if label in groups]
+    known = [rule.label for rule in REGISTRY.values() if rule.label in groups]
     return {name: groups[name] for name in known + sorted(set(groups) - set(known))}
 
 
@@ -152,7 +152,8 @@ def plot_runs(
     summary: dict = {"metrics": metrics, "smoothing": smoothing, "groups": {}}
     ipd_only = all(run.config is not None and run.config.get("env", {}).get("name") == "ipd" for run in runs)
     other_colors = iter(OTHER_COLORS * 10)
-    colors = {name: ESTIMATOR_COLORS.get(name) or next(other_colors) for name in groups}
+    known_colors = {rule.label: rule.color for rule in REGISTRY.values()}
+    colors = {name: known_colors.get(name) or next(other_colors) for name in groups}
     for name, members in groups.items():
         summary["groups"][name] = {"seeds": len(members), "workdirs": [r.workdir for r in members], "final": {}}
     for index, metric in enumerate(metrics):

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from coala_dist import keys
 from coala_dist.analysis.runs import config_from_saved, json_safe, saved_config
 from coala_dist.builder import Components, build
 from coala_dist.checkpoint import Checkpointer, abstract_train_state
@@ -35,7 +36,6 @@ from coala_dist.rollout import MetaEpisode
 
 # Folded into the run's seed: evaluation episodes never share a key with training episodes (those come from the
 # run key, a split of the same seed).
-EVALUATION_KEY_INDEX = 0x0E7A_1000
 IPD_STATE_NAMES = ("start", "CC", "CD", "DC", "DD")
 CLEANUP_METRICS = (
     ("own_return", "own return / inner episode"),
@@ -183,7 +183,7 @@ def play_evaluation_episodes(components: Components, state: TrainState, rounds: 
 
     Uses the compiled training rollout with an evaluation key, so evaluation compiles nothing new.
     """
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), EVALUATION_KEY_INDEX)
+    key = keys.evaluation_key(seed, keys.EVALUATION_OF_TRAINING_ROLLOUT)
     indices = components.rollout.iteration_indices()
     naive = components.learner.naive_initialisations(state)
     batches = [
@@ -264,7 +264,7 @@ def restore_workdir(workdir: str, components: Components | None = None) -> tuple
         workdir, save_every=config.checkpoint.save_every, max_to_keep=config.checkpoint.max_to_keep
     )
     try:
-        abstract_state = abstract_train_state(components.learner.init, jax.random.PRNGKey(config.seed))
+        abstract_state = abstract_train_state(components.learner.init, keys.seed_key(config.seed))
         state = checkpointer.restore_latest(abstract_state, config)
     finally:
         checkpointer.close()

@@ -15,8 +15,7 @@ import ml_collections
 import numpy as np
 
 from coala_dist.config import default_config
-
-ESTIMATOR_LABELS = {"coala": "COALA-PG", "mfos": "M-FOS", "batch_unaware": "batch-unaware"}
+from coala_dist.rl import estimators
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Run:
     def group(self) -> str:
         """What runs are averaged over (seeds): the estimator's name, else the work directory's name."""
         if self.estimator is not None:
-            return ESTIMATOR_LABELS.get(self.estimator, self.estimator)
+            return estimators.label(self.estimator)
         return os.path.basename(os.path.normpath(self.workdir))
 
 

@@ -9,6 +9,7 @@ import os
 
 from ml_collections import config_flags
 
+from coala_dist import keys
 from coala_dist.configs import CONFIG_DIR
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -33,7 +34,7 @@ def main(argv: list[str]) -> None:
     except ValueError as error:
         raise SystemExit(f"coala play: {error}") from None
     components = build(config)
-    state = components.learner.init(jax.random.PRNGKey(config.seed))
+    state = components.learner.init(keys.seed_key(config.seed))
     episode = components.rollout_episodes(
         state.meta_params, state.naive_params, state.run_key, state.version, jnp.zeros((1, 1), jnp.int32)
     )

@@ -5,7 +5,7 @@
   fold_in(run_key, v, e)), then waits for v + 1.
 * **async**: the actor never waits for the learner: before each work unit it adopts whatever newer parameters its
   background fetch has brought (`ParamsClient.update`) and rolls out the next agent's unit in round robin. Its
-  episodes take their keys from a stream of its own (`async_run_key`), so two actors never duplicate an episode;
+  episodes take their keys from a stream of its own (`keys.async_run_key`), so two actors never duplicate an episode;
   async runs are not reproducible and do not try to be. Only the queue's rate limiter can block it.
 
 Timers (cleanba style) are summed per actor and returned by `run`; the learner is the only node writing metrics.
@@ -23,27 +23,13 @@ from typing import Any
 import jax
 import ml_collections
 
+from coala_dist import keys
 from coala_dist.builder import Components, build
 from coala_dist.config import episodes_per_work_unit
 from coala_dist.distributed.codec import PublishedParams, episode_codec, params_codec
 from coala_dist.distributed.params import NodeStoppedError, ParamsClient
 from coala_dist.distributed.replay import connect
 from coala_dist.distributed.work import WorkUnit, actor_work_units, unit_table, work_units
-
-# fold_in index of the async key streams: versions (the first fold_in of every sync episode key) never reach it.
-ASYNC_STREAM_INDEX = 2**31 - 2
-
-
-def async_run_key(run_key: jax.Array, actor_id: int, incarnation: int, unit_counter: int) -> jax.Array:
-    """The run key an async actor passes to `Rollout.episodes` for its `unit_counter`-th unit.
-
-    Episode keys are then fold_in(async_run_key, version, episode_index): distinct for every (actor, incarnation,
-    unit), so concurrent actors (and a restarted one) never produce the same episode twice.
-    """
-    key = jax.random.fold_in(run_key, ASYNC_STREAM_INDEX)
-    for data in (actor_id, incarnation, unit_counter):
-        key = jax.random.fold_in(key, data)
-    return key
 
 
 @dataclasses.dataclass
@@ -158,7 +144,7 @@ class Actor:
                 last_version = self.params.version
                 self.stats.versions += 1
             unit = units[(self.actor_id + counter) % len(units)]  # every agent in turn, actors offset
-            key = async_run_key(params.run_key, self.actor_id, incarnation, counter)
+            key = keys.async_run_key(params.run_key, self.actor_id, incarnation, counter)
             if not self._roll_out_and_write(params, unit, key, writer):
                 return
             counter += 1

@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-ALL_ESTIMATORS = ("coala", "mfos", "batch_unaware")
+from coala_dist.rl.estimators import ESTIMATORS
 
 # Labels of the training metrics used in tables and plots (keys as written by coala_dist.metrics).
 METRIC_LABELS = {
@@ -111,7 +111,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             ),
             config_file="ipd_cpu_pure_shaping.py",
             overrides={},
-            estimators=ALL_ESTIMATORS,
+            estimators=ESTIMATORS,
             headline_metrics=_PURE_SHAPING_METRICS,
         ),
         Experiment(
@@ -122,7 +122,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             ),
             config_file="ipd_cpu_pure_shaping.py",
             overrides={},
-            estimators=ALL_ESTIMATORS,
+            estimators=ESTIMATORS,
             headline_metrics=_PURE_SHAPING_METRICS,
             runs_from="ipd-fig5a",
             within_meta_episode=True,
@@ -135,7 +135,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             ),
             config_file="ipd_cpu_mixed_pool.py",
             overrides={},
-            estimators=ALL_ESTIMATORS,
+            estimators=ESTIMATORS,
             headline_metrics=_MIXED_POOL_METRICS,
         ),
         Experiment(
@@ -173,7 +173,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             config_file="cleanup_cpu_pure_shaping.py",
             paper_config_file="cleanup_pure_shaping.py",
             overrides={},
-            estimators=ALL_ESTIMATORS,
+            estimators=ESTIMATORS,
             headline_metrics=(
                 "vs_naive/ego_reward",
                 "vs_naive/coplayer_reward",
@@ -195,7 +195,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             config_file="cleanup_cpu_mixed_pool.py",
             paper_config_file="cleanup_mixed_pool.py",
             overrides={},
-            estimators=ALL_ESTIMATORS,
+            estimators=ESTIMATORS,
             headline_metrics=(
                 "vs_meta/ego_reward",
                 "vs_meta/cleaning_discrepancy",

@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from coala_dist import keys
 from coala_dist.builder import Components
 from coala_dist.pool import select_params
 
 # Folded into the run's seed so evaluation episodes never reuse a training episode's key.
-EVALUATION_KEY_INDEX = 0x5EED_E7A1
 
 
 def defection_rates(cooperation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +85,7 @@ def evaluate_against_naive(
     Returns:
       metric name -> [P·K·r][M] nested lists (JSON-ready): rows grouped by meta agent.
     """
-    base = jax.random.fold_in(jax.random.PRNGKey(seed), EVALUATION_KEY_INDEX)
+    base = keys.evaluation_key(seed, keys.EVALUATION_AGAINST_NAIVE)
     per_agent = [
         jax.device_get(
             evaluator(meta_params, naive_params, jnp.int32(i), jax.random.fold_in(base, i))
@@ -129,7 +129,7 @@ def evaluate_between_meta_agents(
       metric name (every key of `MetaEpisode.metrics`, e.g. "ego_reward", "cooperate_player_1") -> [P][P]: entry
       [i][j] is agent i's mean over the evaluation meta-episodes when it plays agent j; None on the diagonal.
     """
-    base = jax.random.fold_in(jax.random.PRNGKey(seed), EVALUATION_KEY_INDEX + 1)
+    base = keys.evaluation_key(seed, keys.EVALUATION_BETWEEN_META_AGENTS)
     out: dict[str, list[list[float | None]]] = {}
     for i in range(population_size_meta):
         for j in range(population_size_meta):

@@ -17,9 +17,7 @@ import numpy as np
 
 from coala_dist.experiments.definitions import METRIC_LABELS, Experiment
 from coala_dist.experiments.evaluation import defection_rates
-
-ESTIMATOR_LABELS = {"coala": "COALA-PG", "mfos": "M-FOS", "batch_unaware": "batch-unaware"}
-ESTIMATOR_COLORS = {"coala": "tab:blue", "mfos": "tab:orange", "batch_unaware": "tab:green"}
+from coala_dist.rl.estimators import REGISTRY
 
 
 def read_metrics_csv(path: str) -> list[dict[str, float]]:
@@ -248,7 +246,7 @@ def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> 
         lines.append("|" + "---|" * len(header))
         for entry in summary["estimators"].values():
             for rule, numbers in entry["head_to_head"].items():
-                cells = [ESTIMATOR_LABELS[rule], str(len(entry["seeds"]))]
+                cells = [REGISTRY[rule].label, str(len(entry["seeds"]))]
                 cells += [_format(v["mean"], v["std"]) for v in numbers.values()]
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")  # then the training numbers of the whole pool
@@ -284,8 +282,8 @@ def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> 
 def _run_label(experiment: Experiment, estimator: str) -> str:
     """What one line of a plot is: the estimator, or the whole pool's rules for a head-to-head experiment."""
     if experiment.agent_estimators:
-        return " + ".join(ESTIMATOR_LABELS[rule] for rule in experiment.agent_estimators)
-    return ESTIMATOR_LABELS[estimator]
+        return " + ".join(REGISTRY[rule].label for rule in experiment.agent_estimators)
+    return REGISTRY[estimator].label
 
 
 def plot_training_curves(
@@ -316,7 +314,7 @@ def plot_training_curves(
             iterations = np.arange(1, length + 1)
             mean = np.nanmean(curves, axis=0)
             std = np.nanstd(curves, axis=0, ddof=1) if len(mine) > 1 else np.zeros_like(mean)
-            color = ESTIMATOR_COLORS[estimator]
+            color = REGISTRY[estimator].color
             ax.plot(
                 iterations,
                 mean,
@@ -361,14 +359,14 @@ def plot_within_meta_episode(experiment: Experiment, runs: list[dict], path: str
             mean = curves.mean(axis=0)
             std = curves.std(axis=0, ddof=1) if len(mine) > 1 else np.zeros_like(mean)
             episodes = np.arange(1, curves.shape[1] + 1)
-            color = ESTIMATOR_COLORS[estimator]
+            color = REGISTRY[estimator].color
             ax.plot(
                 episodes,
                 mean,
                 marker="o",
                 ms=3,
                 color=color,
-                label=f"{ESTIMATOR_LABELS[estimator]}",
+                label=f"{REGISTRY[estimator].label}",
             )
             ax.fill_between(episodes, mean - std, mean + std, color=color, alpha=0.2)
         ax.set_title(f"defection rate: {title}", fontsize=10)

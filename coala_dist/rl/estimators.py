@@ -1,14 +1,16 @@
 """Policy-gradient estimators as Algorithm 1 flag settings (paper.md §2.2–§2.6).
 
-| estimator       | return weight of action aᵇₗ                     | flags (avg_future, norm_cur) |
-|-----------------|-------------------------------------------------|------------------------------|
-| "coala"         | (1/B)·own rest of episode + batch-mean future   | (True, True)                 |
-| "mfos"          | own rest of episode + batch-mean future         | (True, False)                |
-| "batch_unaware" | own rest of meta-trajectory                     | (False, False)               |
+| estimator       | return weight of action aᵇₗ                     | flags (avg_future, norm_cur) | over b |
+|-----------------|-------------------------------------------------|------------------------------|--------|
+| "coala"         | (1/B)·own rest of episode + batch-mean future   | (True, True)                 | Σ      |
+| "mfos"          | own rest of episode + batch-mean future         | (True, False)                | Σ      |
+| "batch_unaware" | own rest of meta-trajectory                     | (False, False)               | mean   |
 
-"coala" and "mfos" sum the policy gradient over the B trajectories, "batch_unaware" averages it
-(see `coala_dist.rl.losses`, `sum_over_batch`). Against another meta agent the learner always uses
-the batch-unaware flags: its B trajectories are independent (paper.md §2.2).
+`REGISTRY` is the one definition of each estimator (name → Algorithm 1 flags, Σ or mean of the policy
+gradient over the B trajectories of a naive-opponent episode, label and colour for reports); config
+validation, the learner, the experiments and every report read it. Adding an estimator is one entry
+here plus its own loss. Against another meta agent the learner always uses the batch-unaware flags:
+its B trajectories are independent (paper.md §2.2).
 
 Value convention in this module: `values[:, t]` = V̂(h_t), the critic's output at step t *before*
 acting, as the rollout records it. Only the end of the meta-trajectory is terminal; inner-episode
@@ -18,6 +20,8 @@ is the first value of the next inner episode of the same trajectory.
 
 from __future__ import annotations
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -26,20 +30,53 @@ from coala_dist.rl.returns import BoolLike, batch_lambda_returns
 
 Array = jax.Array
 
-ESTIMATORS = ("coala", "mfos", "batch_unaware")
+@dataclasses.dataclass(frozen=True)
+class Estimator:
+    """One naive-opponent policy-gradient rule (paper.md §2.2 table).
 
-_ESTIMATOR_FLAGS = {
-    "coala": (True, True),
-    "mfos": (True, False),
-    "batch_unaware": (False, False),
+    Attributes:
+      name: the config value (`estimator`, `agent_estimators`).
+      average_future_episodes: Algorithm 1 flag: future inner episodes' returns averaged over the batch.
+      normalize_current_episode: Algorithm 1 flag: the current inner episode's own return divided by B.
+      sum_over_batch: the policy gradient of a naive-opponent episode is summed over its B trajectories
+        (Eq. 5, Eq. 26) instead of averaged (Eq. 6); see `coala_dist.rl.losses`.
+      label: the name reports and plots print.
+      color: its matplotlib colour in every plot (kept here so all figures agree).
+    """
+
+    name: str
+    average_future_episodes: bool
+    normalize_current_episode: bool
+    sum_over_batch: bool
+    label: str
+    color: str
+
+
+REGISTRY: dict[str, Estimator] = {
+    e.name: e
+    for e in (
+        Estimator("coala", True, True, True, "COALA-PG", "tab:blue"),
+        Estimator("mfos", True, False, True, "M-FOS", "tab:orange"),
+        Estimator("batch_unaware", False, False, False, "batch-unaware", "tab:green"),
+    )
 }
+
+ESTIMATORS = tuple(REGISTRY)
+
+
+def get_estimator(name: str) -> Estimator:
+    """The registered estimator `name`.
+
+    Raises:
+      ValueError: for an unknown name; the message lists the valid ones.
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"Unknown estimator {name!r}; valid estimators are {ESTIMATORS}.")
+    return REGISTRY[name]
 
 
 def estimator_flags(estimator: str) -> tuple[bool, bool]:
     """Algorithm 1 flags of a policy-gradient estimator (paper.md §2.2 table).
-
-    Args:
-      estimator: one of `ESTIMATORS`.
 
     Returns:
       (average_future_episodes, normalize_current_episode).
@@ -47,9 +84,13 @@ def estimator_flags(estimator: str) -> tuple[bool, bool]:
     Raises:
       ValueError: for an unknown estimator name; the message lists the valid ones.
     """
-    if estimator not in _ESTIMATOR_FLAGS:
-        raise ValueError(f"Unknown estimator {estimator!r}; valid estimators are {ESTIMATORS}.")
-    return _ESTIMATOR_FLAGS[estimator]
+    rule = get_estimator(estimator)
+    return rule.average_future_episodes, rule.normalize_current_episode
+
+
+def label(name: str) -> str:
+    """The report label of estimator `name` (the name itself when it is not registered, e.g. a group of runs)."""
+    return REGISTRY[name].label if name in REGISTRY else name
 
 
 def _next_values(values: Array) -> Array:
