@@ -12,11 +12,12 @@ from collections.abc import Callable
 import jax
 import ml_collections
 
-from coala_dist.config import meta_coplayer_mask, validate
+from coala_dist.config import agent_estimators, meta_coplayer_mask, validate
 from coala_dist.envs import TwoPlayerEnv, make_env
-from coala_dist.learner import Learner
+from coala_dist.learner import Learner, LearnerSettings
 from coala_dist.networks.policy import HawkPolicy
 from coala_dist.rl.naive import NaiveLearner
+from coala_dist.rl.optim import make_optimizer
 from coala_dist.rollout import Rollout
 
 
@@ -49,12 +50,62 @@ def make_policy(config: ml_collections.ConfigDict, num_actions: int) -> HawkPoli
     )
 
 
+def make_naive_learner(config: ml_collections.ConfigDict, policy: HawkPolicy) -> NaiveLearner:
+    """The naive co-players' A2C learner (paper.md §1.4, Table 4 "naive" block)."""
+    n = config.naive
+    return NaiveLearner(
+        policy=policy,
+        optimizer=make_optimizer(n.optimizer, n.learning_rate, n.max_grad_norm, n.adam_epsilon),
+        discount=n.discount,
+        reward_scale=n.reward_scale,
+        value_coefficient=n.value_coefficient,
+        entropy_coefficient=n.entropy_coefficient,
+        advantage_normalization=n.advantage_normalization,
+    )
+
+
+def learner_settings(config: ml_collections.ConfigDict) -> LearnerSettings:
+    """The meta agents' update settings: the only place the learner's config fields are read."""
+    m = config.meta
+    return LearnerSettings(
+        population_size_meta=config.population_size_meta,
+        population_size_naive=config.population_size_naive,
+        meta_batch_size=config.meta_batch_size,
+        inner_episode_length=config.env.inner_episode_length,
+        dynamic_naive_agents=config.dynamic_naive_agents,
+        agent_estimators=agent_estimators(config),
+        algorithm=m.algorithm,
+        reward_scale=m.reward_scale,
+        discount=m.discount,
+        gae_lambda=m.gae_lambda,
+        td_lambda=m.td_lambda,
+        value_targets_average_future=m.value_targets_average_future,
+        advantage_normalization=m.advantage_normalization,
+        advantage_divide_by_std=m.advantage_divide_by_std,
+        clip_epsilon=m.clip_epsilon,
+        value_coefficient=m.value_coefficient,
+        clip_value=m.clip_value,
+        value_clip_epsilon=m.value_clip_epsilon,
+        entropy_coefficient=m.entropy_coefficient,
+        ppo_num_minibatches=m.ppo_num_minibatches,
+        ppo_num_epochs=m.ppo_num_epochs,
+        gradient_chunk_trajectories=config.compute.gradient_chunk_trajectories,
+    )
+
+
+def make_learner(config: ml_collections.ConfigDict, policy: HawkPolicy, obs_dim: int) -> Learner:
+    """The meta agents' learner: Adam/SGD with global-norm clipping (Table 4) and `learner_settings(config)`."""
+    m = config.meta
+    optimizer = make_optimizer(m.optimizer, m.learning_rate, m.max_grad_norm, m.adam_epsilon)
+    return Learner(policy, optimizer, learner_settings(config), obs_dim)
+
+
 def build(config: ml_collections.ConfigDict) -> Components:
     """Validates the config, then builds env, policy, naive learner, rollout and learner."""
     validate(config)
     env = make_env(config.env.name, config.env.inner_episode_length, **config.env.kwargs.to_dict())
     policy = make_policy(config, env.num_actions)
-    naive_learner = NaiveLearner.from_config(policy, config.naive)
+    naive_learner = make_naive_learner(config, policy)
     rollout = Rollout(
         env=env,
         policy=policy,
@@ -67,7 +118,7 @@ def build(config: ml_collections.ConfigDict) -> Components:
         p_naive=config.p_naive,
         meta_coplayer_mask=meta_coplayer_mask(config),
     )
-    learner = Learner.from_config(config, policy, env.obs_dim)
+    learner = make_learner(config, policy, env.obs_dim)
     return Components(
         config=ml_collections.FrozenConfigDict(config),
         env=env,

@@ -17,19 +17,16 @@ at once with `vmap` over their stacked parameters:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from coala_dist import compat, keys
-from coala_dist.config import agent_estimators
 from coala_dist.networks.policy import HawkPolicy, init_policy_params
 from coala_dist.rl import estimators
-from coala_dist.rl.losses import a2c_loss, ppo_loss
-from coala_dist.rl.optim import make_optimizer
+from coala_dist.rl.losses import LossOutput, a2c_loss, ppo_loss
 from coala_dist.rollout import MetaEpisode
 
 
@@ -69,19 +66,68 @@ def _stack_init(policy: HawkPolicy, key: jax.Array, count: int, obs_dim: int) ->
 
 
 @dataclasses.dataclass(frozen=True)
+class LearnerSettings:
+    """What the update of the meta agents depends on (paper.md §2.6, Tables 4 and 7), read once from the config by
+    `coala_dist.builder.learner_settings`.
+
+    Attributes:
+      population_size_meta: P meta agents.
+      population_size_naive: K static naive initialisations.
+      meta_batch_size: N meta-episodes per agent and update.
+      inner_episode_length: T (Algorithm 1's inner-episode boundaries).
+      dynamic_naive_agents: naive co-players start from copies of the meta agents instead of the static set.
+      agent_estimators: the naive-opponent rule of each meta agent (names in `rl.estimators.REGISTRY`), length P.
+      algorithm: "ppo" (clipped, epochs × minibatches of whole meta-episodes) or "a2c" (one step).
+      reward_scale: rewards are multiplied by it before targets are computed.
+      discount: γ.
+      gae_lambda: λ_gae of the advantages.
+      td_lambda: λ_td of the value targets.
+      value_targets_average_future: Algorithm 1's batch-average of future episodes in the value targets of
+        naive-opponent episodes (see `rl.estimators.value_targets`).
+      advantage_normalization: centre advantages per co-player type (`rl.estimators.center_advantages`).
+      advantage_divide_by_std: also divide them by their standard deviation.
+      clip_epsilon: PPO ratio clip ε.
+      value_coefficient: c_v.
+      clip_value: PPO's clipped value loss.
+      value_clip_epsilon: ε_v.
+      entropy_coefficient: c_H.
+      ppo_num_minibatches: minibatches per PPO epoch.
+      ppo_num_epochs: PPO epochs.
+      gradient_chunk_trajectories: at most this many trajectories per backward pass (0: the whole minibatch).
+    """
+
+    population_size_meta: int
+    population_size_naive: int
+    meta_batch_size: int
+    inner_episode_length: int
+    dynamic_naive_agents: bool
+    agent_estimators: tuple[str, ...]
+    algorithm: Literal["ppo", "a2c"]
+    reward_scale: float
+    discount: float
+    gae_lambda: float
+    td_lambda: float
+    value_targets_average_future: bool
+    advantage_normalization: bool
+    advantage_divide_by_std: bool
+    clip_epsilon: float
+    value_coefficient: float
+    clip_value: bool
+    value_clip_epsilon: float
+    entropy_coefficient: float
+    ppo_num_minibatches: int
+    ppo_num_epochs: int
+    gradient_chunk_trajectories: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Learner:
-    """Builds the initial TrainState and applies updates. Construct with `Learner.from_config`."""
+    """Builds the initial TrainState and applies updates. `coala_dist.builder.build` constructs it."""
 
     policy: HawkPolicy
     optimizer: optax.GradientTransformation
-    config: ml_collections.FrozenConfigDict
+    settings: LearnerSettings
     obs_dim: int
-
-    @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict, policy: HawkPolicy, obs_dim: int) -> Learner:
-        meta = config.meta
-        optimizer = make_optimizer(meta.optimizer, meta.learning_rate, meta.max_grad_norm, meta.adam_epsilon)
-        return cls(policy, optimizer, ml_collections.FrozenConfigDict(config), obs_dim)
 
     def init(self, key: jax.Array) -> TrainState:
         """Fresh meta agents and naive initialisations (Hawk init, zero readouts: uniform policies). Jitted: one
@@ -92,10 +138,10 @@ class Learner:
         return _jitted_init(self, key)
 
     def _init(self, key: jax.Array) -> TrainState:
-        c = self.config
+        s = self.settings
         meta_key, naive_key, run_key = keys.init_keys(key)
-        meta_params = _stack_init(self.policy, meta_key, c.population_size_meta, self.obs_dim)
-        naive_params = _stack_init(self.policy, naive_key, c.population_size_naive, self.obs_dim)
+        meta_params = _stack_init(self.policy, meta_key, s.population_size_meta, self.obs_dim)
+        naive_params = _stack_init(self.policy, naive_key, s.population_size_naive, self.obs_dim)
         zero = jnp.zeros((), jnp.int32)
         return TrainState(
             meta_params=meta_params,
@@ -109,13 +155,13 @@ class Learner:
 
     def naive_initialisations(self, state: TrainState) -> Any:
         """The parameters naive co-players start from: the static set, or copies of the meta agents."""
-        return state.meta_params if self.config.dynamic_naive_agents else state.naive_params
+        return state.meta_params if self.settings.dynamic_naive_agents else state.naive_params
 
     # ---------------------------------------------------------------------------------------------------------
     # Targets
     def _rule_flags(self) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Per meta agent [P] bools of its naive-opponent rule: (average_future, normalize_current, sum_over_batch)."""
-        rules = [estimators.get_estimator(name) for name in agent_estimators(self.config)]
+        rules = [estimators.get_estimator(name) for name in self.settings.agent_estimators]
         return (
             jnp.array([rule.average_future_episodes for rule in rules]),
             jnp.array([rule.normalize_current_episode for rule in rules]),
@@ -124,11 +170,10 @@ class Learner:
 
     def _targets(self, batch: MetaEpisode, rule_flags) -> tuple[jax.Array, jax.Array]:
         """Advantages and value targets for one agent's meta-batch [N, B, L] under its rule's flags."""
-        c = self.config
-        rewards = batch.rewards * c.meta.reward_scale
+        s = self.settings
+        rewards = batch.rewards * s.reward_scale
         avg_future, normalize_current, _ = rule_flags
         is_naive = batch.coplayer_is_naive
-        length = c.env.inner_episode_length
 
         def per_episode(r, v, naive):
             adv = estimators.advantages(
@@ -136,30 +181,69 @@ class Learner:
                 v,
                 average_future_episodes=jnp.logical_and(naive, avg_future),
                 normalize_current_episode=jnp.logical_and(naive, normalize_current),
-                discount=c.meta.discount,
-                gae_lambda=c.meta.gae_lambda,
-                inner_episode_length=length,
+                discount=s.discount,
+                gae_lambda=s.gae_lambda,
+                inner_episode_length=s.inner_episode_length,
             )
             targets = estimators.value_targets(
                 r,
                 v,
-                discount=c.meta.discount,
-                td_lambda=c.meta.td_lambda,
-                inner_episode_length=length,
-                average_future_episodes=jnp.logical_and(naive, c.meta.value_targets_average_future),
+                discount=s.discount,
+                td_lambda=s.td_lambda,
+                inner_episode_length=s.inner_episode_length,
+                average_future_episodes=jnp.logical_and(naive, s.value_targets_average_future),
             )
             return adv, targets
 
         adv, targets = jax.vmap(per_episode)(rewards, batch.behaviour_values, is_naive)
-        if c.meta.advantage_normalization:
-            adv = estimators.center_advantages(adv, is_naive, divide_by_std=c.meta.advantage_divide_by_std)
+        if s.advantage_normalization:
+            adv = estimators.center_advantages(adv, is_naive, divide_by_std=s.advantage_divide_by_std)
         return adv, targets
 
     # ---------------------------------------------------------------------------------------------------------
     # Loss
+    def _episode_loss(
+        self,
+        logp: jax.Array,
+        behaviour_logp: jax.Array,
+        entropy: jax.Array,
+        values: jax.Array,
+        behaviour_values: jax.Array,
+        adv: jax.Array,
+        targets: jax.Array,
+        sum_over_batch: jax.Array,
+    ) -> LossOutput:
+        """The configured loss (PPO or A2C) of one meta-episode; arrays [B, L]."""
+        s = self.settings
+        if s.algorithm == "ppo":
+            return ppo_loss(
+                logp,
+                behaviour_logp,
+                entropy,
+                values,
+                behaviour_values,
+                adv,
+                targets,
+                sum_over_batch=sum_over_batch,
+                clip_epsilon=s.clip_epsilon,
+                value_coefficient=s.value_coefficient,
+                clip_value=s.clip_value,
+                value_clip_epsilon=s.value_clip_epsilon,
+                entropy_coefficient=s.entropy_coefficient,
+            )
+        return a2c_loss(
+            logp,
+            entropy,
+            values,
+            adv,
+            targets,
+            sum_over_batch=sum_over_batch,
+            value_coefficient=s.value_coefficient,
+            entropy_coefficient=s.entropy_coefficient,
+        )
+
     def _loss(self, params: Any, batch: MetaEpisode, adv: jax.Array, targets: jax.Array, sums_over_batch: jax.Array):
         """Mean over the meta-episodes of the per-episode PPO/A2C loss. Arrays [n, B, L]."""
-        c = self.config
         n, batch_size, length = batch.actions.shape
         obs = batch.obs.reshape((n * batch_size, length, -1))
         segment_pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (n * batch_size, length))
@@ -169,32 +253,9 @@ class Learner:
         logp = jnp.take_along_axis(log_probs, batch.actions[..., None], axis=-1)[..., 0]
         entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
         sum_over_batch = jnp.logical_and(batch.coplayer_is_naive, sums_over_batch)
-        m = c.meta
-        if m.algorithm == "ppo":
-            per_episode = jax.vmap(
-                lambda *a: ppo_loss(
-                    *a[:-1],
-                    sum_over_batch=a[-1],
-                    clip_epsilon=m.clip_epsilon,
-                    value_coefficient=m.value_coefficient,
-                    clip_value=m.clip_value,
-                    value_clip_epsilon=m.value_clip_epsilon,
-                    entropy_coefficient=m.entropy_coefficient,
-                )
-            )
-            out = per_episode(
-                logp, batch.behaviour_logp, entropy, values, batch.behaviour_values, adv, targets, sum_over_batch
-            )
-        else:
-            per_episode = jax.vmap(
-                lambda *a: a2c_loss(
-                    *a[:-1],
-                    sum_over_batch=a[-1],
-                    value_coefficient=m.value_coefficient,
-                    entropy_coefficient=m.entropy_coefficient,
-                )
-            )
-            out = per_episode(logp, entropy, values, adv, targets, sum_over_batch)
+        out = jax.vmap(self._episode_loss)(
+            logp, batch.behaviour_logp, entropy, values, batch.behaviour_values, adv, targets, sum_over_batch
+        )
         out = jax.tree_util.tree_map(jnp.mean, out)
         return out.loss, out
 
@@ -206,7 +267,7 @@ class Learner:
         """
         value_and_grad = jax.value_and_grad(self._loss, has_aux=True)
         n, batch_size = batch.actions.shape[:2]
-        chunk = episodes_per_gradient_chunk(n, batch_size, self.config.compute.gradient_chunk_trajectories)
+        chunk = episodes_per_gradient_chunk(n, batch_size, self.settings.gradient_chunk_trajectories)
         if chunk == n:
             return value_and_grad(params, batch, adv, targets, sums_over_batch)
         chunks = jax.tree_util.tree_map(lambda x: x.reshape((n // chunk, chunk) + x.shape[1:]), (batch, adv, targets))
@@ -224,11 +285,11 @@ class Learner:
     # Update
     def _update_agent(self, params, opt_state, batch: MetaEpisode, key: jax.Array, rule_flags):
         """All gradient steps of one meta agent on its meta-batch [N, B, L]. Returns params, opt_state, stats."""
-        c = self.config
+        s = self.settings
         adv, targets = self._targets(batch, rule_flags)
         num_episodes = batch.actions.shape[0]
-        if c.meta.algorithm == "ppo":
-            num_minibatches, num_epochs = c.meta.ppo_num_minibatches, c.meta.ppo_num_epochs
+        if s.algorithm == "ppo":
+            num_minibatches, num_epochs = s.ppo_num_minibatches, s.ppo_num_epochs
         else:
             num_minibatches, num_epochs = 1, 1
         minibatch = num_episodes // num_minibatches
@@ -282,11 +343,11 @@ class Learner:
         Returns:
           The new state (version + 1) and scalar metrics (learner statistics averaged over agents).
         """
-        c = self.config
+        s = self.settings
         per_agent = jax.tree_util.tree_map(
-            lambda x: x.reshape((c.population_size_meta, c.meta_batch_size) + x.shape[1:]), batch
+            lambda x: x.reshape((s.population_size_meta, s.meta_batch_size) + x.shape[1:]), batch
         )
-        agent_keys = jax.random.split(keys.update_key(state.run_key, state.version), c.population_size_meta)
+        agent_keys = jax.random.split(keys.update_key(state.run_key, state.version), s.population_size_meta)
         params, opt_state, all_finite, stats = jax.vmap(self._update_agent)(
             state.meta_params, state.opt_state, per_agent, agent_keys, self._rule_flags()
         )

@@ -6,8 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import with_fields
 
-from coala_dist.learner import Learner, episodes_per_gradient_chunk
+from coala_dist.builder import make_learner
+from coala_dist.learner import episodes_per_gradient_chunk
+from coala_dist.rl.estimators import advantages
 
 
 def _max_abs_diff(tree_a, tree_b) -> float:
@@ -69,7 +72,7 @@ def test_rule_only_matters_against_naive_coplayers(tiny_config, tiny_components,
     against naive co-players they differ (paper.md §2.2, §2.6)."""
     config = tiny_config.copy_and_resolve_references()
     config.estimator = "batch_unaware"
-    other = Learner.from_config(config, tiny_components.policy, tiny_components.env.obs_dim)
+    other = make_learner(config, tiny_components.policy, tiny_components.env.obs_dim)
     other_update = jax.jit(other.update)
     all_meta = batch._replace(coplayer_is_naive=jnp.zeros_like(batch.coplayer_is_naive))
     coala_state, _ = update(tiny_state, all_meta)
@@ -120,7 +123,7 @@ def test_chunked_gradient_equals_the_one_pass_gradient(tiny_config, tiny_compone
     assert episodes_per_gradient_chunk(2, tiny_config.batch_size, tiny_config.compute.gradient_chunk_trajectories) == 1
     config = tiny_config.copy_and_resolve_references()
     config.compute.gradient_chunk_trajectories = 0
-    one_pass = Learner.from_config(config, tiny_components.policy, tiny_components.env.obs_dim)
+    one_pass = make_learner(config, tiny_components.policy, tiny_components.env.obs_dim)
     chunked_state, chunked_metrics = update(tiny_state, batch)
     one_pass_state, one_pass_metrics = jax.jit(one_pass.update)(tiny_state, batch)
     assert _max_abs_diff(tiny_state.meta_params, chunked_state.meta_params) > 1e-4  # the update is not a no-op
@@ -142,3 +145,70 @@ def test_jitted_init_matches_the_eager_initialisers(tiny_components):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     abstract = jax.eval_shape(tiny_components.learner.init, key)
     assert jax.tree_util.tree_structure(abstract) == jax.tree_util.tree_structure(jitted)
+
+
+# The paper's table (paper.md §2.2, Eq. 5-6), written out independently of rl.estimators.REGISTRY:
+# rule -> (average_future_episodes, normalize_current_episode, policy gradient summed over the B trajectories).
+_PAPER_TABLE = {"coala": (True, True, True), "mfos": (True, False, True), "batch_unaware": (False, False, False)}
+
+
+@pytest.mark.parametrize("rules", [("coala", "mfos"), ("batch_unaware", "coala")])
+def test_update_matches_a_per_episode_oracle_of_eq5(tiny_config, tiny_components, batch, tiny_state, rules):
+    """One A2C + SGD step equals −lr × an oracle gradient computed episode by episode (Python loop, no vmap, no
+    chunking): (1/N) Σₙ sₙ ∇θ[−mean_{b,l} log π(aᵇₗ|hᵇₗ)·Aᵇₗ], with sₙ = B for a naive-opponent episode of a rule
+    that sums over the batch (Eq. 5) and 1 otherwise (Eq. 6, meta co-players), and Aₙ computed with the rule's flags
+    against naive co-players and the batch-unaware flags against meta co-players."""
+
+    learning_rate = 0.5
+    config = with_fields(
+        tiny_config,
+        agent_estimators=rules,
+        meta__algorithm="a2c",
+        meta__optimizer="sgd",
+        meta__learning_rate=learning_rate,
+        meta__max_grad_norm=1e9,
+        meta__value_coefficient=0.0,
+        meta__entropy_coefficient=0.0,
+        meta__advantage_normalization=False,
+        meta__reward_scale=1.0,
+    )
+    learner = make_learner(config, tiny_components.policy, tiny_components.env.obs_dim)
+    new_state, _ = jax.jit(learner.update)(tiny_state, batch)
+    policy = tiny_components.policy
+    num_agents, per_agent = config.population_size_meta, config.meta_batch_size
+    batch_size, length = batch.actions.shape[1:]
+    assert bool(jnp.any(batch.coplayer_is_naive)) and not bool(jnp.all(batch.coplayer_is_naive))
+
+    def episode_objective(params, n, adv):
+        segment_pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch_size, length))
+        output, _ = policy.apply({"params": params}, batch.obs[n], segment_pos)
+        log_probs = jax.nn.log_softmax(output.logits)
+        logp = jnp.take_along_axis(log_probs, batch.actions[n][..., None], axis=-1)[..., 0]
+        return -jnp.mean(logp * adv)
+
+    for agent, rule in enumerate(rules):
+        params = jax.tree_util.tree_map(lambda x, i=agent: x[i], tiny_state.meta_params)
+        oracle = jax.tree_util.tree_map(jnp.zeros_like, params)
+        for n in range(agent * per_agent, (agent + 1) * per_agent):
+            naive = bool(batch.coplayer_is_naive[n])
+            average_future, normalize_current, sums = _PAPER_TABLE[rule] if naive else _PAPER_TABLE["batch_unaware"]
+            adv = advantages(
+                batch.rewards[n],
+                batch.behaviour_values[n],
+                average_future_episodes=average_future,
+                normalize_current_episode=normalize_current,
+                discount=config.meta.discount,
+                gae_lambda=config.meta.gae_lambda,
+                inner_episode_length=config.env.inner_episode_length,
+            )
+            weight = (batch_size if sums else 1) / per_agent
+            grad = jax.grad(episode_objective)(params, n, adv)
+            oracle = jax.tree_util.tree_map(lambda t, g, w=weight: t + w * g, oracle, grad)
+        # The gradient the update applied: (θ − θ') / lr.
+        applied = jax.tree_util.tree_map(
+            lambda p, x, i=agent: (p - x[i]) / learning_rate, params, new_state.meta_params
+        )
+        for want, got in zip(jax.tree_util.tree_leaves(oracle), jax.tree_util.tree_leaves(applied), strict=True):
+            scale = float(jnp.max(jnp.abs(want)))
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-3, atol=1e-3 * scale + 1e-6)
+    assert num_agents == len(rules)

@@ -17,7 +17,6 @@ import optax
 
 from coala_dist.networks.policy import HawkPolicy
 from coala_dist.rl.losses import a2c_loss
-from coala_dist.rl.optim import make_optimizer
 
 
 def discounted_returns(rewards: jax.Array, discount: float) -> jax.Array:
@@ -60,24 +59,6 @@ class NaiveLearner:
     value_coefficient: float
     entropy_coefficient: float
     advantage_normalization: bool
-
-    @classmethod
-    def from_config(cls, policy: HawkPolicy, naive_config) -> NaiveLearner:
-        optimizer = make_optimizer(
-            naive_config.optimizer,
-            naive_config.learning_rate,
-            naive_config.max_grad_norm,
-            naive_config.adam_epsilon,
-        )
-        return cls(
-            policy=policy,
-            optimizer=optimizer,
-            discount=naive_config.discount,
-            reward_scale=naive_config.reward_scale,
-            value_coefficient=naive_config.value_coefficient,
-            entropy_coefficient=naive_config.entropy_coefficient,
-            advantage_normalization=naive_config.advantage_normalization,
-        )
 
     def init(self, params: Any) -> optax.OptState:
         """A fresh optimiser state (one per meta-trajectory)."""
