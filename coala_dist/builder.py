@@ -37,17 +37,8 @@ class Components:
 
 
 def make_policy(config: ml_collections.ConfigDict, num_actions: int) -> HawkPolicy:
-    p = config.policy
-    return HawkPolicy(
-        num_actions=num_actions,
-        embed_dim=p.embed_dim,
-        lru_width=p.lru_width,
-        mlp_width=p.mlp_width,
-        num_heads=p.num_heads,
-        num_blocks=p.num_blocks,
-        conv_width=p.conv_width,
-        scan_type=p.scan_type,
-    )
+    """The Hawk policy: every field of `config.policy` is a `HawkPolicy` attribute of the same name."""
+    return HawkPolicy(num_actions=num_actions, **config.policy.to_dict())
 
 
 def make_naive_learner(config: ml_collections.ConfigDict, policy: HawkPolicy) -> NaiveLearner:

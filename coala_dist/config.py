@@ -18,7 +18,6 @@ from coala_dist.envs import ENV_NAMES
 
 ALGORITHMS = ("ppo", "a2c")
 OPTIMIZERS = ("adam", "sgd")
-SCAN_TYPES = ("linear", "associative")
 DISTRIBUTED_MODES = ("sync", "async")
 REPLAY_BACKENDS = ("reverb", "ray", "queues")  # distributed/replay.py
 REPLAY_CHOICES = ("auto", *REPLAY_BACKENDS)
@@ -244,6 +243,7 @@ def validate_distributed(config: ml_collections.ConfigDict) -> None:
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks every field; raises a one-line ValueError naming the first bad one. Returns the config."""
     from coala_dist import keys  # imports JAX: not at module level, so `coala --help` stays fast
+    from coala_dist.networks.hawk import SCAN_TYPES
     from coala_dist.rl.estimators import ESTIMATORS
 
     for field in (

@@ -6,12 +6,13 @@
 * `ProgressReporter`: the console: one redrawn line on a terminal, one line per log period otherwise.
 
 The callbacks plug into `coala_dist.train.learner_loop`; `coala_dist.train.prepare_learner` wires them for every
-launch type. The CSV (`workdir/metrics.csv`) is written by `coala_dist.train.ConsoleAndCsvLogger`.
+launch type. The CSV (`workdir/metrics.csv`) is written by `MetricsCsvWriter`.
 """
 
 from __future__ import annotations
 
 import collections
+import csv
 import json
 import math
 import numbers
@@ -25,6 +26,8 @@ from typing import TextIO
 import jax
 import jax.numpy as jnp
 
+from coala_dist.checkpoint import timestamped_aside
+from coala_dist.config import episodes_per_iteration, meta_trajectory_length
 from coala_dist.rollout import MetaEpisode
 
 
@@ -77,13 +80,13 @@ def agent_steps_per_episode(config) -> int:
 
     One agent-step is one step of one game as the ego meta agent sees it; its co-player acts in the same step.
     """
-    return config.batch_size * config.num_inner_episodes * config.env.inner_episode_length
+    return config.batch_size * meta_trajectory_length(config)
 
 
 def agent_steps_per_iteration(config) -> int:
     """Ego agent-steps consumed by one training iteration: P · meta_batch_size · B · M · T (paper.md §8 gives
     meta_batch × B × M × T per meta agent; the P meta agents each get a meta-batch)."""
-    return config.population_size_meta * config.meta_batch_size * agent_steps_per_episode(config)
+    return episodes_per_iteration(config) * agent_steps_per_episode(config)
 
 
 def _is_finite_number(value) -> bool:
@@ -117,7 +120,7 @@ class ThroughputMetrics:
     """
 
     def __init__(self, config, clock: Callable[[], float] = time.perf_counter):
-        self.episodes_per_iteration = config.population_size_meta * config.meta_batch_size
+        self.episodes_per_iteration = episodes_per_iteration(config)
         self.agent_steps_per_iteration = agent_steps_per_iteration(config)
         self._clock = clock
         self._last: float | None = None
@@ -322,3 +325,80 @@ class ProgressReporter:
             (self.stream or sys.stdout).write("\n")
             (self.stream or sys.stdout).flush()
             self._drawn = False
+
+
+class MetricsCsvWriter:
+    """Keeps every iteration's metrics (`history`) and appends them to `workdir/metrics.csv` (the console line is
+    `ProgressReporter`'s).
+
+    The CSV holds each iteration once and is never truncated. On resume (`start_iteration` = the restored step) the
+    rows up to the restored iteration are kept; if the file also holds rows of later iterations (written before an
+    interruption, about to be redone from an older checkpoint) or a run starts from iteration 1 over an existing
+    file (`--start_over`), the whole previous file is first moved aside to `metrics.csv.<YYYYmmdd-HHMMSS>.bak`
+    (a line on stderr names it), so no row is ever lost. Rewrites (a new column) go through a temporary file and a
+    rename, so an interruption leaves the old or the new file, never a partial one.
+    """
+
+    def __init__(self, workdir: str | None, start_iteration: int = 0):
+        self.history: list[dict[str, float]] = []
+        self._file = None
+        self._path: str | None = None
+        self._rows: list[dict] = []  # every row of the file, so that a late new metric can widen the header
+        self._fields: list[str] = []
+        self.set_aside: str | None = None  # where the previous metrics.csv went, if it was moved
+        if workdir:
+            os.makedirs(workdir, exist_ok=True)
+            self._path = os.path.join(workdir, "metrics.csv")
+            if os.path.exists(self._path):
+                self._keep_rows_up_to(start_iteration)
+            if self._rows:
+                self._rewrite()
+            else:
+                self._file = open(self._path, "w", newline="")  # noqa: SIM115  (closed in close())
+
+    def _keep_rows_up_to(self, start_iteration: int) -> None:
+        """Reads the existing CSV; keeps its rows up to `start_iteration`; moves the file aside if it held more."""
+        try:
+            with open(self._path, newline="") as f:
+                reader = csv.DictReader(f)
+                rows = list(reader)
+                fields = list(reader.fieldnames or [])
+            kept = [row for row in rows if int(row["iteration"]) <= start_iteration]
+            why = f"holds rows after iteration {start_iteration}, which this run writes again"
+        except (ValueError, KeyError, TypeError, csv.Error):  # not our CSV any more: keep all of it aside
+            rows, kept, fields, why = [None], [], [], "cannot be read as this run's metrics"
+        if len(kept) < len(rows):
+            self.set_aside = timestamped_aside(self._path)
+            os.replace(self._path, self.set_aside)
+            print(f"{self._path} {why}; the previous file is kept as {self.set_aside}", file=sys.stderr)
+        self._rows, self._fields = kept, fields if kept else []
+
+    def _rewrite(self) -> None:
+        """Writes the whole file again with the current columns (metrics absent from a row stay empty), atomically."""
+        temporary = f"{self._path}.tmp"
+        with open(temporary, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self._fields, restval="")
+            writer.writeheader()
+            writer.writerows(self._rows)
+        if self._file is not None:
+            self._file.close()
+        os.replace(temporary, self._path)
+        self._file = open(self._path, "a", newline="")  # noqa: SIM115  (closed in close())
+
+    def on_iteration(self, iteration: int, state, metrics: dict[str, float]) -> None:
+        row = {"iteration": iteration, **metrics}
+        self.history.append(row)
+        if self._file is not None:
+            self._rows.append(row)
+            new_fields = [k for k in row if k not in self._fields]
+            if new_fields:  # e.g. checkpoint/save_blocking_s first appears at the first save
+                self._fields += new_fields
+                self._rewrite()
+            else:
+                csv.DictWriter(self._file, fieldnames=self._fields, restval="").writerow(row)
+                self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -20,7 +20,6 @@ How a run ends early, and what its process exits with (`RunStopped`, a SystemExi
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import os
 import signal
@@ -28,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
@@ -36,24 +35,20 @@ import ml_collections
 
 from coala_dist import keys
 from coala_dist.builder import Components, build
-from coala_dist.checkpoint import Checkpointer, abstract_train_state, timestamped_aside
+from coala_dist.checkpoint import Checkpointer, abstract_train_state
 from coala_dist.learner import TrainState
-from coala_dist.metrics import ProgressReporter, TensorBoardWriter, ThroughputMetrics, summarize_episodes
+from coala_dist.metrics import (
+    MetricsCsvWriter,
+    ProgressReporter,
+    TensorBoardWriter,
+    ThroughputMetrics,
+    summarize_episodes,
+)
 from coala_dist.rollout import MetaEpisode
 
 # A batch source returns the meta-batch for the state's version (episodes sorted by episode index) and its own
 # metrics (timings, queue sizes, policy lag...).
 BatchSource = Callable[[TrainState], tuple[MetaEpisode, dict[str, float]]]
-
-HEADLINE = (
-    ("vs_naive/ego_reward", "r_meta|naive"),
-    ("vs_naive/coplayer_reward", "r_naive"),
-    ("vs_meta/ego_reward", "r_meta|meta"),
-    ("vs_naive/cooperate_player_1", "coop_meta|naive"),
-    ("vs_naive/cooperate_player_2", "coop_naive"),
-    ("vs_meta/cooperate_player_1", "coop_meta|meta"),
-)
-
 
 # Iterations in a row, ending with this one, in which at least one meta agent's update was skipped (non-finite loss or
 # gradient; the update then keeps that agent's parameters and optimiser state). Set by `learner_loop`.
@@ -186,100 +181,6 @@ def learner_loop(
     return state
 
 
-def format_metrics(iteration: int, metrics: dict[str, Any]) -> str:
-    """One console line: the headline rewards and cooperation rates, the loss and the timings."""
-    parts = [f"it {iteration:5d}"]
-    for key, label in HEADLINE:
-        if key in metrics and metrics[key] == metrics[key]:  # skip NaN (no episode of that kind)
-            parts.append(f"{label} {float(metrics[key]):+.3f}")
-    parts.append(f"loss {float(metrics['learner/loss']):.4f}")
-    if metrics.get("learner/skipped_updates", 0) > 0:
-        parts.append(f"skipped {int(metrics['learner/skipped_updates'])}")
-    parts.append(f"t {metrics.get('time/rollout_s', 0.0):.2f}+{metrics['time/update_s']:.2f}s")
-    return "  ".join(parts)
-
-
-class ConsoleAndCsvLogger:
-    """Prints a line every `log_every` iterations and appends every iteration's metrics to `workdir/metrics.csv`.
-
-    The CSV holds each iteration once and is never truncated. On resume (`start_iteration` = the restored step) the
-    rows up to the restored iteration are kept; if the file also holds rows of later iterations (written before an
-    interruption, about to be redone from an older checkpoint) or a run starts from iteration 1 over an existing
-    file (`--start_over`), the whole previous file is first moved aside to `metrics.csv.<YYYYmmdd-HHMMSS>.bak`
-    (a line on stderr names it), so no row is ever lost. Rewrites (a new column) go through a temporary file and a
-    rename, so an interruption leaves the old or the new file, never a partial one.
-    """
-
-    def __init__(
-        self, workdir: str | None, log_every: int, log: Callable[[str], None] = print, start_iteration: int = 0
-    ):
-        self.log_every, self.log = log_every, log
-        self.history: list[dict[str, float]] = []
-        self._file = None
-        self._path: str | None = None
-        self._rows: list[dict] = []  # every row of the file, so that a late new metric can widen the header
-        self._fields: list[str] = []
-        self.set_aside: str | None = None  # where the previous metrics.csv went, if it was moved
-        if workdir:
-            os.makedirs(workdir, exist_ok=True)
-            self._path = os.path.join(workdir, "metrics.csv")
-            if os.path.exists(self._path):
-                self._keep_rows_up_to(start_iteration)
-            if self._rows:
-                self._rewrite()
-            else:
-                self._file = open(self._path, "w", newline="")  # noqa: SIM115  (closed in close())
-
-    def _keep_rows_up_to(self, start_iteration: int) -> None:
-        """Reads the existing CSV; keeps its rows up to `start_iteration`; moves the file aside if it held more."""
-        try:
-            with open(self._path, newline="") as f:
-                reader = csv.DictReader(f)
-                rows = list(reader)
-                fields = list(reader.fieldnames or [])
-            kept = [row for row in rows if int(row["iteration"]) <= start_iteration]
-            why = f"holds rows after iteration {start_iteration}, which this run writes again"
-        except (ValueError, KeyError, TypeError, csv.Error):  # not our CSV any more: keep all of it aside
-            rows, kept, fields, why = [None], [], [], "cannot be read as this run's metrics"
-        if len(kept) < len(rows):
-            self.set_aside = timestamped_aside(self._path)
-            os.replace(self._path, self.set_aside)
-            print(f"{self._path} {why}; the previous file is kept as {self.set_aside}", file=sys.stderr)
-        self._rows, self._fields = kept, fields if kept else []
-
-    def _rewrite(self) -> None:
-        """Writes the whole file again with the current columns (metrics absent from a row stay empty), atomically."""
-        temporary = f"{self._path}.tmp"
-        with open(temporary, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self._fields, restval="")
-            writer.writeheader()
-            writer.writerows(self._rows)
-        if self._file is not None:
-            self._file.close()
-        os.replace(temporary, self._path)
-        self._file = open(self._path, "a", newline="")  # noqa: SIM115  (closed in close())
-
-    def on_iteration(self, iteration: int, state: TrainState, metrics: dict[str, float]) -> None:
-        row = {"iteration": iteration, **metrics}
-        self.history.append(row)
-        if self._file is not None:
-            self._rows.append(row)
-            new_fields = [k for k in row if k not in self._fields]
-            if new_fields:  # e.g. checkpoint/save_blocking_s first appears at the first save
-                self._fields += new_fields
-                self._rewrite()
-            else:
-                csv.DictWriter(self._file, fieldnames=self._fields, restval="").writerow(row)
-                self._file.flush()
-        if iteration % self.log_every == 0 or iteration == 1:
-            self.log(format_metrics(iteration, metrics))
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
 class CheckpointCallback:
     """Saves every `checkpoint.save_every` updates, and once more when the loop ends for any reason (finished,
     SIGTERM/Ctrl-C, an exception), so a preempted run loses at most the iteration in flight.
@@ -389,14 +290,25 @@ class PreparedLearner:
     Attributes:
       components: the built experiment.
       state: the state to continue from.
-      callbacks: checkpoints, throughput, CSV, TensorBoard, progress (in that order).
+      checkpoint: saves the state (None without a workdir).
+      metrics_csv: the per-iteration metrics in memory (`history`) and in metrics.csv.
+      writers: what else sees every iteration's metrics: throughput, TensorBoard, the progress line (in order).
       consecutive_skipped_updates: the skipped-update streak `state` ends (from its checkpoint; 0 if fresh).
     """
 
     components: Components
     state: TrainState
-    callbacks: list[Callback]
+    checkpoint: CheckpointCallback | None
+    metrics_csv: MetricsCsvWriter
+    writers: list[Callback]
     consecutive_skipped_updates: int = 0
+
+    @property
+    def callbacks(self) -> list[Callback]:
+        """Every callback in the order the loop runs them: those that add metrics (checkpoint timing, throughput)
+        before those that write them."""
+        first = [self.checkpoint] if self.checkpoint is not None else []
+        return first + self.writers[:1] + [self.metrics_csv] + self.writers[1:]
 
 
 def prepare_learner(
@@ -449,22 +361,15 @@ def prepare_learner(
         state = components.learner.init(key)
         if sharding is not None:
             state = jax.device_put(state, sharding)
-    callbacks: list[Callback] = []
-    if checkpointer is not None:  # before the logger: it adds a metric
-        callbacks.append(CheckpointCallback(checkpointer, config, state, consecutive))
+    checkpoint = CheckpointCallback(checkpointer, config, state, consecutive) if checkpointer is not None else None
     start_iteration = int(state.step)
     metrics_dir = local_metrics_dir(workdir)
     if metrics_dir != workdir:
         log(f"checkpoints go to {workdir}; metrics.csv and TensorBoard events to the local {metrics_dir}")
-    # Order matters: callbacks that add metrics (checkpoint timing, throughput) run before the writers.
-    callbacks.append(ThroughputMetrics(config))
-    # The CSV and the in-memory history; the console is the progress reporter's (below).
-    callbacks.append(
-        ConsoleAndCsvLogger(metrics_dir, config.log_every, lambda line: None, start_iteration=start_iteration)
-    )
+    writers: list[Callback] = [ThroughputMetrics(config)]  # first: it adds metrics the others write
     if metrics_dir:
-        callbacks.append(TensorBoardWriter(os.path.join(metrics_dir, "tensorboard"), start_iteration, config=config))
-    callbacks.append(
+        writers.append(TensorBoardWriter(os.path.join(metrics_dir, "tensorboard"), start_iteration, config=config))
+    writers.append(
         ProgressReporter(
             config.training_iterations,
             config.log_every,
@@ -473,18 +378,18 @@ def prepare_learner(
             tty=log is print and sys.stdout.isatty(),  # a caller's own `log` always gets whole lines
         )
     )
-    return PreparedLearner(components, state, callbacks, consecutive)
+    metrics_csv = MetricsCsvWriter(metrics_dir, start_iteration=start_iteration)
+    return PreparedLearner(components, state, checkpoint, metrics_csv, writers, consecutive)
 
 
-def with_checkpoint_location(error: SkippedUpdatesError, callbacks: Sequence[Callback]) -> SkippedUpdatesError:
-    """`error` with where the last good state was saved appended (when a checkpoint callback saved it)."""
-    for callback in callbacks:
-        if isinstance(callback, CheckpointCallback):
-            if callback.saved_step is None:
-                return SkippedUpdatesError(f"{error.code}, from before this process resumed (an older checkpoint)")
-            path = os.path.join(callback.checkpointer.directory, str(callback.saved_step))
-            return SkippedUpdatesError(f"{error.code}, saved as {path}")
-    return error
+def with_checkpoint_location(error: SkippedUpdatesError, checkpoint: CheckpointCallback | None) -> SkippedUpdatesError:
+    """`error` with where the last good state was saved appended (when the checkpoint callback saved it)."""
+    if checkpoint is None:
+        return error
+    if checkpoint.saved_step is None:
+        return SkippedUpdatesError(f"{error.code}, from before this process resumed (an older checkpoint)")
+    path = os.path.join(checkpoint.checkpointer.directory, str(checkpoint.saved_step))
+    return SkippedUpdatesError(f"{error.code}, saved as {path}")
 
 
 def train(
@@ -516,12 +421,11 @@ def train(
     """
     prepared = prepare_learner(config, workdir, components=components, log=log, start_over=start_over)
     state, callbacks = prepared.state, prepared.callbacks
-    logger = next(c for c in callbacks if isinstance(c, ConsoleAndCsvLogger))
     if int(state.step) >= config.training_iterations:
         log(f"run in {workdir} already finished: {int(state.step)} of {config.training_iterations} iterations done")
         for callback in callbacks:
             callback.close()
-        return state, logger.history
+        return state, prepared.metrics_csv.history
     with stop_on_signals() as stop:
         try:
             state = learner_loop(
@@ -534,9 +438,9 @@ def train(
                 consecutive_skipped_updates=prepared.consecutive_skipped_updates,
             )
         except SkippedUpdatesError as error:
-            raise with_checkpoint_location(error, callbacks) from None
+            raise with_checkpoint_location(error, prepared.checkpoint) from None
     if stop.signum is not None:
         where = f"; rerun the same command to resume from {workdir}" if workdir else ""
         print(f"stopped by signal {stop.signum} after iteration {int(state.step)}{where}", file=sys.stderr)
         raise StoppedBySignal(stop.signum)
-    return state, logger.history
+    return state, prepared.metrics_csv.history

@@ -23,14 +23,11 @@ import jax  # noqa: E402
 
 
 def main() -> None:
-    import importlib.util
+    from coala_dist.configs import load
 
     path = sys.argv[1] if len(sys.argv) > 1 else "configs/ipd_pure_shaping.py"
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    spec = importlib.util.spec_from_file_location("cfg", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load(path)
     for override in sys.argv[3:]:
         key, value = override.split("=")
         target = config
@@ -41,8 +38,8 @@ def main() -> None:
 
     from coala_dist import profiles
     from coala_dist.builder import build
-    from coala_dist.metrics import agent_steps_per_iteration
-    from coala_dist.train import ConsoleAndCsvLogger, inprocess_batch_source, learner_loop
+    from coala_dist.metrics import MetricsCsvWriter, agent_steps_per_iteration
+    from coala_dist.train import inprocess_batch_source, learner_loop
 
     load_before = list(os.getloadavg())
     config.training_iterations = 1 + repeats  # the first iteration includes compilation
@@ -50,7 +47,7 @@ def main() -> None:
     start = time.perf_counter()
     state = jax.block_until_ready(components.learner.init(jax.random.PRNGKey(0)))
     init_s = time.perf_counter() - start
-    recorder = ConsoleAndCsvLogger(None, log_every=10**9, log=lambda line: None)
+    recorder = MetricsCsvWriter(None)
     learner_loop(components, state, inprocess_batch_source(components), [recorder])
     compile_s = recorder.history[0]["time/iteration_s"]
     rollouts = [m["time/rollout_s"] for m in recorder.history[1:]]

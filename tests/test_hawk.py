@@ -532,3 +532,25 @@ def test_unknown_scan_type_is_rejected():
     policy = HawkPolicy(num_actions=NUM_ACTIONS, scan_type="parallel")
     with pytest.raises(ValueError, match="scan_type"):
         init_policy_params(policy, jax.random.PRNGKey(0), OBS_DIM)
+
+
+@pytest.mark.parametrize("fan_in, expected_std", [("branch", 1 / np.sqrt(128)), ("stacked", 1 / np.sqrt(2 * 128))])
+def test_mlp_up_projection_initial_std_follows_its_fan_in(fan_in, expected_std):
+    """W_1, W_2 of the gated MLP start with std 1/√d ("branch", the default: LeCun fan-in d of each d -> f map) or
+    1/√(2d) ("stacked": recurrentgemma's [2, d, f] kernel, whose initialiser counts the stacked axis as fan-in)."""
+    width = 128
+    policy = HawkPolicy(num_actions=2, embed_dim=width, lru_width=width, mlp_width=width, mlp_up_fan_in=fan_in)
+    params = policy.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 3)), jnp.zeros((1, 1), jnp.int32))["params"]
+    up = np.asarray(params["residual_block_0"]["mlp_block"]["ffw_up_kernel"])
+    assert up.shape == (width, 2 * width)
+    for branch in (up[:, :width], up[:, width:]):  # W_1 and W_2 separately: 16384 draws each
+        assert abs(branch.std() / expected_std - 1) < 0.03 and abs(branch.mean()) < 0.1 * expected_std
+    # The other d-input linear layers keep LeCun's 1/√d whatever the MLP's choice.
+    linear_x = np.asarray(params["residual_block_0"]["recurrent_block"]["linear_x"]["kernel"])
+    assert abs(linear_x.std() * np.sqrt(width) - 1) < 0.05
+
+
+def test_unknown_mlp_up_fan_in_is_refused():
+    policy = HawkPolicy(num_actions=2, mlp_up_fan_in="fan_out")
+    with pytest.raises(ValueError, match="up_fan_in='fan_out' is not supported"):
+        policy.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 3)), jnp.zeros((1, 1), jnp.int32))

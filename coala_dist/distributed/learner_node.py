@@ -46,8 +46,6 @@ from coala_dist.distributed.work import learner_share, learner_tables
 from coala_dist.learner import TrainState
 from coala_dist.rollout import MetaEpisode
 from coala_dist.train import (
-    CheckpointCallback,
-    ConsoleAndCsvLogger,
     SkippedUpdatesError,
     learner_loop,
     prepare_learner,
@@ -309,13 +307,14 @@ class LearnerNode:
             sharding=replicated(mesh) if sharded else None,
             start_over=self.start_over,
         )
-        components, state, callbacks = prepared.components, prepared.state, prepared.callbacks
-        if not primary:  # one process writes metrics; the others keep the checkpoint callback (Orbax saves jointly)
-            for callback in callbacks:
-                if not isinstance(callback, CheckpointCallback):
-                    callback.close()
-            callbacks = [c for c in callbacks if isinstance(c, CheckpointCallback)]
-        logger = next((c for c in callbacks if isinstance(c, ConsoleAndCsvLogger)), None)
+        components, state = prepared.components, prepared.state
+        if primary:
+            callbacks, history = prepared.callbacks, prepared.metrics_csv.history
+        else:  # one process writes metrics; the others keep the checkpoint callback (Orbax saves jointly)
+            for writer in [prepared.metrics_csv, *prepared.writers]:
+                writer.close()
+            callbacks = [prepared.checkpoint] if prepared.checkpoint is not None else []
+            history = []
         latest = _LatestState(state)
         replay = connect(self.replay_address, config.distributed.rpc_timeout_s)
         publisher = ParamsPublisher(components, replay, params_codec(components)) if primary else None
@@ -347,14 +346,14 @@ class LearnerNode:
         except NodeStoppedError:
             log(f"learner stopped at iteration {int(latest.state.step)}")
         except SkippedUpdatesError as error:  # a SystemExit: raised in a Ray worker it would end the process
-            failure = str(with_checkpoint_location(error, callbacks).code)
+            failure = str(with_checkpoint_location(error, prepared.checkpoint).code)
         finally:
             if publisher is not None:
                 publisher.close()
         final: Any = jax.device_get(latest.state) if primary else None
         return LearnerResult(
             state=final,
-            history=logger.history if logger is not None else [],
+            history=history,
             consumed_lags=source.consumed_lags,
             dropped_stale=source.dropped_stale,
             dropped_duplicates=source.dropped_duplicates,

@@ -7,7 +7,7 @@
 only known there: the replay address, the node's stop check, shared components for in-process threads.
 
 Seeding: there is one root key, `config.seed`; the learner derives the run key from it, publishes it with the
-parameters, and every episode key is folded from it (`rollout.episode_key`), so no node needs a key of its own.
+parameters, and every episode key is folded from it (`coala_dist.keys`), so no node needs a key of its own.
 """
 
 from __future__ import annotations

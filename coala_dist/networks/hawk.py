@@ -41,6 +41,15 @@ Array = jax.Array
 ScanType = Literal["linear", "associative"]
 SCAN_TYPES: tuple[str, ...] = ("linear", "associative")
 
+# Initialisation of the gated MLP's up projection (a choice; recurrentgemma and our layout differ). Both branches
+# W_1, W_2: d -> f are linear maps of the d-wide input, so the default "branch" draws each with LeCun's fan-in d
+# (std 1/√d), like every other Dense layer here. recurrentgemma stores them as one [2, d, f] Einsum kernel and its
+# variance-scaling initialiser counts the stacked axis of size 2 as receptive field, so its fan-in is 2d
+# (std 1/√(2d), √2 smaller): "stacked" reproduces that. The default keeps the initialisation every published run of
+# this project used.
+MlpUpFanIn = Literal["branch", "stacked"]
+MLP_UP_FAN_IN: tuple[str, ...] = ("branch", "stacked")
+
 # RG-LRU constants (recurrentgemma `layers.RGLRU`): c in log a_t = −c·r_t·softplus(Λ), the ring that
 # a is initialised on, and the cap on d√x/dx that keeps the input normalisation's gradient finite as
 # a_t → 1.
@@ -643,6 +652,8 @@ class MLPBlock(nn.Module):
       width: d, input and output width.
       expanded_width: f, width of the gated hidden layer.
       final_w_init_variance_scale: variance scale of the down projection's initialiser.
+      up_fan_in: initialisation of the up projection (see `MLP_UP_FAN_IN`): "branch" (default) draws W_1 and
+        W_2 with std 1/√d, "stacked" with std 1/√(2d) as recurrentgemma's [2, d, f] Einsum kernel does.
       dtype: computation dtype.
       param_dtype: parameter dtype.
     """
@@ -650,17 +661,20 @@ class MLPBlock(nn.Module):
     width: int
     expanded_width: int
     final_w_init_variance_scale: float = 1.0
+    up_fan_in: MlpUpFanIn = "branch"
     dtype: DTypeLike = jnp.float32
     param_dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """Maps x: [..., d] -> [..., d]."""
-        # W_1 and W_2 live in one [d, 2f] kernel so the two branches cost one matmul; fan-in is d
-        # either way.
+        # W_1 and W_2 live in one [d, 2f] kernel so the two branches cost one matmul (see MLP_UP_FAN_IN for
+        # their initialisation).
+        if self.up_fan_in not in MLP_UP_FAN_IN:
+            raise ValueError(f"up_fan_in={self.up_fan_in!r} is not supported; choose one of {MLP_UP_FAN_IN}.")
         up_kernel = self.param(
             "ffw_up_kernel",
-            lecun_normal_fan_in(),
+            lecun_normal_fan_in(1.0 if self.up_fan_in == "branch" else 0.5),
             (self.width, 2 * self.expanded_width),
             self.param_dtype,
         )
@@ -695,6 +709,7 @@ class ResidualBlock(nn.Module):
       num_heads: diagonal blocks of the RG-LRU gates.
       conv_width: w, temporal width of the convolution.
       scan_type: "linear" or "associative".
+      mlp_up_fan_in: the MLP up projection's initialisation (`MLPBlock.up_fan_in`).
       dtype: computation dtype.
       param_dtype: parameter dtype.
     """
@@ -705,6 +720,7 @@ class ResidualBlock(nn.Module):
     num_heads: int
     conv_width: int = 4
     scan_type: ScanType = "linear"
+    mlp_up_fan_in: MlpUpFanIn = "branch"
     dtype: DTypeLike = jnp.float32
     param_dtype: DTypeLike = jnp.float32
 
@@ -721,7 +737,9 @@ class ResidualBlock(nn.Module):
             **kwargs,
         )
         self.channel_pre_norm = RMSNorm(self.width, name="channel_pre_norm", **kwargs)
-        self.mlp_block = MLPBlock(self.width, self.mlp_width, name="mlp_block", **kwargs)
+        self.mlp_block = MLPBlock(
+            self.width, self.mlp_width, up_fan_in=self.mlp_up_fan_in, name="mlp_block", **kwargs
+        )
 
     def __call__(
         self, x: Array, segment_pos: Array, cache: RecurrentBlockCache | None = None

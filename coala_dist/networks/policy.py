@@ -26,8 +26,8 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 
 from coala_dist.networks.hawk import (
-    SCAN_TYPES,
     Dense,
+    MlpUpFanIn,
     RecurrentBlockCache,
     ResidualBlock,
     RMSNorm,
@@ -74,6 +74,7 @@ class HawkPolicy(nn.Module):
       conv_width: w, temporal width of the causal convolution (4).
       scan_type: "linear" (lax.scan) or "associative" (lax.associative_scan) for sequences; l == 1
         never scans.
+      mlp_up_fan_in: initialisation of the MLP up projection (`coala_dist.networks.hawk.MLP_UP_FAN_IN`).
       dtype: computation dtype.
       param_dtype: parameter dtype.
     """
@@ -86,12 +87,11 @@ class HawkPolicy(nn.Module):
     num_blocks: int = 1
     conv_width: int = 4
     scan_type: ScanType = "linear"
+    mlp_up_fan_in: MlpUpFanIn = "branch"
     dtype: DTypeLike = jnp.float32
     param_dtype: DTypeLike = jnp.float32
 
     def setup(self) -> None:
-        if self.scan_type not in SCAN_TYPES:
-            raise ValueError(f"scan_type={self.scan_type!r} is not supported; choose one of {SCAN_TYPES}.")
         if self.lru_width % self.num_heads:
             raise ValueError(f"lru_width={self.lru_width} must be divisible by num_heads={self.num_heads}.")
         kwargs = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -104,6 +104,7 @@ class HawkPolicy(nn.Module):
                 num_heads=self.num_heads,
                 conv_width=self.conv_width,
                 scan_type=self.scan_type,
+                mlp_up_fan_in=self.mlp_up_fan_in,
                 name=f"residual_block_{i}",
                 **kwargs,
             )
