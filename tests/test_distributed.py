@@ -182,10 +182,14 @@ def tiny_episode_codec(tiny_components, tiny_config):
 
 
 def _episode(codec: TreeCodec, *, version: int, index: int, meta_batch_size: int) -> list[np.ndarray]:
-    """A zero episode with the given version and index (and the ego agent its index implies)."""
+    """A zero episode with the given version and index (and the ego agent its index implies), against naive
+    co-player 0 (a possible episode: `episode_problem` accepts it)."""
     fields = codec.unflatten([np.zeros(spec.shape, spec.dtype) for spec in codec.specs])
     fields = fields._replace(
-        policy_version=np.int32(version), episode_index=np.int32(index), ego_id=np.int32(index // meta_batch_size)
+        policy_version=np.int32(version),
+        episode_index=np.int32(index),
+        ego_id=np.int32(index // meta_batch_size),
+        coplayer_is_naive=np.bool_(True),
     )
     return codec.flatten(fields)
 
@@ -391,3 +395,53 @@ def test_bad_launch_option_is_one_line(flags, message):
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert message in last and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
+def test_malformed_episodes_are_rejected_counted_and_never_reach_the_batch(
+    tiny_config, tiny_components, tiny_episode_codec, backend
+):
+    """What a writer with the table's signature can still get wrong: the source names and counts each such episode,
+    keeps waiting for the real one, and returns exactly the valid batch."""
+    config = with_fields(tiny_config, distributed__queue_capacity_work_units=4, distributed__poll_interval_s=0.01)
+    n = config.meta_batch_size
+    server = start_server(backend, table_specs(config, tiny_components))
+
+    def episode(index, table_agent=None, **fields):
+        item = _episode(tiny_episode_codec, version=2, index=index, meta_batch_size=n)
+        decoded = tiny_episode_codec.unflatten(item)._replace(**fields)
+        agent = index // n if table_agent is None else table_agent
+        return work.episode_table(agent, 0), tiny_episode_codec.flatten(decoded)
+
+    zeros = tiny_episode_codec.unflatten([np.zeros(s.shape, s.dtype) for s in tiny_episode_codec.specs])
+    bad = [
+        episode(0, rewards=np.full_like(zeros.rewards, np.nan)),
+        episode(1, actions=np.full_like(zeros.actions, 7)),
+        episode(5, table_agent=0),  # agent 1's episode in agent 0's table
+        episode(2, ego_id=np.int32(1)),
+        episode(3, policy_version=np.int32(3)),  # from a version the learner has not published
+        episode(4, coplayer_is_naive=np.bool_(False), coplayer_id=np.int32(1)),  # a meta agent playing itself
+    ]
+    try:
+        _write(server.address, bad + [episode(i) for i in range(8)])
+        lines = []
+        source = ReplayBatchSource(
+            config,
+            tiny_components,
+            connect(server.address, 1.0),
+            learner_process=0,
+            publisher=None,
+            should_stop=_never,
+            log=lines.append,
+        )
+        batch, metrics = source(_state_at(2))
+        np.testing.assert_array_equal(batch.episode_index, np.arange(8))
+        assert np.all(np.isfinite(batch.rewards)) and int(batch.actions.max()) < tiny_components.env.num_actions
+        assert source.dropped_malformed == 6 and metrics["replay/dropped_malformed"] == 6
+        assert source.dropped_stale == source.dropped_duplicates == 0
+        reasons = ("non-finite rewards", "actions outside", "does not belong to this table", "ego_id 1 does not match",
+                   "newer than the learner's 2")
+        assert len(lines) == 5 and all(r in line for r, line in zip(reasons, lines, strict=True)), lines
+        assert "further ones are only counted" in lines[-1]
+    finally:
+        server.stop()

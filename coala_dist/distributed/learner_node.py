@@ -13,6 +13,12 @@
 3. returns the batch (sharded over the learner mesh when it has several devices) and its metrics: the time spent
    waiting for data, the queue size, the policy lag of the consumed episodes and the dropped counts.
 
+What comes from the network is checked before it can enter an update. The transports already refuse items whose
+shapes or dtypes differ from the table's signature; `episode_problem` rejects the rest — non-finite observations,
+rewards, log-probs or values, actions outside the action set, an episode index that is not this table's, an ego or
+co-player id that cannot be, a version newer than the learner's — and the source counts each rejection
+(`replay/dropped_malformed`) and names the first few on the console, then goes on waiting for the real episode.
+
 Invariants: only learner process 0 publishes parameters and writes metrics (the other processes keep only the
 checkpoint callback of `prepare_learner`, because Orbax saves collectively).
 """
@@ -42,7 +48,7 @@ from coala_dist.distributed.sharding import (
     process_episode_range,
     replicated,
 )
-from coala_dist.distributed.work import learner_share, learner_tables
+from coala_dist.distributed.work import learner_share, learner_tables, table_episode_indices
 from coala_dist.learner import TrainState
 from coala_dist.rollout import MetaEpisode
 from coala_dist.train import (
@@ -51,6 +57,53 @@ from coala_dist.train import (
     prepare_learner,
     with_checkpoint_location,
 )
+
+# Console lines naming rejected episodes: the first few, then only the count in the metrics.
+MALFORMED_LINES = 5
+
+
+def episode_problem(
+    episode: MetaEpisode,
+    *,
+    table_indices: range,
+    newest_version: int,
+    num_actions: int,
+    meta_batch_size: int,
+    population_size_meta: int,
+    num_naive_initialisations: int,
+) -> str | None:
+    """Why a received episode (numpy fields of ONE `MetaEpisode`) cannot enter an update, or None if it can.
+
+    Args:
+      episode: the decoded episode.
+      table_indices: the episode indices its table holds.
+      newest_version: the learner's version (no actor can have acted with a newer one).
+      num_actions: |A|.
+      meta_batch_size: N (the ego of episode e is e // N).
+      population_size_meta: P.
+      num_naive_initialisations: how many naive initialisations a naive co-player id may name.
+    """
+    for field in ("obs", "rewards", "behaviour_logp", "behaviour_values"):
+        if not np.all(np.isfinite(getattr(episode, field))):
+            return f"non-finite {field}"
+    actions = episode.actions
+    if actions.size and (actions.min() < 0 or actions.max() >= num_actions):
+        return f"actions outside [0, {num_actions})"
+    index, version = int(episode.episode_index), int(episode.policy_version)
+    if index not in table_indices:
+        return f"episode index {index} does not belong to this table (indices {table_indices.start}..)"
+    if int(episode.ego_id) != index // meta_batch_size:
+        return f"ego_id {int(episode.ego_id)} does not match episode index {index}"
+    if version > newest_version:
+        return f"policy version {version} is newer than the learner's {newest_version}"
+    if version < 0:
+        return f"policy version {version} is negative"
+    coplayer, naive = int(episode.coplayer_id), bool(episode.coplayer_is_naive)
+    limit = num_naive_initialisations if naive else population_size_meta
+    if not 0 <= coplayer < limit or (not naive and coplayer == int(episode.ego_id)):
+        kind = "naive" if naive else "meta"
+        return f"{kind} co-player id {coplayer} is impossible (ego {int(episode.ego_id)}, {limit} {kind} agents)"
+    return None
 
 
 def _leaf_position(codec: TreeCodec, field: str) -> int:
@@ -70,10 +123,12 @@ class ReplayBatchSource:
       publisher: publishes parameters (primary process), or None.
       should_stop: polled while waiting; a stop raises `NodeStoppedError` out of the call.
       mesh: the learner's mesh when it has more than one device (the batch is then returned sharded), else None.
+      log: where lines naming rejected (malformed) episodes go.
 
     Attributes:
       dropped_stale: episodes dropped because they were too old (sync: not of the current version).
       dropped_duplicates: sync episodes received twice.
+      dropped_malformed: episodes rejected by `episode_problem`.
       consumed_lags: policy lag of every consumed episode, in consumption order.
     """
 
@@ -87,13 +142,15 @@ class ReplayBatchSource:
         publisher: ParamsPublisher | None,
         should_stop: Callable[[], bool],
         mesh: jax.sharding.Mesh | None = None,
+        log: Callable[[str], None] = print,
     ):
-        self.config, self.replay, self.publisher, self.should_stop, self.mesh = (
+        self.config, self.replay, self.publisher, self.should_stop, self.mesh, self.log = (
             config,
             replay,
             publisher,
             should_stop,
             mesh,
+            log,
         )
         self.sync = config.distributed.mode == "sync"
         self.tables = learner_tables(config, learner_process)  # in episode (hence agent) order
@@ -101,9 +158,35 @@ class ReplayBatchSource:
         self.codec = episode_codec(components, episodes_per_work_unit(config))
         self._version_at = _leaf_position(self.codec, "policy_version")
         self._index_at = _leaf_position(self.codec, "episode_index")
+        self.table_indices = table_episode_indices(config, learner_process)
+        self.num_actions = components.env.num_actions
+        self.num_naive_initialisations = (
+            config.population_size_meta if config.dynamic_naive_agents else config.population_size_naive
+        )
         self.dropped_stale = 0
         self.dropped_duplicates = 0
+        self.dropped_malformed = 0
         self.consumed_lags: list[int] = []
+
+    def _malformed(self, item: list[np.ndarray], table: str, version: int) -> bool:
+        """Checks one received item; counts and (the first few) names a rejected one."""
+        problem = episode_problem(
+            self.codec.unflatten(item),
+            table_indices=self.table_indices[table],
+            newest_version=version,
+            num_actions=self.num_actions,
+            meta_batch_size=self.config.meta_batch_size,
+            population_size_meta=self.config.population_size_meta,
+            num_naive_initialisations=self.num_naive_initialisations,
+        )
+        if problem is None:
+            return False
+        self.dropped_malformed += 1
+        if self.dropped_malformed <= MALFORMED_LINES:
+            last = self.dropped_malformed == MALFORMED_LINES
+            more = " (further ones are only counted: replay/dropped_malformed)" if last else ""
+            self.log(f"learner rejected an episode from table {table}: {problem}{more}")
+        return True
 
     # -------------------------------------------------------------------------------------------------------------
     def _poll(self) -> dict[str, int]:
@@ -140,14 +223,11 @@ class ReplayBatchSource:
             progressed = False
             for table in self.tables:
                 for item in self.replay.take(table, sizes.get(table, 0)):
+                    if self._malformed(item, table, version):
+                        continue
                     item_version, index = int(item[self._version_at]), int(item[self._index_at])
                     if item_version < version:
                         self.dropped_stale += 1
-                    elif item_version > version:
-                        raise RuntimeError(
-                            f"sync learner at version {version} received an episode of version {item_version}: "
-                            "is another program writing to this replay server?"
-                        )
                     elif index in received or index not in needed:
                         self.dropped_duplicates += 1
                     else:
@@ -170,6 +250,8 @@ class ReplayBatchSource:
             progressed = False
             for table, count in remaining.items():
                 for item in self.replay.take(table, min(count, sizes.get(table, 0))):
+                    if self._malformed(item, table, version):
+                        continue
                     if int(item[self._version_at]) < oldest:
                         self.dropped_stale += 1
                     else:
@@ -189,7 +271,7 @@ class ReplayBatchSource:
             self.publisher.publish(state, self.should_stop)
         published = time.perf_counter()
         version = int(state.version)
-        stale_before, duplicates_before = self.dropped_stale, self.dropped_duplicates
+        before = (self.dropped_stale, self.dropped_duplicates, self.dropped_malformed)
         items, queue_size = self._collect_sync(version) if self.sync else self._collect_async(version)
         received = time.perf_counter()
         batch = self.codec.stack(items)
@@ -205,8 +287,9 @@ class ReplayBatchSource:
             "replay/policy_lag_mean": float(lags.mean()),
             "replay/policy_lag_max": float(lags.max()),
             # Per iteration, not this process's totals: a resumed run's rows then add up to the run's total.
-            "replay/dropped_stale": float(self.dropped_stale - stale_before),
-            "replay/dropped_duplicates": float(self.dropped_duplicates - duplicates_before),
+            "replay/dropped_stale": float(self.dropped_stale - before[0]),
+            "replay/dropped_duplicates": float(self.dropped_duplicates - before[1]),
+            "replay/dropped_malformed": float(self.dropped_malformed - before[2]),
         }
         return batch, metrics
 
@@ -221,6 +304,7 @@ class LearnerResult:
       consumed_lags: policy lag of every episode this process consumed.
       dropped_stale: episodes dropped as too old.
       dropped_duplicates: sync episodes received twice.
+      dropped_malformed: episodes rejected as malformed (`episode_problem`).
       failure: why the learner stopped before the end, as one line (too many skipped updates; the last good state
         was saved), or None. Returned, not raised: the launcher raises it once every node has stopped.
     """
@@ -230,6 +314,7 @@ class LearnerResult:
     consumed_lags: list[int]
     dropped_stale: int
     dropped_duplicates: int
+    dropped_malformed: int = 0
     failure: str | None = None
 
 
@@ -326,6 +411,7 @@ class LearnerNode:
             publisher=publisher,
             should_stop=self.should_stop,
             mesh=mesh if sharded else None,
+            log=log,
         )
         failure = None
         try:
@@ -357,5 +443,6 @@ class LearnerNode:
             consumed_lags=source.consumed_lags,
             dropped_stale=source.dropped_stale,
             dropped_duplicates=source.dropped_duplicates,
+            dropped_malformed=source.dropped_malformed,
             failure=failure,
         )

@@ -93,6 +93,17 @@ def learner_tables(config: ml_collections.ConfigDict, learner_process: int) -> d
     return counts
 
 
+def table_episode_indices(config: ml_collections.ConfigDict, learner_process: int) -> dict[str, range]:
+    """{queue table: the episode indices (of any version) it holds} for learner process `learner_process`."""
+    share, size = learner_share(config, learner_process), config.meta_batch_size
+    ranges = {}
+    for agent in range(config.population_size_meta):
+        low, high = max(share.start, agent * size), min(share.stop, (agent + 1) * size)
+        if low < high:
+            ranges[episode_table(agent, learner_process)] = range(low, high)
+    return ranges
+
+
 def all_episode_tables(config: ml_collections.ConfigDict) -> list[str]:
     """Every queue table of the program."""
     processes = range(config.distributed.num_learner_processes)
