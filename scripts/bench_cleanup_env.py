@@ -111,6 +111,7 @@ def main() -> None:
 
     from coala_dist.analysis.bench import bench_configs
     from coala_dist.builder import build
+    from coala_dist.config import episodes_per_iteration
     from coala_dist.metrics import agent_steps_per_iteration
 
     load_before = load_average()
@@ -125,7 +126,7 @@ def main() -> None:
         fields = {f.name: getattr(env_new, f.name) for f in dataclasses.fields(env_new)}
         variants = {"old": old_class(**fields), "new": env_new}
 
-    num_episodes = config.population_size_meta * config.meta_batch_size
+    num_episodes = episodes_per_iteration(config)
     batch, num_inner, length = config.batch_size, config.num_inner_episodes, env_new.inner_episode_length
     env_steps = num_episodes * batch * num_inner * length
     agent_steps = agent_steps_per_iteration(config)

@@ -31,14 +31,12 @@ EPISODE_TABLE = "episodes"
 
 def _specs(config_path: str):
     """(episode LeafSpecs, params LeafSpecs, episodes per work unit) of a config, from shapes only."""
-    spec = importlib.util.spec_from_file_location("bench_config", config_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
     from coala_dist.builder import build
     from coala_dist.config import episodes_per_work_unit
+    from coala_dist.configs import load
     from coala_dist.distributed.codec import episode_codec, params_codec
 
+    config = load(config_path)
     components = build(config)
     unit = episodes_per_work_unit(config)
     return episode_codec(components, unit).specs, params_codec(components).specs, unit

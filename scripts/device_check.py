@@ -19,7 +19,6 @@ Finishes in well under 8 minutes on a GPU (on this project's 2-core CPU: about 2
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -37,10 +36,10 @@ import jax  # noqa: E402
 
 
 def load_config(path: str):
-    spec = importlib.util.spec_from_file_location("device_check_config", os.path.join(REPO, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    """Config `path`, relative to the repository (the script may run from any folder)."""
+    from coala_dist.configs import load
+
+    return load(os.path.join(REPO, path))
 
 
 def time_iterations(config_path: str, timed_iterations: int) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import glob
-import importlib.util
 import json
 import re
 import sys
@@ -29,10 +28,10 @@ import jax  # noqa: E402
 
 
 def load_config(path: str, overrides: list[str]):
-    spec = importlib.util.spec_from_file_location("cfg", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    """Config `path` (a file or a shipped config's name) with `k=v` overrides, each value of its field's type."""
+    from coala_dist.configs import load
+
+    config = load(path)
     for override in overrides:
         key, value = override.split("=")
         *parents, last = key.split(".")

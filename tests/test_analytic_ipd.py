@@ -23,6 +23,7 @@ from helpers import results_snapshot
 
 from coala_dist.compat import enable_x64
 from coala_dist.envs import analytic_ipd as ipd
+from coala_dist.rl import analytic_rules as rules
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -195,16 +196,16 @@ def test_partial_gradient_and_naive_step_match_finite_differences():
         for seed in range(3):
             own, other = _random_logits(seed), _random_logits(seed + 20)
             expected = oracle_gradient(lambda x, o=other: oracle_average_reward(x, o, gamma)[0], own)
-            gradient = ipd.partial_gradient(jnp.asarray(own), jnp.asarray(other), gamma)
+            gradient = rules.partial_gradient(jnp.asarray(own), jnp.asarray(other), gamma)
             np.testing.assert_allclose(np.asarray(gradient), expected, atol=1e-7)
-            stepped = ipd.naive_step(jnp.asarray(own), jnp.asarray(other), gamma, learning_rate)
+            stepped = rules.naive_step(jnp.asarray(own), jnp.asarray(other), gamma, learning_rate)
             np.testing.assert_allclose(np.asarray(stepped), own + learning_rate * expected, atol=1e-6)
 
 
 def test_naive_learner_against_defector_learns_to_defect():
     # Against unconditional defection every cooperation costs S = −1, so gradient ascent lowers every logit.
     logits = jnp.asarray(_random_logits(4))
-    trajectory = ipd.naive_learning_trajectory(jnp.full(5, -5.0), logits, 0.9, 5.0, 50)
+    trajectory = rules.naive_learning_trajectory(jnp.full(5, -5.0), logits, 0.9, 5.0, 50)
     assert trajectory.shape == (51, 5)
     rewards = jax.vmap(ipd.own_average_reward, in_axes=(0, None, None))(trajectory, jnp.full(5, -5.0), 0.9)
     assert np.all(np.diff(np.asarray(rewards)) > -1e-6)
@@ -215,11 +216,11 @@ def test_shaping_objective_and_gradient_match_loop_oracle():
     gamma, learning_rate, num_steps = 0.8, 2.0, 3
     agent, naive = _random_logits(5), _random_logits(6)
     with enable_x64():
-        value = ipd.shaping_objective(jnp.asarray(agent), jnp.asarray(naive), gamma, learning_rate, num_steps)
+        value = rules.shaping_objective(jnp.asarray(agent), jnp.asarray(naive), gamma, learning_rate, num_steps)
         expected = oracle_shaping_objective(agent, naive, gamma, learning_rate, num_steps)
         np.testing.assert_allclose(float(value), expected, atol=1e-8)
         # The gradient flows through the M naive updates: compare with finite differences of the loop oracle.
-        gradient = ipd.shaping_gradient(jnp.asarray(agent), jnp.asarray(naive[None]), gamma, learning_rate, num_steps)
+        gradient = rules.shaping_gradient(jnp.asarray(agent), jnp.asarray(naive[None]), gamma, learning_rate, num_steps)
         expected_gradient = oracle_gradient(
             lambda x: oracle_shaping_objective(x, naive, gamma, learning_rate, num_steps), agent, step=1e-4
         )
@@ -240,13 +241,13 @@ def test_lola_gradient_matches_finite_differences_and_reduces_to_partial_gradien
     agent, other = _random_logits(7), _random_logits(8)
     with enable_x64():
         for look_ahead in (1, 2):
-            gradient = ipd.lola_gradient(jnp.asarray(agent), jnp.asarray(other), gamma, learning_rate, look_ahead)
+            gradient = rules.lola_gradient(jnp.asarray(agent), jnp.asarray(other), gamma, learning_rate, look_ahead)
             expected = oracle_gradient(
                 lambda x, k=look_ahead: oracle_lola_objective(x, other, gamma, learning_rate, k), agent, step=1e-4
             )
             np.testing.assert_allclose(np.asarray(gradient), expected, atol=2e-5)
-        zero = ipd.lola_gradient(jnp.asarray(agent), jnp.asarray(other), gamma, learning_rate, 0)
-        np.testing.assert_allclose(zero, ipd.partial_gradient(jnp.asarray(agent), jnp.asarray(other), gamma))
+        zero = rules.lola_gradient(jnp.asarray(agent), jnp.asarray(other), gamma, learning_rate, 0)
+        np.testing.assert_allclose(zero, rules.partial_gradient(jnp.asarray(agent), jnp.asarray(other), gamma))
 
 
 def test_mixed_group_gradient_is_the_convex_mixture():
@@ -262,7 +263,7 @@ def test_mixed_group_gradient_is_the_convex_mixture():
             [oracle_gradient(lambda x, c=c: oracle_average_reward(x, c, gamma)[0], agent) for c in coplayers], axis=0
         )
         agent, naive, coplayers = (jnp.asarray(x) for x in (agent, naive, coplayers))
-        mixed_gradient = jax.jit(ipd.mixed_group_gradient, static_argnums=6)
+        mixed_gradient = jax.jit(rules.mixed_group_gradient, static_argnums=6)
         for p_naive in (0.0, 0.3, 1.0):
             mixed = mixed_gradient(agent, naive, coplayers, p_naive, gamma, learning_rate, num_steps)
             np.testing.assert_allclose(np.asarray(mixed), p_naive * shaping + (1 - p_naive) * partial, atol=3e-5)
@@ -375,7 +376,8 @@ def test_scan_with_logging_measures_before_every_chunk():
 
 @pytest.mark.parametrize("figure", ["fig3a", "fig4"])
 def test_experiment_runs_and_plots(figure, tiny_config, tmp_path):
-    from coala_dist.analytic import experiments, plotting, report
+    from coala_dist.analysis import analytic_plots, analytic_report
+    from coala_dist.analytic import experiments
 
     result = experiments.RUNNERS[figure](tiny_config, 2)
     assert result.name == figure and result.checks
@@ -383,10 +385,10 @@ def test_experiment_runs_and_plots(figure, tiny_config, tmp_path):
         assert set(check) == {"claim", "criterion", "value", "passed"}
     numbers = [v for v in jax.tree_util.tree_leaves(result.summary) if isinstance(v, float)]
     assert numbers and np.all(np.isfinite(numbers))
-    plotting.PLOTTERS[figure](result, tmp_path / f"{figure}.png")
+    analytic_plots.PLOTTERS[figure](result, tmp_path / f"{figure}.png")
     assert (tmp_path / f"{figure}.png").stat().st_size > 1000
-    report.write_result(result, tmp_path, f"coala analytic {figure}", 1.0, {"seed": 0})
-    readme = report.write_readme(tmp_path).read_text()
+    analytic_report.write_result(result, tmp_path, f"coala analytic {figure}", 1.0, {"seed": 0})
+    readme = analytic_report.write_readme(tmp_path).read_text()
     assert f"coala analytic {figure}" in readme and "| reproduced |" in readme
     if figure == "fig3a":
         # 40 meta updates must raise the agent's reward against naive learners: the updates ascend Eq. 17.

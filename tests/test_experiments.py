@@ -20,16 +20,14 @@ import numpy as np
 import pytest
 from helpers import results_snapshot
 
+from coala_dist.analysis.curves import moving_average
+from coala_dist.analysis.evaluation import defection_rates
+from coala_dist.analysis.experiment_report import final_window_mean, mean_and_std
+from coala_dist.analysis.experiment_report import report_json as json_safe
+from coala_dist.analysis.runs import read_metrics_csv
+from coala_dist.configs import load_shipped as load_config_file
 from coala_dist.experiments import EXPERIMENTS, experiment_config, run_experiment
-from coala_dist.experiments.definitions import apply_overrides, load_config_file
-from coala_dist.experiments.evaluation import defection_rates
-from coala_dist.experiments.report import (
-    final_window_mean,
-    json_safe,
-    mean_and_std,
-    moving_average,
-    read_metrics_csv,
-)
+from coala_dist.experiments.definitions import apply_overrides
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "results")
@@ -299,7 +297,7 @@ def test_head_to_head_builds_the_app_h3_pool():
 
 
 def test_head_to_head_numbers_average_the_right_pairs():
-    from coala_dist.experiments.report import head_to_head_numbers
+    from coala_dist.analysis.experiment_report import head_to_head_numbers
 
     nan = math.nan
     # Agent i's reward against agent j; rules: 0, 1 = coala, 2, 3 = mfos.

@@ -1,6 +1,14 @@
-"""After (or during) training: reading runs, plotting curves, evaluating trained agents, benchmarking the system.
+"""Reporting: everything after (or during) training that reads runs and writes numbers, tables and plots.
 
-The `coala plot`, `coala eval` and `coala bench` commands are thin wrappers around `curves`, `evaluation` and
-`bench`; `runs` reads a work directory (metrics.csv and the config saved with its checkpoints); `flops` holds the
-FLOP model of the policy used for the benchmark's limit.
+* `runs`: a run's work directory (metrics.csv, the config saved with its checkpoints), strict JSON (`json_safe`),
+  and the guard that keeps throw-away outputs out of the published results/.
+* `curves`: training curves of several runs, mean ± std over seeds (`coala plot`; `moving_average`).
+* `evaluation`: trained meta agents against fresh naive learners and each other (`coala eval`, and the experiment
+  runner's evaluations), each with its own key stream of `coala_dist.keys`.
+* `experiment_report`: an experiment's per-seed files, table and plots (`coala experiment`).
+* `analytic_report`, `analytic_plots`: the analytic IPD figures' JSON, README and PNGs (`coala analytic`).
+* `bench`, `flops`: how fast the system trains on this machine and the FLOP model of its limit (`coala bench`).
+
+The commands are thin wrappers around these modules; `coala_dist/experiments/` (definitions, runner) and
+`coala_dist/analytic/` (the analytic experiments) produce what is reported here.
 """

@@ -35,17 +35,17 @@ import ml_collections
 
 from coala_dist import keys, profiles
 from coala_dist.analysis import flops
+from coala_dist.analysis.runs import in_published_results
 from coala_dist.builder import Components
-from coala_dist.config import default_config, episodes_per_iteration
-from coala_dist.experiments.runner import in_published_results
+from coala_dist.config import default_config, episodes_per_iteration, meta_trajectory_length
 from coala_dist.learner import TrainState
 from coala_dist.metrics import ThroughputMetrics, agent_steps_per_iteration
+from coala_dist.networks.hawk import SCAN_TYPES
 from coala_dist.train import inprocess_batch_source, learner_loop
 
 # (launch type, actors) of the distributed end-to-end measurements.
 LAUNCHES = (("inprocess", 1), ("inprocess", 2), ("local", 1), ("local", 2))
 SCENARIOS = ("ipd", "cleanup")
-SCAN_TYPES = ("linear", "associative")
 END_TO_END_FIELDS = ("iteration_s", "episodes_per_s", "agent_steps_per_s", "learner_wait_fraction")
 
 # Every key of the JSON (dotted paths), in the order they are documented; launch entries may be null with a reason.
@@ -289,7 +289,7 @@ def measure_limit(
     # The limit counts the FLOPs the implementation executes (dense gates).
     per_step = flops.training_flops_per_agent_step(config, forward_dense)
     params = jax.tree_util.tree_map(lambda x: x[0], state.meta_params)
-    length = config.num_inner_episodes * config.env.inner_episode_length
+    length = meta_trajectory_length(config)
     xla = flops.xla_policy_flops_per_step(components.policy, params, env.obs_dim, sequence_rows, length)
     step_macs = flops.policy_matmul_macs(config, env.obs_dim, env.num_actions)
     per_shape = {shape: flops.measure_matmul_flops_per_s(rows, *shape, repeats=repeats) for shape in step_macs}

@@ -1,7 +1,10 @@
-"""Reading a run's work directory: its per-iteration metrics and the config saved with its checkpoints.
+"""Runs on disk: a work directory's per-iteration metrics and saved config, strict JSON, and where reports may go.
 
 A work directory written by `coala train` (or any launch) holds `metrics.csv` (one row per iteration) and
 `checkpoints/<step>/` whose `config` item is the experiment config as JSON (coala_dist/checkpoint.py).
+
+The published results live in the repository's `results/` folder; runs whose numbers mean nothing (`coala
+experiment --smoke`, `coala bench --quick`) never write there (`in_published_results`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import csv
 import dataclasses
 import math
 import os
+import pathlib
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -44,18 +49,26 @@ class Run:
         return os.path.basename(os.path.normpath(self.workdir))
 
 
-def json_safe(value):
-    """`value` with NaN/inf replaced by None and numpy scalars by Python numbers, so `json.dump` writes strict JSON."""
+def json_safe(value: Any, significant_digits: int | None = None) -> Any:
+    """`value` as strict JSON accepts it: NaN/inf become None, numpy scalars Python numbers, tuples lists.
+
+    Args:
+      value: nested dicts, lists and tuples of numbers, strings, None.
+      significant_digits: floats are rounded to this many significant digits (what experiment reports keep);
+        None keeps them exact (`coala eval`, `coala bench`).
+    """
     if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v, significant_digits) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
+        return [json_safe(v, significant_digits) for v in value]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
+        if not math.isfinite(value):
+            return None
+        return float(value) if significant_digits is None else float(f"{value:.{significant_digits}g}")
     return value
 
 
@@ -127,3 +140,24 @@ def load_run(workdir: str) -> Run:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{workdir} has no metrics.csv (is it a run's --workdir?)")
     return Run(workdir=workdir, config=saved_config(workdir), rows=read_metrics_csv(path))
+
+
+def published_results_folders() -> tuple[pathlib.Path, ...]:
+    """The folders holding committed, published results, resolved.
+
+    `results/` next to the coala_dist package (a checkout, or an editable install of one) and `./results` (a
+    checkout used from its root with a non-editable install, where the package lives in site-packages).
+    """
+    import coala_dist
+
+    package_root = pathlib.Path(coala_dist.__file__).resolve().parent.parent
+    return tuple(dict.fromkeys((package_root / "results", pathlib.Path("results").resolve())))
+
+
+def in_published_results(path: str) -> pathlib.Path | None:
+    """The published results folder that `path` is or lies inside (after resolving `..` and symlinks), else None."""
+    target = pathlib.Path(path).resolve()
+    for folder in published_results_folders():
+        if target == folder or folder in target.parents:
+            return folder
+    return None

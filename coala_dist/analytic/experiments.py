@@ -5,7 +5,7 @@ Every trainer is a pure function of its key (and initial parameters) that scans 
 numbers, the checks of the paper's claims, and the arrays the plots need.
 
 Learning-aware ("meta") agents are tabular 5-logit policies trained with Optax `adamw` (default arguments, paper.md
-§7.1) on one of the gradients of coala_dist/envs/analytic_ipd.py:
+§7.1) on one of the gradients of coala_dist/rl/analytic_rules.py:
   * against naive learners: the shaping gradient of Eq. 17 (fresh naive learners every update);
   * in a mixed group: p_naive · shaping + (1 − p_naive) · partial gradient against the other meta agents;
   * LOLA: p · ∇LOLA (Eq. 4) + (1 − p) · partial gradient against the other LOLA agent.
@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from coala_dist.envs import analytic_ipd as ipd
+from coala_dist.rl import analytic_rules as rules
 
 # Number of points kept from each training curve for the plots.
 CURVE_POINTS = 200
@@ -85,7 +86,7 @@ def shaping_metrics(
     Returns:
       `ShapingMetrics` of scalars (means over the n naive learners).
     """
-    trajectories = jax.vmap(ipd.naive_learning_trajectory, in_axes=(None, 0, None, None, None))(
+    trajectories = jax.vmap(rules.naive_learning_trajectory, in_axes=(None, 0, None, None, None))(
         logits_agent, logits_naive_batch, gamma, naive_learning_rate, num_naive_steps
     )  # [n, M + 1, 5]
     rewards = jax.vmap(jax.vmap(ipd.average_reward, in_axes=(None, 0, None)), in_axes=(None, 0, None))(
@@ -168,7 +169,7 @@ def make_shaping_trainer(
 
     def update(carry, key):
         logits, opt_state = carry
-        gradient = ipd.shaping_gradient(logits, naive_batch(key), gamma, naive_learning_rate, num_naive_steps)
+        gradient = rules.shaping_gradient(logits, naive_batch(key), gamma, naive_learning_rate, num_naive_steps)
         updates, opt_state = optimizer.update(-gradient, opt_state, logits)  # ascent
         return optax.apply_updates(logits, updates), opt_state
 
@@ -209,7 +210,7 @@ def make_group_trainer(
 ) -> Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, GroupMetrics]]:
     """A group of learning-aware agents meeting naive learners with probability p_naive (Fig. 3B/3C, 9, 10).
 
-    Every agent follows `ipd.mixed_group_gradient`: p_naive times its shaping gradient against its own fresh
+    Every agent follows `rules.mixed_group_gradient`: p_naive times its shaping gradient against its own fresh
     naive learners plus (1 − p_naive) times its partial gradient against the other members. All update at once.
 
     Args:
@@ -244,7 +245,7 @@ def make_group_trainer(
     def train(key, initial_logits, p_naive):
         def update(carry, key):
             logits, opt_state = carry
-            gradients = jax.vmap(ipd.mixed_group_gradient, in_axes=(0, 0, 0, None, None, None, None))(
+            gradients = jax.vmap(rules.mixed_group_gradient, in_axes=(0, 0, 0, None, None, None, None))(
                 logits, naive_batch(key), logits[others], p_naive, gamma, naive_learning_rate, num_naive_steps
             )
             updates, opt_state = optimizer.update(-gradients, opt_state, logits)
@@ -292,9 +293,9 @@ def make_mutual_trainer(
 
     def gradients(logits):
         if self_play:
-            return ipd.partial_gradient(logits, logits, gamma)
+            return rules.partial_gradient(logits, logits, gamma)
         return jnp.stack(
-            [ipd.partial_gradient(logits[0], logits[1], gamma), ipd.partial_gradient(logits[1], logits[0], gamma)]
+            [rules.partial_gradient(logits[0], logits[1], gamma), rules.partial_gradient(logits[1], logits[0], gamma)]
         )
 
     def mutual_reward(logits):
@@ -343,8 +344,8 @@ def make_lola_trainer(
     optimizer = optax.adamw(meta_learning_rate)
 
     def gradient(own, other):
-        lola = ipd.lola_gradient(own, other, gamma, naive_learning_rate, look_ahead)
-        return lola_weight * lola + (1 - lola_weight) * ipd.partial_gradient(own, other, gamma)
+        lola = rules.lola_gradient(own, other, gamma, naive_learning_rate, look_ahead)
+        return lola_weight * lola + (1 - lola_weight) * rules.partial_gradient(own, other, gamma)
 
     def train(key):
         initial_logits = meta_init_scale * jax.random.normal(key, (2, ipd.NUM_LOGITS))
@@ -382,7 +383,7 @@ def naive_learning_curves(
     Returns:
       (agent reward [num_steps + 1, n], naive reward [num_steps + 1, n], naive cooperation [num_steps + 1, n]).
     """
-    trajectories = jax.vmap(ipd.naive_learning_trajectory, in_axes=(None, 0, None, None, None))(
+    trajectories = jax.vmap(rules.naive_learning_trajectory, in_axes=(None, 0, None, None, None))(
         logits_agent, logits_naive_batch, gamma, naive_learning_rate, num_steps
     )
     pairwise = jax.vmap(jax.vmap(ipd.average_reward, in_axes=(None, 0, None)), in_axes=(None, 0, None))
@@ -440,9 +441,14 @@ def _seed_keys(config: ml_collections.ConfigDict, figure: str, num_seeds: int) -
     return jax.random.split(root, num_seeds)
 
 
+def _cooperation(logits: np.ndarray | jax.Array) -> np.ndarray:
+    """σ(logits) on the host: the probabilities of cooperating of [..., 5] policies (first move, CC, CD, DC, DD)."""
+    return 1 / (1 + np.exp(-np.asarray(logits)))
+
+
 def _fit_zero_determinant_batch(cooperate: np.ndarray) -> ipd.ZeroDeterminantFit:
     """ZD fits of [n, 4] cooperation probabilities, as numpy."""
-    fit = jax.jit(jax.vmap(ipd.fit_zero_determinant))(jnp.asarray(cooperate, jnp.float32))
+    fit = ipd.fit_zero_determinant_rows(jnp.asarray(cooperate, jnp.float32))
     return ipd.ZeroDeterminantFit(*(np.asarray(x) for x in fit))
 
 
@@ -490,7 +496,7 @@ def run_fig3a(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
     checks, arrays = [], {}
     for start, initial_logits in starts.items():
         logits, history = _train_shapers(config, keys, initial_logits, settings.num_steps, settings.log_every)
-        cooperate = 1 / (1 + np.exp(-logits))
+        cooperate = _cooperation(logits)
         fit = _fit_zero_determinant_batch(cooperate[:, 1:])
         final = {name: value[:, -1] for name, value in history._asdict().items()}
         summary[start] = {
@@ -564,18 +570,17 @@ def run_fig3b(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
     self_logits, self_history = jax.jit(jax.vmap(self_play))(jnp.asarray(extortioners))
     mutual_reward = np.asarray(mutual_history)
     self_reward = np.asarray(self_history)
-    sigmoid = lambda x: 1 / (1 + np.exp(-np.asarray(x)))
     summary = {
         "num_seeds": num_seeds,
-        "extortioner_policy_median": rounded(np.median(sigmoid(extortioners), 0)),
+        "extortioner_policy_median": rounded(np.median(_cooperation(extortioners), 0)),
         "pair_reward_before": quantiles(mutual_reward[:, 0]),
         f"pair_reward_after_{settings.turn_steps}_updates": quantiles(mutual_reward[:, settings.turn_steps]),
         "pair_reward_after": quantiles(mutual_reward[:, -1]),
-        "pair_policy_after_median": rounded(np.median(sigmoid(mutual_logits).reshape(-1, 5), 0)),
+        "pair_policy_after_median": rounded(np.median(_cooperation(mutual_logits).reshape(-1, 5), 0)),
         "self_play_reward_before": quantiles(self_reward[:, 0]),
         f"self_play_reward_after_{settings.turn_steps}_updates": quantiles(self_reward[:, settings.turn_steps]),
         "self_play_reward_after": quantiles(self_reward[:, -1]),
-        "self_play_policy_after_median": rounded(np.median(sigmoid(self_logits), 0)),
+        "self_play_policy_after_median": rounded(np.median(_cooperation(self_logits), 0)),
     }
     checks = []
     turn = settings.turn_steps
@@ -597,9 +602,9 @@ def run_fig3b(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
         "turn_steps": np.asarray(settings.turn_steps),
         "pair_reward": arrays_mutual,
         "self_play_reward": arrays_self,
-        "extortioner_cooperate": sigmoid(extortioners),
-        "pair_cooperate": sigmoid(mutual_logits).reshape(-1, 5),
-        "self_play_cooperate": sigmoid(self_logits),
+        "extortioner_cooperate": _cooperation(extortioners),
+        "pair_cooperate": _cooperation(mutual_logits).reshape(-1, 5),
+        "self_play_cooperate": _cooperation(self_logits),
     }
     return FigureResult("fig3b", summary, checks, arrays)
 
@@ -643,7 +648,7 @@ def run_fig3c(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
             "fraction_of_seeds_cooperating(>0.9)": float(np.mean(final > 0.9)),
             "meta_cooperation_final": quantiles(history.meta_cooperation[index, :, -1]),
             "shaping_reward_final": quantiles(history.shaping_reward[index, :, -1]),
-            "policy_median": rounded(np.median(1 / (1 + np.exp(-logits[index].reshape(-1, 5))), 0)),
+            "policy_median": rounded(np.median(_cooperation(logits[index].reshape(-1, 5)), 0)),
         }
         if p_naive == 0:
             checks.append(
@@ -700,7 +705,7 @@ def run_fig9(config: ml_collections.ConfigDict, num_seeds: int | None = None) ->
             "shaping_reward_final": quantiles(history.shaping_reward[index, :, -1]),
             "steps_to_reward_0.1": rise,
             "steps_to_reward_0.9": cross,
-            "policy_median": rounded(np.median(1 / (1 + np.exp(-logits[index].reshape(-1, 5))), 0)),
+            "policy_median": rounded(np.median(_cooperation(logits[index].reshape(-1, 5)), 0)),
         }
         if p_naive == 0:
             checks.append(
@@ -748,8 +753,8 @@ def run_fig10(config: ml_collections.ConfigDict, num_seeds: int | None = None) -
     initial = jnp.broadcast_to(tft, (num_seeds, settings.group_size, ipd.NUM_LOGITS))
     logits, history = _run_group_sweep(config, "fig10", settings, num_seeds, initial, (settings.p_naive,))
     logits, history = logits[0], GroupMetrics(*(x[0] for x in history))
-    cooperate = 1 / (1 + np.exp(-logits.reshape(-1, 5)))
-    tft_cooperate = 1 / (1 + np.exp(-np.asarray(tft)))
+    cooperate = _cooperation(logits.reshape(-1, 5))
+    tft_cooperate = _cooperation(tft)
     distance = np.linalg.norm(cooperate - tft_cooperate, axis=-1)
     # The softened TFT pair starts below full cooperation (its 1% errors echo); what matters is that cooperation,
     # once reached, is kept while the policies move away from TFT.
@@ -857,7 +862,7 @@ def run_fig4(config: ml_collections.ConfigDict, num_seeds: int | None = None) ->
             logits, rewards = jax.jit(jax.vmap(train))(keys)
             logits, rewards = np.asarray(logits), np.asarray(rewards).mean(-1)  # both players
             final_logits[(variant, look_ahead)] = logits
-            cooperate = 1 / (1 + np.exp(-logits.reshape(-1, 5)))
+            cooperate = _cooperation(logits.reshape(-1, 5))
             fit = _fit_zero_determinant_batch(cooperate[:, 1:])
             summary[f"{variant}/k={look_ahead}"] = {
                 "lola_weight": lola_weight,

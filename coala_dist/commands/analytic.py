@@ -53,7 +53,8 @@ def _settings(config, figure: str) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    from coala_dist.analytic import experiments, plotting, report
+    from coala_dist.analysis import analytic_plots, analytic_report
+    from coala_dist.analytic import experiments
 
     requested = argv[1:]
     valid = (*experiments.FIGURES, "all")
@@ -69,9 +70,9 @@ def main(argv: list[str]) -> None:
         start = time.perf_counter()
         result = experiments.RUNNERS[figure](config, _SEEDS.value)
         wall_time = time.perf_counter() - start
-        plotting.PLOTTERS[figure](result, out_dir / f"{figure}.png")
-        report.write_result(result, out_dir, _command_line(figure), wall_time, _settings(config, figure))
+        analytic_plots.PLOTTERS[figure](result, out_dir / f"{figure}.png")
+        analytic_report.write_result(result, out_dir, _command_line(figure), wall_time, _settings(config, figure))
         print(f"{figure}: {wall_time:.0f} s")
         for check in result.checks:
             print(f"  [{'reproduced' if check['passed'] else 'NOT reproduced'}] {check['claim']}: {check['value']}")
-    print(f"wrote {report.write_readme(out_dir)}")
+    print(f"wrote {analytic_report.write_readme(out_dir)}")

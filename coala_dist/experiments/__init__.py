@@ -1,4 +1,8 @@
-"""The paper's IPD experiments (Fig. 5A, 5B, 5C, the p_naive = 0 ablation) at CPU scale: `coala experiment NAME`."""
+"""The paper's RL experiments at CPU scale (`coala experiment NAME`): their definitions and the runner.
+
+IPD Fig. 5A-C, the p_naive = 0 ablation, App. H.3, Clean Up-lite Figs. 6-7. Evaluation, tables and plots of their
+results are in `coala_dist.analysis` (`evaluation`, `experiment_report`).
+"""
 
 from coala_dist.experiments.definitions import EXPERIMENTS, Experiment, experiment_config
 from coala_dist.experiments.runner import run_experiment

@@ -11,33 +11,12 @@ for CI.
 from __future__ import annotations
 
 import dataclasses
-from types import ModuleType
 from typing import Any
 
 import ml_collections
 
+from coala_dist.configs import load_shipped, load_shipped_module
 from coala_dist.rl.estimators import ESTIMATORS
-
-# Labels of the training metrics used in tables and plots (keys as written by coala_dist.metrics).
-METRIC_LABELS = {
-    "vs_naive/ego_reward": "meta agent reward/step vs naive",
-    "vs_naive/coplayer_reward": "naive co-player reward/step",
-    "vs_meta/ego_reward": "reward/step between meta agents",
-    "vs_naive/cooperate_player_1": "meta agent cooperation rate vs naive",
-    "vs_naive/cooperate_player_2": "naive co-player cooperation rate",
-    "vs_meta/cooperate_player_1": "cooperation rate between meta agents",
-    # Clean Up-lite (coala_dist/envs/cleanup_lite.py: per-step means of its info, and its episode metrics)
-    "vs_naive/zapped_player_1": "meta agent zapped/step vs naive",
-    "vs_naive/cleaned_player_1": "meta agent cleaning/step vs naive",
-    "vs_naive/cleaned_player_2": "naive co-player cleaning/step",
-    "vs_naive/cleaning_discrepancy": "cleaning discrepancy vs naive",
-    "vs_naive/pollution": "pollution vs naive",
-    "vs_naive/apples": "apples vs naive",
-    "vs_meta/zapped_player_1": "zapped/step between meta agents",
-    "vs_meta/cleaning_discrepancy": "cleaning discrepancy between meta agents",
-    "vs_meta/pollution": "pollution between meta agents",
-    "vs_meta/apples": "apples between meta agents",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,21 +206,9 @@ def smoke_overrides() -> dict[str, Any]:
     }
 
 
-def load_config_module(file_name: str) -> ModuleType:
-    """The shipped config file `file_name` (`coala_dist/configs/`) as a module."""
-    from coala_dist.configs import load_shipped_module
-
-    return load_shipped_module(file_name)
-
-
-def load_config_file(file_name: str) -> ml_collections.ConfigDict:
-    """Loads the shipped config `file_name` and returns its `get_config()`."""
-    return load_config_module(file_name).get_config()
-
-
 def estimator_overrides(file_name: str, estimator: str) -> dict[str, Any]:
     """The config file's per-estimator overrides (its `ESTIMATOR_OVERRIDES[estimator]`; {} if it has none)."""
-    return dict(getattr(load_config_module(file_name), "ESTIMATOR_OVERRIDES", {}).get(estimator, {}))
+    return dict(getattr(load_shipped_module(file_name), "ESTIMATOR_OVERRIDES", {}).get(estimator, {}))
 
 
 def paper_config(experiment: Experiment, estimator: str) -> ml_collections.ConfigDict:
@@ -250,7 +217,7 @@ def paper_config(experiment: Experiment, estimator: str) -> ml_collections.Confi
 
     if experiment.paper_config_file is None:
         return default_config()
-    config = load_config_file(experiment.paper_config_file)
+    config = load_shipped(experiment.paper_config_file)
     return apply_overrides(config, estimator_overrides(experiment.paper_config_file, estimator))
 
 
@@ -291,7 +258,7 @@ def experiment_config(
         raise ValueError(
             f"{experiment.name} runs estimators {experiment.estimators}, not {estimator!r}"
         )
-    base = load_config_file(experiment.config_file)
+    base = load_shipped(experiment.config_file)
     overrides = dict(experiment.overrides) | estimator_overrides(experiment.config_file, estimator)
     if smoke:
         overrides |= smoke_overrides()

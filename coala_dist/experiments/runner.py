@@ -10,14 +10,14 @@ sequential: each goes through the one training loop, and the estimator's compone
 are shared by its seeds.
 
 The published results live in the repository's `results/` folder; a smoke run never writes there
-(`in_published_results`), so a CI or test run cannot replace a committed table with a 1-seed, 1-iteration one.
+(`coala_dist.analysis.runs.in_published_results`), so a CI or test run cannot replace a committed table with a
+1-seed, 1-iteration one. Evaluation, the report's numbers, tables and plots are in `coala_dist.analysis`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pathlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,15 +25,16 @@ from typing import Any
 import ml_collections
 from flax import serialization
 
-from coala_dist.builder import build
-from coala_dist.experiments.definitions import EXPERIMENTS, Experiment, experiment_config, paper_config
-from coala_dist.experiments.evaluation import (
+from coala_dist.analysis.evaluation import (
     evaluate_against_naive,
     evaluate_between_meta_agents,
     make_meta_evaluator,
     make_naive_evaluator,
 )
-from coala_dist.experiments.report import final_window_mean, read_metrics_csv, write_report
+from coala_dist.analysis.experiment_report import final_window_mean, write_report
+from coala_dist.analysis.runs import in_published_results, read_metrics_csv
+from coala_dist.builder import build
+from coala_dist.experiments.definitions import EXPERIMENTS, Experiment, experiment_config, paper_config
 from coala_dist.train import train
 
 RESULT_FILE = "result.json"
@@ -42,27 +43,6 @@ PARAMS_FILE = "params.msgpack"
 EVALUATION_EPISODES_PER_INITIALISATION = 2
 # Evaluation meta-episodes per ordered pair of meta agents.
 EVALUATION_EPISODES_PER_META_PAIR = 4
-
-
-def published_results_folders() -> tuple[pathlib.Path, ...]:
-    """The folders holding committed, published results, resolved.
-
-    `results/` next to the coala_dist package (a checkout, or an editable install of one) and `./results` (a
-    checkout used from its root with a non-editable install, where the package lives in site-packages).
-    """
-    import coala_dist
-
-    package_root = pathlib.Path(coala_dist.__file__).resolve().parent.parent
-    return tuple(dict.fromkeys((package_root / "results", pathlib.Path("results").resolve())))
-
-
-def in_published_results(path: str) -> pathlib.Path | None:
-    """The published results folder that `path` is or lies inside (after resolving `..` and symlinks), else None."""
-    target = pathlib.Path(path).resolve()
-    for folder in published_results_folders():
-        if target == folder or folder in target.parents:
-            return folder
-    return None
 
 
 def run_directory(workdir_root: str, experiment: Experiment, estimator: str, seed: int) -> str:

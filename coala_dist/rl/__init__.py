@@ -1,1 +1,1 @@
-"""COALA-PG learning rules: returns (Algorithm 1), estimators, losses, naive learners."""
+"""COALA-PG learning rules: returns (Algorithm 1), estimators, losses, naive learners, and the analytic IPD's rules."""

@@ -1,8 +1,8 @@
-"""Results of an experiment: per-seed files, the table of final numbers, and the plots (matplotlib, Agg).
+"""Results of an experiment (`coala experiment`): per-seed files, the table of final numbers, and the plots.
 
 Numbers reported per run are the mean of a training metric over the last `final_window` iterations (each iteration's
 value is already a mean over that iteration's meta-batch); across seeds, mean ± sample std (ddof = 1) as in the
-paper's RL figures (mean ± std over 5 seeds, paper.md §6.1).
+paper's RL figures (mean ± std over 5 seeds, paper.md §6.1). Plots use matplotlib's Agg backend.
 """
 
 from __future__ import annotations
@@ -12,25 +12,45 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from coala_dist.experiments.definitions import METRIC_LABELS, Experiment
-from coala_dist.experiments.evaluation import defection_rates
+from coala_dist.analysis.curves import moving_average
+from coala_dist.analysis.evaluation import defection_rates
+from coala_dist.analysis.runs import json_safe
 from coala_dist.rl.estimators import REGISTRY
 
+if TYPE_CHECKING:
+    from coala_dist.experiments.definitions import Experiment
 
-def read_metrics_csv(path: str) -> list[dict[str, float]]:
-    """Rows of a run's `metrics.csv`, one per iteration, sorted by iteration.
+# Labels of the training metrics used in tables and plots (keys as written by coala_dist.metrics).
+METRIC_LABELS = {
+    "vs_naive/ego_reward": "meta agent reward/step vs naive",
+    "vs_naive/coplayer_reward": "naive co-player reward/step",
+    "vs_meta/ego_reward": "reward/step between meta agents",
+    "vs_naive/cooperate_player_1": "meta agent cooperation rate vs naive",
+    "vs_naive/cooperate_player_2": "naive co-player cooperation rate",
+    "vs_meta/cooperate_player_1": "cooperation rate between meta agents",
+    # Clean Up-lite (coala_dist/envs/cleanup_lite.py: per-step means of its info, and its episode metrics)
+    "vs_naive/zapped_player_1": "meta agent zapped/step vs naive",
+    "vs_naive/cleaned_player_1": "meta agent cleaning/step vs naive",
+    "vs_naive/cleaned_player_2": "naive co-player cleaning/step",
+    "vs_naive/cleaning_discrepancy": "cleaning discrepancy vs naive",
+    "vs_naive/pollution": "pollution vs naive",
+    "vs_naive/apples": "apples vs naive",
+    "vs_meta/zapped_player_1": "zapped/step between meta agents",
+    "vs_meta/cleaning_discrepancy": "cleaning discrepancy between meta agents",
+    "vs_meta/pollution": "pollution between meta agents",
+    "vs_meta/apples": "apples between meta agents",
+}
+# Floats in an experiment's JSON files (per_seed/*.json, summary.json) keep this many significant digits.
+SIGNIFICANT_DIGITS = 5
 
-    A run restarted without a checkpoint appends its iterations again; the last row written for an iteration wins.
-    """
-    by_iteration: dict[int, dict[str, float]] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            values = {k: float(v) if v not in ("", None) else math.nan for k, v in row.items()}
-            by_iteration[int(values["iteration"])] = values
-    return [by_iteration[i] for i in sorted(by_iteration)]
+
+def report_json(value: Any) -> Any:
+    """`value` as an experiment's JSON files hold it: `json_safe` with floats rounded to `SIGNIFICANT_DIGITS`."""
+    return json_safe(value, SIGNIFICANT_DIGITS)
 
 
 def final_window_mean(values: Sequence[float], final_window: int) -> float:
@@ -57,31 +77,6 @@ def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
-def moving_average(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing moving average along the last axis (the first entries average what exists so far), NaN-aware."""
-    values = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(values)
-    filled = np.where(finite, values, 0.0)
-    sums = np.cumsum(filled, axis=-1)
-    counts = np.cumsum(finite, axis=-1)
-    if window < values.shape[-1]:
-        sums[..., window:] = sums[..., window:] - sums[..., :-window]
-        counts[..., window:] = counts[..., window:] - counts[..., :-window]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def json_safe(value):
-    """`value` with NaN/inf floats replaced by None (strict JSON) and floats rounded to 5 significant digits."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float):
-        return float(f"{value:.5g}") if math.isfinite(value) else None
-    return value
-
-
 def _format(mean: float, std: float) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:+.3f} ± {std:.3f}"
 
@@ -100,7 +95,7 @@ def write_per_seed_files(out_dir: str, run: dict, metric_names: Sequence[str]) -
                 [int(row["iteration"])] + [f"{row.get(c, math.nan):.5g}" for c in columns[1:]]
             )
     with open(stem + ".json", "w") as f:
-        json.dump(json_safe(run["result"]), f)
+        json.dump(report_json(run["result"]), f)
 
 
 def head_to_head_numbers(
@@ -328,15 +323,7 @@ def plot_training_curves(
             ax.axhline(0.0, color="gray", lw=0.8, ls=":")
         ax.set_title(METRIC_LABELS[metric], fontsize=9)
         ax.set_xlabel("training iteration")
-    if axes[0][0].get_legend_handles_labels()[0]:
-        axes[0][0].legend(fontsize=8)
-    fig.suptitle(
-        f"{experiment.name} (mean ± std over seeds, {smoothing}-iteration moving average)",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _finish(fig, axes[0][0], f"{experiment.name} (mean ± std over seeds, {smoothing}-iteration moving average)", path)
 
 
 def plot_within_meta_episode(experiment: Experiment, runs: list[dict], path: str) -> None:
@@ -373,12 +360,17 @@ def plot_within_meta_episode(experiment: Experiment, runs: list[dict], path: str
         ax.set_xlabel("inner episode within the meta-episode")
         ax.set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("defection rate")
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=8)
-    fig.suptitle(
-        f"{experiment.name}: trained meta agent vs fresh naive learners (mean ± std over seeds)",
-        fontsize=10,
-    )
+    title = f"{experiment.name}: trained meta agent vs fresh naive learners (mean ± std over seeds)"
+    _finish(fig, axes[0], title, path)
+
+
+def _finish(fig: Any, legend_axis: Any, title: str, path: str) -> None:
+    """The end of every experiment plot: a legend on `legend_axis` if it drew labelled lines, the title, the PNG."""
+    import matplotlib.pyplot as plt
+
+    if legend_axis.get_legend_handles_labels()[0]:
+        legend_axis.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -395,7 +387,7 @@ def write_report(experiment: Experiment, runs: list[dict], out_dir: str, final_w
     summary = summarize_runs(experiment, runs)
     summary["final_window"] = final_window
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(json_safe(summary), f, indent=1)
+        json.dump(report_json(summary), f, indent=1)
     with open(os.path.join(out_dir, "table.md"), "w") as f:
         f.write(table_markdown(experiment, summary, final_window))
     plot_path = os.path.join(out_dir, f"{experiment.name}.png")

@@ -1,4 +1,4 @@
-"""Plots of the analytic IPD experiments (one PNG per figure), drawn with matplotlib's Agg backend."""
+"""Plots of the analytic IPD experiments (`coala analytic`, one PNG per figure), drawn with matplotlib's Agg backend."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Writes one figure's results (JSON summary) and rebuilds results/analytic/README.md from all of them."""
+"""Analytic IPD experiments (`coala analytic`): writes one figure's results (JSON summary) and rebuilds
+results/analytic/README.md from all of them."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ HEADER = """# Analytic IPD results (paper §4; Figs. 3, 4, 8–10)
 
 Exact experiments in the infinitely iterated prisoner's dilemma with tabular memory-one policies
 (`coala_dist/envs/analytic_ipd.py`, paper.md §7.1): returns come from one linear solve (Eq. 15–16), gradients from
-JAX autodiff through the naive learners' updates (shaping objective Eq. 17, LOLA Eq. 4). Nothing here is sampled
-except the naive learners' and agents' initial logits. This file is written by
+JAX autodiff through the naive learners' updates (`coala_dist/rl/analytic_rules.py`: shaping objective Eq. 17, LOLA
+Eq. 4). Nothing here is sampled except the naive learners' and agents' initial logits. This file is written by
 `coala analytic FIGURE --out=results/analytic`; rerun a figure with that --out to refresh its section (without
 --out, the command writes to workdirs/analytic and leaves this folder alone).
 
