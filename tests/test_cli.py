@@ -17,6 +17,7 @@ import pytest
 
 from coala_dist import cli, configs
 from coala_dist.checkpoint import Checkpointer
+from coala_dist.distributed.replay import REVERB_EXPOSURE_WARNING, reverb_installed
 
 
 def _coala(cwd, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -166,13 +167,15 @@ def test_native_chatter_is_dropped_and_everything_else_kept(tmp_path):
     )
 
 
-def test_a_run_with_an_actor_prints_only_progress_lines(tmp_path):
-    """The default replay of the installed profile (Reverb on the reverb profile), an actor thread: the console shows
-    the progress lines and nothing from TensorFlow, CUDA probes or Reverb."""
+@pytest.mark.parametrize("replay", ["auto", *(["reverb"] if reverb_installed() else [])])
+def test_a_run_with_an_actor_prints_only_progress_lines(tmp_path, replay):
+    """An actor thread with the default replay and, on the reverb profile, with Reverb: the console shows the
+    progress lines and nothing from TensorFlow, CUDA probes or Reverb, except, for Reverb, the one line warning that
+    it listens on every interface without authentication."""
     result = _coala(
         tmp_path, "train", "--config=ipd_tiny", "--config.training_iterations=2", "--num_actors=1", "--workdir=run",
-        timeout=300,
+        f"--replay={replay}", timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
+    assert result.stderr == ("" if replay == "auto" else f"coala train: warning: {REVERB_EXPOSURE_WARNING}\n")
     assert [line.split()[:2] for line in result.stdout.splitlines()] == [["it", "1/2"], ["it", "2/2"]]

@@ -154,9 +154,11 @@ def test_impossible_backend_is_one_line(requested, launch, message):
         resolve_backend(requested, launch)
 
 
-def test_auto_backend_follows_the_installed_profile():
-    expected = ("reverb", "reverb") if reverb_installed() else ("queues", "ray")
-    assert (resolve_backend("auto", "inprocess"), resolve_backend("auto", "local")) == expected
+def test_auto_backend_never_listens_unauthenticated():
+    """`auto` picks the socket-free queues in process and Ray's authenticated transport otherwise, on both profiles:
+    Reverb (no bind address, no authentication) runs only when asked for."""
+    expected = ("queues", "ray", "ray")
+    assert tuple(resolve_backend("auto", launch) for launch in ("inprocess", "local", "ray")) == expected
     if not reverb_installed():
         with pytest.raises(ReplayBackendError, match="needs the reverb profile"):
             resolve_backend("reverb", "inprocess")

@@ -1,8 +1,8 @@
 """Launch `local`: Ray processes on this machine. Same parameters as the plain loop; a SIGKILLed actor process is
 restarted and the run completes; SIGTERM to `coala train` stops every node and leaves no process behind.
 
-One Ray instance serves the module (the SIGTERM check starts its own through the CLI). Node processes share a
-persistent JAX compilation cache in a temporary directory, so only the first one compiles the rollout and update.
+One Ray instance serves the module (the SIGTERM check starts its own through the CLI). Node processes share the
+session's persistent JAX compilation cache, so the rollout and update compile at most once.
 """
 
 from __future__ import annotations
@@ -69,9 +69,11 @@ def _all_gone(name: str, timeout_s: float = 15.0) -> bool:
 
 @pytest.fixture(scope="module")
 def compilation_cache(tmp_path_factory):
-    """Node processes (which inherit these variables) share compiled executables."""
+    """Node processes (which inherit these variables) share compiled executables: the session's cache (conftest.py),
+    which already holds the programs the in-process launch compiled for the same config, else a temporary one."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("jax_cache")))
+        if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+            patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("jax_cache")))
         patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
         yield
 
@@ -124,6 +126,35 @@ def test_ray_store_dies_with_its_server_and_clients_say_so(ray_instance):
     server.stop()
     with pytest.raises(ValueError, match="no replay store actor at ray-queue://"):
         connect(server.address, rpc_timeout_s=1.0)
+
+
+def test_a_peer_without_the_clusters_token_cannot_reach_the_replay(ray_instance):
+    """The `ray` transport is only reachable through Ray's servers, which refuse a driver with a wrong token (Ray
+    2.60's token authentication, on by default and never turned off here); the same driver with the token gets in."""
+    import ray
+
+    assert os.environ.get("RAY_AUTH_MODE", "token") != "disabled"
+    server = start_server("ray", [TableSpec("q", SMALL, queue_capacity=2)])
+    gcs = ray.get_runtime_context().gcs_address
+    reach = (
+        "import sys, ray; ray.init(address=sys.argv[1], namespace=sys.argv[3], log_to_driver=False); "
+        "from coala_dist.distributed.replay import connect; print(connect(sys.argv[2], 1.0).sizes())"
+    )
+    try:
+        for token, reached in ((None, True), ("0" * 64, False)):
+            env = dict(os.environ, **({"RAY_AUTH_TOKEN": token} if token else {}))
+            result = subprocess.run(
+                [sys.executable, "-c", reach, gcs, server.address, ray.get_runtime_context().namespace],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            assert (result.returncode == 0 and "{'q': 0}" in result.stdout) == reached, result.stderr[-2000:]
+            if not reached:
+                assert "ConnectionError" in result.stderr
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("backend", NETWORK_BACKENDS)

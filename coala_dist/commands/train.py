@@ -127,6 +127,10 @@ def main(argv: list[str]) -> None:
                 replay=_REPLAY.value,
                 start_over=_START_OVER.value,
             )
+            if program.config.distributed.replay == "reverb":
+                from coala_dist.distributed.replay import REVERB_EXPOSURE_WARNING
+
+                print(f"coala train: warning: {REVERB_EXPOSURE_WARNING}", file=sys.stderr)
         elif _MODE.value == "async":
             raise ValueError("--mode=async needs actors (--num_actors >= 1)")
         elif _REPLAY.value is not None:

@@ -29,9 +29,13 @@ Backends (`distributed.replay` / `coala train --replay=`):
 | `ray` | `ray-queue://<actor name>` | a named Ray actor holding a `QueueStore` (`replay_queues.py`) | both |
 | `queues` | `queues://<id>` | a `QueueStore` in this process (launch `inprocess` only) | both |
 
-`auto` (the default) is `reverb` where Reverb is installed (the reverb profile), else `queues` for launch
-`inprocess` and `ray` for launch `local`/`ray`. Why Ray's object store with a queue actor and not id-echo for the
-TF-free networked backend: measured in `scripts/bench_transport.py` and written down in docs/transport.md.
+`auto` (the default) is `queues` for launch `inprocess` and `ray` for launch `local`/`ray`, on both profiles.
+Security decides it (docs/transport.md, "Who can reach the replay"): `queues` opens no socket at all, and `ray`
+travels only through Ray's own servers, which authenticate every peer with Ray's token (on by default in Ray 2.60;
+never turned off here). Reverb 0.14 (its last release) binds its gRPC server to every interface and has no
+authentication and no bind-address option, so it runs only when asked for (`--replay=reverb`), and the command
+says so in one line. Why Ray's object store with a queue actor and not id-echo for the TF-free networked backend:
+measured in `scripts/bench_transport.py` and written down in docs/transport.md.
 """
 
 from __future__ import annotations
@@ -118,8 +122,6 @@ def resolve_backend(requested: str, launch: str) -> str:
     if requested not in REPLAY_CHOICES:
         raise ReplayBackendError(f"replay={requested!r} is invalid: must be one of {', '.join(REPLAY_CHOICES)}")
     if requested == "auto":
-        if reverb_installed():
-            return "reverb"
         return "queues" if launch == "inprocess" else "ray"
     if requested == "reverb" and not reverb_installed():
         raise ReplayBackendError(
@@ -131,6 +133,14 @@ def resolve_backend(requested: str, launch: str) -> str:
             f"replay={requested} cannot serve launch {launch}: it serves {', '.join(BACKEND_LAUNCHES[requested])}"
         )
     return requested
+
+
+REVERB_EXPOSURE_WARNING = (
+    "--replay=reverb: the Reverb server listens on every network interface and authenticates no one (Reverb 0.14 "
+    "has neither a bind address nor authentication): anyone who reaches its port can write episodes or read the "
+    "parameters; use it only on a trusted network (the default --replay=auto does not listen beyond Ray's "
+    "authenticated servers)"
+)
 
 
 def backend_of(address: str) -> str:
