@@ -28,9 +28,9 @@ import pytest  # noqa: E402
 from coala_dist.rollout import MetaEpisode  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The data-parallel update needs the partitionable threefry lowering (see `sharding.data_parallel_update`): the
-# reference is computed under it here and the workers start with it, whatever the session's default.
-PARTITIONABLE = {"JAX_THREEFRY_PARTITIONABLE": "1"}
+# The data-parallel update needs the partitionable threefry lowering (see `sharding.data_parallel_update`). It is the
+# project's default (coala_dist/__init__.py): the workers start WITHOUT the variable, so they prove nobody has to
+# set it by hand, and the reference here uses the session's default.
 TOLERANCE = 1e-5  # all-reduces sum partial means in another order than one device does
 
 
@@ -89,8 +89,8 @@ def saved_update(tiny_components, tiny_config, tmp_path_factory):
         state.version,
         tiny_components.rollout.iteration_indices(),
     )
-    with jax.threefry_partitionable(True):
-        expected, metrics = tiny_components.learner_update(state, batch)
+    assert jax.config.jax_threefry_partitionable  # the default, not set by this test
+    expected, metrics = tiny_components.learner_update(state, batch)
     np.savez(directory / "state.npz", *[np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)])
     _save_batch(str(directory / "batch.npz"), batch)
     return directory, expected, float(metrics["learner/loss"])
@@ -98,7 +98,8 @@ def saved_update(tiny_components, tiny_config, tmp_path_factory):
 
 def _spawn(directory, num_processes: int, process_id: int, coordinator: str, device_count: int):
     flags = f"--xla_force_host_platform_device_count={device_count}"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags, **PARTITIONABLE)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
+    env.pop("JAX_THREEFRY_PARTITIONABLE", None)  # importing coala_dist sets it
     args = [sys.executable, __file__, str(directory), str(num_processes), str(process_id), coordinator]
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -95,14 +95,13 @@ def data_parallel_update(
         inside a `vmap` over agents whose axis is sharded here; with the legacy threefry lowering the SPMD
         partitioner then produces DIFFERENT random numbers than one device does (measured: other minibatches,
         parameters off by ~1e-3 after one update), while with the partitionable lowering the update is bitwise
-        the one-device update. The flag changes random streams, so every process of a run (and the in-process
-        loop it is compared with) must use the same setting: set `JAX_THREEFRY_PARTITIONABLE=1` before JAX
-        starts.
+        the one-device update. Importing `coala_dist` turns it on (the project's default on both profiles), so
+        this only fires for a user who set `JAX_THREEFRY_PARTITIONABLE=0`.
     """
     if not jax.config.jax_threefry_partitionable:
         raise ValueError(
-            "a multi-device learner needs jax_threefry_partitionable=True (set JAX_THREEFRY_PARTITIONABLE=1 before "
-            "JAX starts in every process): otherwise sharding changes the update's random minibatches"
+            "a multi-device learner needs jax_threefry_partitionable=True, the project's default (unset "
+            "JAX_THREEFRY_PARTITIONABLE=0): otherwise sharding changes the update's random minibatches"
         )
     state_sharding, batch_sharding = replicated(mesh), episode_sharded(mesh)
     return jax.jit(
