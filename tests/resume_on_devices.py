@@ -28,9 +28,14 @@ def main(workdir: str) -> None:
     state = Checkpointer(workdir, save_every=1, max_to_keep=2).restore_latest(abstract, config)
     assert state.meta_params["obs_embedding"]["kernel"].sharding == replicated
     saved = np.load(os.path.join(workdir, "batch.npz"))
-    treedef = jax.tree_util.tree_structure(
-        components.rollout_episodes(
-            state.meta_params, state.naive_params, state.run_key, state.version, components.rollout.iteration_indices()
+    treedef = jax.tree_util.tree_structure(  # traced, not compiled or run: only the batch's structure is needed
+        jax.eval_shape(
+            components.rollout_episodes,
+            state.meta_params,
+            state.naive_params,
+            state.run_key,
+            state.version,
+            components.rollout.iteration_indices(),
         )
     )
     batch = jax.tree_util.tree_unflatten(treedef, [saved[f"arr_{i}"] for i in range(len(saved.files))])

@@ -375,6 +375,7 @@ def test_scan_with_logging_measures_before_every_chunk():
 
 
 @pytest.mark.parametrize("figure", ["fig3a", "fig4"])
+@pytest.mark.slow
 def test_experiment_runs_and_plots(figure, tiny_config, tmp_path):
     from coala_dist.analysis import analytic_plots, analytic_report
     from coala_dist.analytic import experiments
@@ -396,6 +397,7 @@ def test_experiment_runs_and_plots(figure, tiny_config, tmp_path):
         assert curve[-3:].mean() > curve[:3].mean() + 0.05
 
 
+@pytest.mark.slow
 def test_command_line_writes_results(tmp_path):
     overrides = [
         "--config.shaping.num_naive_steps=2",

@@ -51,6 +51,7 @@ def reference_states(tiny_config, tiny_components):
     return get
 
 
+@pytest.mark.slow
 def test_resume_in_process_is_exact(tiny_config, tiny_components, reference_states, tmp_path):
     first = _with(tiny_config, training_iterations=3, checkpoint__save_every=3)
     train(first, str(tmp_path), components=tiny_components, log=lambda line: None)
@@ -75,6 +76,7 @@ def test_resume_in_process_is_exact(tiny_config, tiny_components, reference_stat
         assert [int(line.split(",")[0]) for line in f.readlines()[1:]] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(tiny_config, tiny_components, reference_states, tmp_path):
     workdir = tmp_path / "run"
     # A long run, killed hard as soon as its first checkpoint (update 3) is on disk: maybe mid-iteration, maybe in
@@ -157,6 +159,7 @@ def test_incompatible_config_names_the_fields(tiny_config, tiny_components, tmp_
     assert int(checkpointer.restore_latest(abstract, compatible).step) == 1
 
 
+@pytest.mark.slow
 def test_saved_on_one_device_resumes_on_eight(tiny_config, tiny_components, tmp_path):
     state = tiny_components.learner.init(jax.random.PRNGKey(0))
     checkpointer = Checkpointer(str(tmp_path), save_every=1, max_to_keep=2)
@@ -167,7 +170,8 @@ def test_saved_on_one_device_resumes_on_eight(tiny_config, tiny_components, tmp_
     )
     expected, _ = tiny_components.learner_update(state._replace(step=jnp.int32(1)), batch)
     np.savez(tmp_path / "batch.npz", *jax.tree_util.tree_leaves(batch))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()  # and the session's
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "tests", "resume_on_devices.py"), str(tmp_path)],
         cwd=REPO,
@@ -185,6 +189,7 @@ def test_saved_on_one_device_resumes_on_eight(tiny_config, tiny_components, tmp_
         np.testing.assert_allclose(updated[f"arr_{i}"], np.asarray(leaf), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_after_the_iteration_and_saves(tmp_path):
     """Preemption: SIGTERM ends the run within seconds, exit status 143 (128 + SIGTERM, so `coala train ... && next`
     stops), with a checkpoint of the last update."""

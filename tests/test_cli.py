@@ -101,6 +101,7 @@ def test_a_mistake_is_one_line_and_writes_nothing(args, status, message, saved_w
     assert _tree(saved_workdir) == saved_before
 
 
+@pytest.mark.slow
 def test_configs_are_found_by_name_from_any_folder(tmp_path):
     result = _coala(tmp_path, "play", "--config=ipd_tiny", "--config.seed=3")
     assert result.returncode == 0, result.stderr
@@ -131,6 +132,7 @@ def test_help_lists_the_commands_own_flags(command, tmp_path):
     assert "--jax_" not in result.stdout and "--helpfull" not in own and "--verbosity" not in own
 
 
+@pytest.mark.slow
 def test_train_without_workdir_names_the_one_it_uses(tmp_path):
     result = _coala(tmp_path, "train", "--config=ipd_tiny", "--config.training_iterations=1", timeout=300)
     assert result.returncode == 0, result.stderr
@@ -168,6 +170,7 @@ def test_native_chatter_is_dropped_and_everything_else_kept(tmp_path):
 
 
 @pytest.mark.parametrize("replay", ["auto", *(["reverb"] if reverb_installed() else [])])
+@pytest.mark.slow
 def test_a_run_with_an_actor_prints_only_progress_lines(tmp_path, replay):
     """An actor thread with the default replay and, on the reverb profile, with Reverb: the console shows the
     progress lines and nothing from TensorFlow, CUDA probes or Reverb, except, for Reverb, the one line warning that

@@ -204,6 +204,7 @@ def test_extortion_fit_recovers_a_zero_determinant_strategy():
     assert math.isnan(fit["chi"][2])  # an unobserved state: no fit
 
 
+@pytest.mark.slow
 def test_eval_writes_json_and_png(workdirs, tiny_config, tiny_components, tmp_path):
     lines: list[str] = []
     out = str(tmp_path / "eval")
@@ -299,6 +300,7 @@ def test_bench_configs_are_valid(quick):
         assert configs["ipd"].meta_batch_size == 128 and configs["ipd"].num_inner_episodes == 20
 
 
+@pytest.mark.slow
 def test_bench_json_has_every_key(tiny_config, tiny_components, workdirs, tmp_path, monkeypatch):
     # Compiling Clean Up's rollout or an associative-scan update takes tens of seconds; their measurements run the
     # same code as the IPD ones, so this test of the JSON times the tiny IPD experiment in their place
@@ -362,6 +364,7 @@ def test_quick_bench_never_writes_into_results(tmp_path):
     assert results_snapshot() == before
 
 
+@pytest.mark.slow
 def test_device_check_runs_the_plain_loop_without_ray_reverb_or_tensorflow(tmp_path):
     # The script a GPU machine runs (scripts/device_check.py), here on the CPU with the tiny config for both parts.
     out = tmp_path / "device.json"

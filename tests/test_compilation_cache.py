@@ -52,6 +52,7 @@ def _coala(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_coala_writes_the_cache_and_off_writes_nothing(clean_env):
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR",)}
     cache = clean_env / "cache"

@@ -341,7 +341,9 @@ def _quick(config, **fields):
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
 @pytest.mark.parametrize(
     ("num_actors", "work_units_per_agent"),
-    [(1, 1), (3, 2)],  # one actor does everything; three actors share four work units of two episodes unevenly
+    # One actor does everything; three actors share four work units of two episodes unevenly (a config of its own:
+    # the 2-episode rollout compiles).
+    [(1, 1), pytest.param(3, 2, marks=pytest.mark.slow)],
 )
 def test_sync_inprocess_gives_the_plain_loop_parameters_bitwise(
     tiny_config, tiny_components, plain_loop_state, num_actors, work_units_per_agent, backend

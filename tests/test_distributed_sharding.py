@@ -32,6 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # project's default (coala_dist/__init__.py): the workers start WITHOUT the variable, so they prove nobody has to
 # set it by hand, and the reference here uses the session's default.
 TOLERANCE = 1e-5  # all-reduces sum partial means in another order than one device does
+pytestmark = pytest.mark.slow  # every check starts JAX processes that compile the update for their devices
 
 
 def _save_batch(path: str, batch: MetaEpisode) -> None:
@@ -97,8 +98,8 @@ def saved_update(tiny_components, tiny_config, tmp_path_factory):
 
 
 def _spawn(directory, num_processes: int, process_id: int, coordinator: str, device_count: int):
-    flags = f"--xla_force_host_platform_device_count={device_count}"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={device_count}".strip()
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)  # the session's flags (conftest.py) as well
     env.pop("JAX_THREEFRY_PARTITIONABLE", None)  # importing coala_dist sets it
     args = [sys.executable, __file__, str(directory), str(num_processes), str(process_id), coordinator]
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

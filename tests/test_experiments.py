@@ -165,6 +165,7 @@ def _check_outputs(name: str, out: str) -> None:
         json.load(f, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
 
 
+@pytest.mark.slow
 def test_smoke_fig5a_then_fig5b_reuses_its_runs(smoke_root):
     summary, out = _smoke("ipd-fig5a", smoke_root)
     _check_outputs("ipd-fig5a", out)
@@ -189,6 +190,7 @@ def test_smoke_fig5a_then_fig5b_reuses_its_runs(smoke_root):
         assert "defection naive, episode M" in f.read()
 
 
+@pytest.mark.slow
 def test_smoke_fig5c_and_ablation(smoke_root):
     summary, out = _smoke("ipd-fig5c", smoke_root)
     _check_outputs("ipd-fig5c", out)
@@ -203,6 +205,7 @@ def test_smoke_fig5c_and_ablation(smoke_root):
     assert all(not math.isnan(float(r["vs_meta/ego_reward"])) for r in rows)
 
 
+@pytest.mark.slow
 def test_smoke_head_to_head(smoke_root):
     summary, out = _smoke("ipd-h3", smoke_root)
     _check_outputs("ipd-h3", out)
@@ -214,6 +217,7 @@ def test_smoke_head_to_head(smoke_root):
 
 
 @pytest.mark.parametrize("name", ["cleanup-fig6", "cleanup-fig7"])
+@pytest.mark.slow
 def test_smoke_cleanup(smoke_root, name):
     summary, out = _smoke(name, smoke_root)
     _check_outputs(name, out)
@@ -230,6 +234,7 @@ def test_smoke_cleanup(smoke_root, name):
     assert "zapped_player_1" in result["evaluation"]
 
 
+@pytest.mark.slow
 def test_first_seed_selects_the_seeds_of_this_process(smoke_root):
     # After the Fig. 5A smoke run, seed 0 of COALA-PG is finished; a process given seeds 1-2 must neither report
     # it nor train anything when only reporting.
@@ -328,6 +333,7 @@ def test_head_to_head_numbers_average_the_right_pairs():
     assert numbers["mfos"]["reward_vs_naive"] == pytest.approx((1.0 + 1.2 + 1.4 + 1.6) / 4)
 
 
+@pytest.mark.slow
 def test_command_smoke_report_goes_under_the_workdir_root(smoke_root, capsys):
     """`coala experiment NAME --smoke` without --out: its report goes to WORKDIR_ROOT/smoke/NAME/report."""
     from absl import flags

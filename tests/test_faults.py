@@ -106,6 +106,7 @@ def _copy_of(finished_run, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Unreadable checkpoints.
+@pytest.mark.slow
 def test_an_older_checkpoint_resumes_and_the_replaced_metrics_rows_are_kept(finished_run, tiny_components, tmp_path):
     workdir, config, _ = _copy_of(finished_run, tmp_path)
     before = (workdir / "metrics.csv").read_bytes()
@@ -145,6 +146,7 @@ def test_every_checkpoint_unreadable_is_refused_unless_starting_over(finished_ru
     _assert_same(_restore(workdir, config, tiny_components), final)
 
 
+@pytest.mark.slow
 def test_coala_train_refuses_unreadable_checkpoints_in_one_line_then_starts_over(
     finished_run, tiny_components, tmp_path
 ):
@@ -268,6 +270,7 @@ def test_a_streak_that_ends_is_forgotten_and_its_deferred_save_happens(tiny_conf
     assert Checkpointer(str(tmp_path), save_every=4, max_to_keep=3).all_steps() == [6, 8]
 
 
+@pytest.mark.slow
 def test_coala_train_stops_when_every_update_is_non_finite(tiny_config, tiny_components, tmp_path):
     # A finite but absurd reward scale: every advantage overflows, every update is skipped.
     workdir = tmp_path / "run"
@@ -308,6 +311,7 @@ def test_max_consecutive_skipped_updates_is_validated_and_may_change_on_resume(t
 @pytest.mark.parametrize(
     "signum, num_actors", [(signal.SIGINT, 0), (signal.SIGTERM, 1)], ids=["sigint-plain-loop", "sigterm-actor-thread"]
 )
+@pytest.mark.slow
 def test_a_signal_saves_then_exits_with_128_plus_its_number(signum, num_actors, tmp_path):
     workdir = tmp_path / "run"
     command = coala_train_command(

@@ -67,6 +67,7 @@ def test_non_finite_update_is_skipped_and_counted(tiny_state, batch, update):
     assert float(metrics["learner/skipped_updates"]) == 1.0
 
 
+@pytest.mark.slow
 def test_rule_only_matters_against_naive_coplayers(tiny_config, tiny_components, tiny_state, batch, update):
     """Against meta co-players every rule is standard PG, so COALA and batch-unaware updates coincide there;
     against naive co-players they differ (paper.md §2.2, §2.6)."""
@@ -84,7 +85,8 @@ def test_rule_only_matters_against_naive_coplayers(tiny_config, tiny_components,
     assert _max_abs_diff(coala_state.meta_params, unaware_state.meta_params) > 1e-5
 
 
-def test_per_agent_rules_match_single_rule_learners():
+@pytest.mark.slow
+def test_per_agent_rules_match_single_rule_learners(tiny_config, tiny_components, tiny_episodes):
     """App. H.3: a pool with agent_estimators updates each agent exactly as a learner built with its one rule."""
     from conftest import load_config
 
@@ -94,14 +96,21 @@ def test_per_agent_rules_match_single_rule_learners():
     config.agent_estimators = ("coala", "mfos")
     mixed = build(config)
     state = mixed.learner.init(jax.random.PRNGKey(0))
-    batch = jax.jit(mixed.rollout.episodes)(
+    # The per-agent rules change only the learner: the session's compiled rollout of the same config gives the batch.
+    batch = tiny_episodes(
         state.meta_params, state.naive_params, state.run_key, state.version, mixed.rollout.iteration_indices()
     )
     new_mixed, _ = jax.jit(mixed.learner.update)(state, batch)
     for agent, rule in enumerate(config.agent_estimators):
         single_config = load_config("ipd_tiny")
         single_config.estimator = rule
-        single, _ = jax.jit(build(single_config).learner.update)(state, batch)
+        # The session's tiny experiment is the single-rule learner of its own estimator (compiled once).
+        single_update = (
+            tiny_components.learner_update
+            if rule == tiny_config.estimator
+            else jax.jit(build(single_config).learner.update)
+        )
+        single, _ = single_update(state, batch)
         for got, want in zip(
             jax.tree_util.tree_leaves(new_mixed.meta_params), jax.tree_util.tree_leaves(single.meta_params), strict=True
         ):
@@ -116,6 +125,7 @@ def test_gradient_chunks_are_the_largest_divisor_that_fits(num_episodes, batch_s
     assert episodes_per_gradient_chunk(num_episodes, batch_size, max_trajectories) == expected
 
 
+@pytest.mark.slow
 def test_chunked_gradient_equals_the_one_pass_gradient(tiny_config, tiny_components, tiny_state, batch, update):
     """The tiny config accumulates each minibatch's gradient over one-episode chunks; the one-pass learner
     (gradient_chunk_trajectories = 0) differentiates the minibatch's mean loss directly. Same update up to float
@@ -135,6 +145,7 @@ def test_chunked_gradient_equals_the_one_pass_gradient(tiny_config, tiny_compone
         np.testing.assert_allclose(chunked_metrics[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_jitted_init_matches_the_eager_initialisers(tiny_components):
     """`Learner.init` runs the initialisers as one program compiled at -O0; op by op they give the same values up
     to float rounding, and under a trace (eval_shape) init is traced, not compiled."""
@@ -153,6 +164,7 @@ _PAPER_TABLE = {"coala": (True, True, True), "mfos": (True, False, True), "batch
 
 
 @pytest.mark.parametrize("rules", [("coala", "mfos"), ("batch_unaware", "coala")])
+@pytest.mark.slow
 def test_update_matches_a_per_episode_oracle_of_eq5(tiny_config, tiny_components, batch, tiny_state, rules):
     """One A2C + SGD step equals −lr × an oracle gradient computed episode by episode (Python loop, no vmap, no
     chunking): (1/N) Σₙ sₙ ∇θ[−mean_{b,l} log π(aᵇₗ|hᵇₗ)·Aᵇₗ], with sₙ = B for a naive-opponent episode of a rule
@@ -186,13 +198,22 @@ def test_update_matches_a_per_episode_oracle_of_eq5(tiny_config, tiny_components
         logp = jnp.take_along_axis(log_probs, batch.actions[n][..., None], axis=-1)[..., 0]
         return -jnp.mean(logp * adv)
 
+    # Compiled once for all episodes (n is traced); op by op, every episode re-ran the policy's scans eagerly.
+    episode_gradient = jax.jit(jax.grad(episode_objective))
+    episode_advantages = jax.jit(
+        advantages,
+        static_argnames=(
+            "average_future_episodes", "normalize_current_episode", "discount", "gae_lambda", "inner_episode_length"
+        ),
+    )
+
     for agent, rule in enumerate(rules):
         params = jax.tree_util.tree_map(lambda x, i=agent: x[i], tiny_state.meta_params)
         oracle = jax.tree_util.tree_map(jnp.zeros_like, params)
         for n in range(agent * per_agent, (agent + 1) * per_agent):
             naive = bool(batch.coplayer_is_naive[n])
             average_future, normalize_current, sums = _PAPER_TABLE[rule] if naive else _PAPER_TABLE["batch_unaware"]
-            adv = advantages(
+            adv = episode_advantages(
                 batch.rewards[n],
                 batch.behaviour_values[n],
                 average_future_episodes=average_future,
@@ -202,7 +223,7 @@ def test_update_matches_a_per_episode_oracle_of_eq5(tiny_config, tiny_components
                 inner_episode_length=config.env.inner_episode_length,
             )
             weight = (batch_size if sums else 1) / per_agent
-            grad = jax.grad(episode_objective)(params, n, adv)
+            grad = episode_gradient(params, n, adv)
             oracle = jax.tree_util.tree_map(lambda t, g, w=weight: t + w * g, oracle, grad)
         # The gradient the update applied: (θ − θ') / lr.
         applied = jax.tree_util.tree_map(

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from coala_dist.networks.policy import HawkPolicy, init_policy_params
 from coala_dist.rl.naive import NaiveLearner, discounted_returns
@@ -20,6 +21,7 @@ def test_discounted_returns_brute_force():
     np.testing.assert_allclose(discounted_returns(jnp.asarray(rewards), gamma), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a2c_steps_learn_to_defect_against_a_defector():
     """A naive learner facing unconditional defection in the IPD should learn to defect (its best response)."""
     policy = HawkPolicy(num_actions=2, embed_dim=8, lru_width=8, mlp_width=8)

@@ -116,6 +116,7 @@ def test_batch_has_both_coplayer_kinds(batch):
     assert np.all(ego[meta] != co[meta]), "a meta co-player is never the ego itself"
 
 
+@pytest.mark.slow
 def test_matches_step_by_step_oracle(batch, tiny_components, tiny_config, tiny_state):
     naive_index = int(np.argmax(np.asarray(batch.coplayer_is_naive)))
     meta_index = int(np.argmax(~np.asarray(batch.coplayer_is_naive)))
