@@ -25,12 +25,20 @@ from replay_contract import CONTRACT, SMALL
 from coala_dist import xla_flags
 from coala_dist.distributed.launch import run_on_ray
 from coala_dist.distributed.program import make_program
-from coala_dist.distributed.replay import TableSpec, connect, reverb_installed, start_server
-from coala_dist.train import train
+from coala_dist.distributed.reaper import REAP_BOUND_S
+from coala_dist.distributed.replay import (
+    ReplayTimeoutError,
+    ReplayUnavailableError,
+    TableSpec,
+    connect,
+    reverb_installed,
+    start_server,
+)
+from coala_dist.train import NodeFailedError, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Ray starts its own server processes with fork+exec (subprocess), which never runs JAX code in the child.
-pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning"), pytest.mark.slow]
 
 
 def _quick(config, **fields):
@@ -124,6 +132,13 @@ def test_ray_store_dies_with_its_server_and_clients_say_so(ray_instance):
     client = connect(server.address, rpc_timeout_s=1.0)
     assert client.sizes() == {"q": 0}
     server.stop()
+    # A client of the dead store gets a timeout (ReplayUnavailableError), promptly, so its caller checks its stop
+    # event and retries rather than crashing; a new client is refused.
+    start = time.monotonic()
+    with pytest.raises(ReplayUnavailableError, match="is gone"):
+        while time.monotonic() - start < 10:  # ray.kill is asynchronous: calls answer until the process is gone
+            client.sizes()
+    assert issubclass(ReplayUnavailableError, ReplayTimeoutError)
     with pytest.raises(ValueError, match="no replay store actor at ray-queue://"):
         connect(server.address, rpc_timeout_s=1.0)
 
@@ -158,26 +173,14 @@ def test_a_peer_without_the_clusters_token_cannot_reach_the_replay(ray_instance)
 
 
 @pytest.mark.parametrize("backend", NETWORK_BACKENDS)
-def test_local_ray_with_two_actor_processes_gives_the_plain_loop_parameters(
+def test_local_ray_with_two_actor_processes_gives_the_plain_loop_parameters_even_after_a_sigkill(
     ray_instance, tiny_config, reference, tmp_path, backend
 ):
-    program = make_program(
-        _quick(tiny_config), launch="local", num_actors=2, workdir=str(tmp_path / "run"), replay=backend
-    )
-    assert program.config.distributed.replay == backend
-    result = run_on_ray(program, log=lambda line: None)
-    assert int(result.state.step) == tiny_config.training_iterations
-    _assert_same_state(reference(tiny_config.training_iterations), result.state)
-    pids = {stats["pid"] for stats in result.actor_stats}
-    assert len(pids) == 2 and os.getpid() not in pids  # two actor processes, not this one
-    assert _rows(tmp_path / "run" / "metrics.csv") == tiny_config.training_iterations
-    assert _all_gone("ActorProcess") and _all_gone("LearnerProcess") and _all_gone("ReplayProcess")
+    """Two actor processes (not this one) give the plain loop's parameters; one of them SIGKILLed after the first
+    update is restarted by Ray, the run completes with the same parameters, and no node process outlives it.
 
-
-@pytest.mark.parametrize("backend", NETWORK_BACKENDS)
-def test_sigkilled_actor_process_is_restarted_and_the_run_completes(
-    ray_instance, tiny_config, reference, tmp_path, backend
-):
+    One run checks both (each run starts four fresh node processes): the first update is made by the two processes
+    undisturbed, and the surviving actor runs undisturbed to the end."""
     iterations = 30
     workdir = tmp_path / "run"
     program = make_program(
@@ -187,6 +190,7 @@ def test_sigkilled_actor_process_is_restarted_and_the_run_completes(
         workdir=str(workdir),
         replay=backend,
     )
+    assert program.config.distributed.replay == backend
     killed: dict[str, int] = {}
 
     def kill_an_actor_after_the_first_update() -> None:
@@ -207,10 +211,62 @@ def test_sigkilled_actor_process_is_restarted_and_the_run_completes(
     assert int(result.state.step) == iterations
     _assert_same_state(reference(iterations), result.state)  # a restart changes nothing in sync mode
     pids = [stats["pid"] for stats in result.actor_stats]
-    assert len(pids) == 2 and killed["pid"] not in pids  # the restarted process finished the killed actor's work
+    assert len(set(pids)) == 2 and os.getpid() not in pids  # two actor processes, not this one
+    assert killed["pid"] not in pids  # the restarted process finished the killed actor's work
+    assert _all_gone("ActorProcess") and _all_gone("LearnerProcess") and _all_gone("ReplayProcess")
 
 
-def test_sigterm_stops_every_local_node_within_seconds(compilation_cache, tmp_path):
+@pytest.mark.parametrize("backend", NETWORK_BACKENDS)
+def test_a_killed_replay_node_stops_the_run_after_a_save_and_the_same_command_finishes_it(
+    ray_instance, tiny_config, reference, tmp_path, backend
+):
+    """SIGKILL of the replay node's process: within seconds the launcher stops the learner, which saves its last whole
+    iteration (no periodic save is due), and the run ends with one line (NodeFailedError, exit status 1). Nothing is
+    lost: the checkpoint holds every iteration metrics.csv shows, and the same command finishes the run with the
+    parameters of an uninterrupted one (sync episodes lost with the replay are rolled out again)."""
+    iterations = 30  # the reference of the actor-SIGKILL test above
+    workdir = tmp_path / "run"
+
+    def program():
+        config = _quick(tiny_config, training_iterations=iterations, checkpoint__save_every=1000)
+        return make_program(config, launch="local", num_actors=1, workdir=str(workdir), replay=backend)
+
+    killed: dict[str, float] = {}
+
+    def kill_the_replay_node_after_the_second_update() -> None:
+        deadline = time.monotonic() + 500
+        while time.monotonic() < deadline and _rows(workdir / "metrics.csv") < 2:
+            time.sleep(0.02)
+        replay = _our_processes("ReplayProcess")
+        if replay:
+            replay[0].send_signal(signal.SIGKILL)
+            killed["at"] = time.monotonic()
+
+    killer = threading.Thread(target=kill_the_replay_node_after_the_second_update)
+    killer.start()
+    with pytest.raises(NodeFailedError) as stopped:
+        run_on_ray(program(), log=lambda line: None)
+    killer.join()
+    assert "at" in killed, "no replay process was found to kill"
+    assert time.monotonic() - killed["at"] < 60  # noticed and stopped in seconds, not after data_timeout_s (600 s)
+    message = str(stopped.value.code)
+    assert "\n" not in message and "replay node's process died" in message and "run the same command" in message
+    saved = sorted(int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit())
+    done = _rows(workdir / "metrics.csv")
+    assert 2 <= done < iterations and saved[-1] == done  # every iteration the run reported is in the checkpoint
+    assert f"after iteration {done} and saved it" in message
+    assert _all_gone("ActorProcess") and _all_gone("LearnerProcess") and _all_gone("ReplayProcess")
+
+    result = run_on_ray(program(), log=lambda line: None)
+    assert int(result.state.step) == iterations
+    _assert_same_state(reference(iterations), result.state)
+    assert _rows(workdir / "metrics.csv") == iterations  # continued, neither truncated nor repeated
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_stopped_or_killed_local_driver_leaves_no_process_behind(compilation_cache, tmp_path, signum):
+    """SIGTERM: every node stops within seconds after the learner saved, exit 143. SIGKILL (nothing in the driver can
+    act): its reaper kills what Ray's fate sharing leaves (its agents lingered about 60 s) within REAP_BOUND_S."""
     workdir = tmp_path / "run"
     command = [
         sys.executable,
@@ -234,18 +290,24 @@ def test_sigterm_stops_every_local_node_within_seconds(compilation_cache, tmp_pa
         assert process.poll() is None, log_path.read_text()[-3000:]
         tree = psutil.Process(process.pid).children(recursive=True)
         titles = " ".join(" ".join(p.cmdline()) for p in tree if p.is_running())
-        assert "ReplayProcess" in titles and "LearnerProcess" in titles and "ActorProcess" in titles
+        for part in ("ReplayProcess", "LearnerProcess", "ActorProcess", "raylet", "gcs_server", "reaper"):
+            assert part in titles, part
         start = time.monotonic()
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         process.wait(timeout=120)
         stopped_after = time.monotonic() - start
     finally:
         if process.poll() is None:
             process.kill()
         log_file.close()
+    if signum == signal.SIGKILL:
+        assert process.returncode == -signal.SIGKILL
+        _, alive = psutil.wait_procs(tree, timeout=REAP_BOUND_S)
+        assert not alive, [(p.pid, p.name()) for p in alive if p.is_running()]
+        return
     assert process.returncode == 128 + signal.SIGTERM, log_path.read_text()[-3000:]  # 143: stopped, not finished
     assert stopped_after < 30
-    _, alive = psutil.wait_procs(tree, timeout=15)
+    _, alive = psutil.wait_procs(tree, timeout=15)  # the reaper too: told of the clean exit, it kills nothing
     assert not alive, [p.pid for p in alive]
     # The learner stopped after a whole iteration and saved it (the checkpoint callback runs on stop).
     assert any(name.isdigit() for name in os.listdir(workdir / "checkpoints"))

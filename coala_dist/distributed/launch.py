@@ -10,7 +10,8 @@
   it never initialises a JAX backend (on a TPU host only the learner may open the chips). On SIGTERM/Ctrl-C, or
   when the learner finishes, it asks every node to stop, gives them `stop_grace_s`, kills what is left and, for
   `local`, shuts its Ray instance down, leaving no processes behind; after a signal it then raises
-  `StoppedBySignal` (exit status 130 / 143).
+  `StoppedBySignal` (exit status 130 / 143). A `local` driver that is killed leaves nothing behind either: its
+  reaper process (reaper.py) kills what Ray's fate sharing leaves running.
 
 Both raise `SkippedUpdatesError` (one line, exit status 1) once every node has stopped when the learner stopped for
 too many skipped updates (`LearnerResult.failure`).
@@ -30,6 +31,7 @@ from typing import Any
 
 from coala_dist import xla_flags
 from coala_dist.distributed.program import NodeSpec, Program
+from coala_dist.distributed.reaper import start_reaper, stop_reaper
 
 # Environment variables a node process inherits from this driver when set (compilation cache, logging).
 PASSED_ENVIRONMENT = (
@@ -65,12 +67,19 @@ class RunResult:
     dropped_duplicates: int
 
 
-def _raise_if_stopped(learner_result: Any, signum: int | None) -> None:
-    """After every node stopped: a learner failure, else a stop by signal, ends the run with its exit status."""
-    from coala_dist.train import SkippedUpdatesError, StoppedBySignal
+def _raise_if_stopped(learner_result: Any, signum: int | None, node_failure: str | None = None) -> None:
+    """After every node stopped: a learner failure, else a failed node, else a stop by signal, ends the run with its
+    exit status."""
+    from coala_dist.train import NodeFailedError, SkippedUpdatesError, StoppedBySignal
 
     if learner_result is not None and getattr(learner_result, "failure", None):
         raise SkippedUpdatesError(learner_result.failure)
+    if node_failure is not None:
+        if learner_result is not None and learner_result.state is not None:
+            saved = f"the learner stopped after iteration {int(learner_result.state.step)} and saved it"
+        else:
+            saved = "the learner did not stop within stop_grace_s; its newest checkpoint is in the workdir"
+        raise NodeFailedError(f"{node_failure}: {saved}; run the same command to resume")
     if signum is not None:
         raise StoppedBySignal(signum)
 
@@ -268,7 +277,9 @@ def run_on_ray(
         here).
 
     Raises:
-      RuntimeError: an actor process failed for good (its restarts used up).
+      NodeFailedError: the replay node's process died, or an actor's restarts are used up (one line; every other node
+        was stopped and the learner saved first).
+      RuntimeError: the learner itself failed.
       SkippedUpdatesError: the learner stopped after too many skipped updates (its last good state was saved).
       StoppedBySignal: SIGINT/SIGTERM stopped the run (after the learner saved its checkpoint).
     """
@@ -279,6 +290,8 @@ def run_on_ray(
 
     config = program.config
     owns_ray = not ray.is_initialized()
+    # If this driver is killed, its reaper kills the processes of its private Ray instance (reaper.py).
+    reaper = start_reaper() if owns_ray and program.launch == "local" else None
     if owns_ray:
         base_env = {"env_vars": {"XLA_FLAGS": _node_environment(program.replay)["XLA_FLAGS"]}}
         if program.launch == "local":
@@ -297,13 +310,14 @@ def run_on_ray(
     handles: list[Any] = []
     actor_refs: dict[Any, str] = {}
     actor_stats: list[dict[str, float]] = []
-    learner_result = None
-    signum = None
+    learner_result = node_failure = signum = None
+    learner_refs: list[Any] = []
     try:
         with stop_on_signals() as signalled:
             try:
                 replay = _start(ReplayProcess, program.replay)
                 handles.append(replay)
+                replay_ref = replay.run.remote()  # returns when stopped; fails if its process dies
                 replay_address = _wait_for(replay.address.remote(), signalled, "the replay node")
                 log(f"replay node at {replay_address}")
                 learners = [_start(LearnerProcess, spec, replay_address=replay_address) for spec in program.learners]
@@ -315,15 +329,19 @@ def run_on_ray(
                 handles.extend(actors)
                 learner_refs = [learner.run.remote(coordinator_address=coordinator) for learner in learners]
                 actor_refs = {actor.run.remote(): spec.name for actor, spec in zip(actors, program.actors, strict=True)}
-                learner_result = _supervise(learner_refs, actor_refs, learners, signalled, config, log)
+                learner_result, node_failure = _supervise(
+                    replay_ref, learner_refs, actor_refs, learners, signalled, config, log
+                )
             except NodeStoppedError:
                 log("stopped before training started")
         signum = signalled.signum
     finally:
-        actor_stats = _stop_all(handles, actor_refs, config.distributed.stop_grace_s)
+        actor_stats = _stop_all(handles, learner_refs, actor_refs, config.distributed.stop_grace_s)
         if owns_ray:
             ray.shutdown()
-    _raise_if_stopped(learner_result, signum)
+        if reaper is not None:
+            stop_reaper(reaper)
+    _raise_if_stopped(learner_result, signum, node_failure)
     if learner_result is None:
         return RunResult(None, [], actor_stats, [], 0, 0)
     return _result(learner_result, actor_stats)
@@ -347,31 +365,63 @@ def _warn_missing_resources(program: Program, log: Callable[[str], None]) -> Non
         )
 
 
-def _supervise(learner_refs, actor_refs, learners, signalled, config, log) -> Any:
-    """Waits for the learners to finish; stops them on a signal; fails if an actor process is gone for good."""
+def _supervise(replay_ref, learner_refs, actor_refs, learners, signalled, config, log) -> tuple[Any, str | None]:
+    """Waits for the learners to finish. A signal, the replay node's death or an actor gone for good stops them (they
+    save their last whole iteration, within `stop_grace_s`). Returns the primary learner's result (None if it did not
+    stop in time) and, if a node failed, one line saying which."""
     import ray
 
     while True:
         done, _ = ray.wait(learner_refs, num_returns=len(learner_refs), timeout=0.2)
         if len(done) == len(learner_refs):
-            return ray.get(learner_refs)[0]
-        finished, _ = ray.wait(list(actor_refs), num_returns=1, timeout=0)
-        for ref in finished:
-            try:
-                ray.get(ref)  # raises if the actor died and its restarts are used up
-            except Exception as error:
-                raise RuntimeError(f"{actor_refs[ref]} failed: {error}") from error
-            raise RuntimeError(f"{actor_refs[ref]} stopped while the learner was still training")
-        if signalled.is_set():
-            log("stopping: asking the learner to finish its iteration")
-            for learner in learners:
-                learner.stop.remote()
-            ready, _ = ray.wait(learner_refs, num_returns=len(learner_refs), timeout=config.distributed.stop_grace_s)
-            return ray.get(learner_refs)[0] if len(ready) == len(learner_refs) else None
+            return ray.get(learner_refs)[0], None
+        failure = _node_failure(replay_ref, actor_refs)
+        if failure is None and not signalled.is_set():
+            continue
+        log(f"stopping: {failure}" if failure else "stopping: asking the learner to finish its iteration")
+        for learner in learners:
+            learner.stop.remote()
+        ready, _ = ray.wait(learner_refs, num_returns=len(learner_refs), timeout=config.distributed.stop_grace_s)
+        if len(ready) < len(learner_refs):
+            return None, failure
+        try:
+            return ray.get(learner_refs)[0], failure
+        except Exception as error:  # the learner failed while stopping: its own error is the one to report
+            raise RuntimeError(f"the learner failed: {_first_line(error)}") from error
 
 
-def _stop_all(handles: list[Any], actor_refs: dict[Any, str], grace_s: float) -> list[dict[str, float]]:
-    """Asks every node to stop, collects the actors' stats within `grace_s`, then kills every node process.
+def _first_line(error: BaseException) -> str:
+    """The last non-empty line of a (Ray) error's text: the exception itself, without Ray's traceback banner."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _node_failure(replay_ref: Any, actor_refs: dict[Any, str]) -> str | None:
+    """One line naming a node that is gone for good while the learner trains, or None."""
+    import ray
+
+    finished, _ = ray.wait([replay_ref], timeout=0)
+    if finished:
+        try:
+            ray.get(replay_ref)
+        except Exception:
+            return "the replay node's process died (what it held is lost; sync episodes are rolled out again on resume)"
+        return "the replay node stopped while the learner was still training"
+    finished, _ = ray.wait(list(actor_refs), num_returns=1, timeout=0)
+    for ref in finished:
+        try:
+            ray.get(ref)  # raises if the actor died and its restarts are used up
+        except Exception as error:
+            return f"{actor_refs[ref]} failed for good: {_first_line(error)}"
+        return f"{actor_refs[ref]} stopped while the learner was still training"
+    return None
+
+
+def _stop_all(
+    handles: list[Any], learner_refs: list[Any], actor_refs: dict[Any, str], grace_s: float
+) -> list[dict[str, float]]:
+    """Asks every node to stop, lets the learners finish (a save in flight) and collects the actors' stats within
+    `grace_s`, then kills every node process.
 
     The replay node (`handles[0]`) stops last: an actor still blocked on a full queue must see its stop event, not
     its replay server vanish (a Ray store actor dies with its server, and the call would fail instead).
@@ -381,6 +431,8 @@ def _stop_all(handles: list[Any], actor_refs: dict[Any, str], grace_s: float) ->
     replay, others = handles[:1], handles[1:]
     for handle in others:
         handle.stop.remote()
+    if learner_refs:  # a learner that failed may still be writing its checkpoint: never kill it mid-save
+        ray.wait(learner_refs, num_returns=len(learner_refs), timeout=grace_s)
     stats = []
     if actor_refs:
         ready, _ = ray.wait(list(actor_refs), num_returns=len(actor_refs), timeout=grace_s)

@@ -19,7 +19,8 @@ The interface (what every backend provides):
   queued item is in its table (retrying every `timeout_s`) or `should_stop()`, `close()`.
 
 Every call that can block takes a timeout and raises `ReplayTimeoutError` past it; callers loop and check their stop
-event in between.
+event in between. A server that died is a timeout too (`ReplayUnavailableError` for `ray`, which knows at once;
+Reverb's calls time out): no node crashes on it, and the launcher, which watches the replay node, stops the run.
 
 Backends (`distributed.replay` / `coala train --replay=`):
 
@@ -59,6 +60,14 @@ BACKEND_LAUNCHES = {"reverb": ("inprocess", "local", "ray"), "ray": ("local", "r
 
 class ReplayTimeoutError(Exception):
     """A replay call did not complete within its timeout (a full queue, a slow or absent server)."""
+
+
+UNAVAILABLE_PAUSE_S = 0.5  # a call to a dead server fails after this pause, as a timeout would after waiting
+
+
+class ReplayUnavailableError(ReplayTimeoutError):
+    """The replay server is gone (its process died). A timeout to every caller: each waits, checks its stop event
+    and retries, so a node whose replay died stops (and the learner saves) when the launcher asks it to."""
 
 
 class ReplayBackendError(ValueError):

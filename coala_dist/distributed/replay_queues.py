@@ -24,7 +24,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from coala_dist.distributed.replay import SCHEMES, ReplayTimeoutError, TableSpec, flush_with_retries
+from coala_dist.distributed.replay import (
+    SCHEMES,
+    UNAVAILABLE_PAUSE_S,
+    ReplayTimeoutError,
+    ReplayUnavailableError,
+    TableSpec,
+    flush_with_retries,
+)
 
 Item = list[np.ndarray]
 
@@ -255,7 +262,13 @@ class RayQueueClient:
             if unfinished_key is not None:
                 self._unfinished[unfinished_key] = ref
             raise ReplayTimeoutError(f"the replay store at {self.address} did not answer within {timeout_s:g} s")
-        return self._ray.get(ref)
+        try:
+            return self._ray.get(ref)
+        except self._ray.exceptions.RayActorError:
+            # The store died with its replay node: what it held is gone. Callers retry as after a timeout, so pause
+            # as one would rather than spin.
+            time.sleep(min(timeout_s, UNAVAILABLE_PAUSE_S))
+            raise ReplayUnavailableError(f"the replay store at {self.address} is gone (its process died)") from None
 
     def sizes(self) -> dict[str, int]:
         return self._get(self._actor.sizes.remote(), self.rpc_timeout_s)

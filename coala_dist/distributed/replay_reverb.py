@@ -11,6 +11,7 @@ latest-value table is a FIFO table of `max_size=1` whose items can be sampled an
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's start-up chatter (CUDA/TensorRT probes) on CPU machines
@@ -19,7 +20,13 @@ import numpy as np  # noqa: E402
 import reverb  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from coala_dist.distributed.replay import SCHEMES, ReplayTimeoutError, TableSpec  # noqa: E402
+from coala_dist.distributed.replay import (  # noqa: E402
+    SCHEMES,
+    UNAVAILABLE_PAUSE_S,
+    ReplayTimeoutError,
+    ReplayUnavailableError,
+    TableSpec,
+)
 
 try:  # TF must not grab the accelerators JAX uses; harmless on CPU-only machines.
     tf.config.set_visible_devices([], "GPU")
@@ -79,6 +86,10 @@ class ReverbWriter:
                 except reverb.errors.DeadlineExceededError:  # a full queue (the rate limiter) or a slow server
                     if should_stop():
                         return False
+                except RuntimeError:  # the server is gone (gRPC: connection reset, refused): wait to be stopped
+                    time.sleep(UNAVAILABLE_PAUSE_S)
+                    if should_stop():
+                        return False
         return True
 
     def close(self) -> None:
@@ -101,6 +112,9 @@ class ReverbClient:
             info = self._client.server_info(timeout=max(1, int(np.ceil(self.rpc_timeout_s))))
         except reverb.errors.DeadlineExceededError as error:
             raise ReplayTimeoutError(str(error)) from None
+        except RuntimeError as error:  # gRPC could not reach the server (connection reset, refused): it is gone
+            time.sleep(UNAVAILABLE_PAUSE_S)  # callers retry as after a timeout: pause as one would
+            raise ReplayUnavailableError(f"the Reverb server at {self.address} is gone: {error}") from None
         return {name: int(table.current_size) for name, table in info.items()}
 
     def take(self, table: str, count: int) -> list[list[np.ndarray]]:
@@ -122,4 +136,3 @@ class ReverbClient:
 
     def writer(self) -> ReverbWriter:
         return ReverbWriter(self._client)
-
