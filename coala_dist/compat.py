@@ -15,6 +15,11 @@ from typing import Any
 
 import jax
 
+# jaxlib 0.4.34's CPU collectives (gloo) abort when a process of a jax.distributed group holds several local CPU devices
+# ("enforce fail at gloo/transport/tcp/pair.cc:446", measured with 2 learner processes x 4 fake CPU devices); one CPU
+# device per process works there, and current jaxlib runs both. Accelerator backends do not use gloo.
+SEVERAL_CPU_DEVICES_PER_GROUP_PROCESS = tuple(int(part) for part in jax.__version__.split(".")[:2]) >= (0, 5)
+
 
 @contextlib.contextmanager
 def enable_x64() -> Iterator[None]:

@@ -15,9 +15,10 @@ How a run ends early, and what its process exits with (`RunStopped`, a SystemExi
     `StoppedBySignal`: exit status 128 + the signal's number (130 / 143), so `coala train ... && next` stops too;
   * `config.max_consecutive_skipped_updates` iterations in a row with a skipped (non-finite) update: the last good
     state is saved as the newest checkpoint, then `SkippedUpdatesError`: one line, exit status 1;
-  * (launch `local`/`ray`) the replay node's process dies, or an actor's restarts are used up: the learner finishes
-    or abandons the iteration in flight and saves, every node stops, then `NodeFailedError`: one line, exit status 1;
-    the same command resumes (in sync mode with the parameters an uninterrupted run would have).
+  * (launch `local`/`ray`) the replay node's or a learner's process dies, or an actor's restarts are used up: a
+    living learner finishes or abandons the iteration in flight and saves, every node stops, then `NodeFailedError`:
+    one line, exit status 1; the same command resumes (in sync mode with the parameters an uninterrupted run would
+    have).
 """
 
 from __future__ import annotations
@@ -77,9 +78,10 @@ class SkippedUpdatesError(RunStopped):
 
 
 class NodeFailedError(RunStopped):
-    """A node of a distributed run is gone for good (the replay node's process died, or an actor's restarts are used
-    up): the launcher stopped every other node, the learner saved its last whole iteration; the message is one line
-    and says how to resume."""
+    """A node of a distributed run is gone for good (the replay node's or a learner's process died, or an actor's
+    restarts are used up): the launcher stopped every other node and the learner saved what it could (its last whole
+    iteration, or its newest periodic checkpoint if a learner died); the message is one line and says how to
+    resume."""
 
 
 def _consecutive_skipped_message(iteration: int, consecutive: int, limit: int, last_good_iteration: int) -> str:

@@ -22,7 +22,7 @@ import pytest
 from helpers import with_fields
 from replay_contract import CONTRACT, SMALL
 
-from coala_dist import xla_flags
+from coala_dist import compat, xla_flags
 from coala_dist.distributed.launch import run_on_ray
 from coala_dist.distributed.program import make_program
 from coala_dist.distributed.reaper import REAP_BOUND_S
@@ -55,6 +55,12 @@ def _rows(path) -> int:
         return 0
     with open(path, newline="") as f:
         return sum(1 for _ in csv.DictReader(f))
+
+
+def _saved_steps(workdir) -> list[int]:
+    """Steps of the finished checkpoints in `workdir` (Orbax renames a save's folder to its step when it is done)."""
+    names = os.listdir(workdir / "checkpoints") if (workdir / "checkpoints").exists() else []
+    return sorted(int(name) for name in names if name.isdigit())
 
 
 def _our_processes(name: str) -> list[psutil.Process]:
@@ -217,13 +223,14 @@ def test_local_ray_with_two_actor_processes_gives_the_plain_loop_parameters_even
 
 
 @pytest.mark.parametrize("backend", NETWORK_BACKENDS)
-def test_a_killed_replay_node_stops_the_run_after_a_save_and_the_same_command_finishes_it(
+def test_a_killed_replay_node_stops_the_run_in_one_line_and_the_same_command_finishes_it(
     ray_instance, tiny_config, reference, tmp_path, backend
 ):
-    """SIGKILL of the replay node's process: within seconds the launcher stops the learner, which saves its last whole
-    iteration (no periodic save is due), and the run ends with one line (NodeFailedError, exit status 1). Nothing is
-    lost: the checkpoint holds every iteration metrics.csv shows, and the same command finishes the run with the
-    parameters of an uninterrupted one (sync episodes lost with the replay are rolled out again)."""
+    """SIGKILL of the replay node's process: within seconds the launcher stops every node, the learner saves its last
+    whole iteration (no periodic save is due) and the run ends with one line (NodeFailedError, exit status 1), never
+    waiting for data_timeout_s. Nothing is lost: the checkpoint holds every iteration metrics.csv shows, and the same
+    command finishes the run with the parameters of an uninterrupted one (sync episodes lost with the replay are
+    rolled out again). A learner process's death: the two-process test below."""
     iterations = 30  # the reference of the actor-SIGKILL test above
     workdir = tmp_path / "run"
 
@@ -233,16 +240,16 @@ def test_a_killed_replay_node_stops_the_run_after_a_save_and_the_same_command_fi
 
     killed: dict[str, float] = {}
 
-    def kill_the_replay_node_after_the_second_update() -> None:
+    def kill_the_replay_node_after_the_third_update() -> None:
         deadline = time.monotonic() + 500
-        while time.monotonic() < deadline and _rows(workdir / "metrics.csv") < 2:
+        while time.monotonic() < deadline and _rows(workdir / "metrics.csv") < 3:
             time.sleep(0.02)
-        replay = _our_processes("ReplayProcess")
-        if replay:
-            replay[0].send_signal(signal.SIGKILL)
+        processes = _our_processes("ReplayProcess")
+        if processes:
+            processes[0].send_signal(signal.SIGKILL)
             killed["at"] = time.monotonic()
 
-    killer = threading.Thread(target=kill_the_replay_node_after_the_second_update)
+    killer = threading.Thread(target=kill_the_replay_node_after_the_third_update)
     killer.start()
     with pytest.raises(NodeFailedError) as stopped:
         run_on_ray(program(), log=lambda line: None)
@@ -251,16 +258,74 @@ def test_a_killed_replay_node_stops_the_run_after_a_save_and_the_same_command_fi
     assert time.monotonic() - killed["at"] < 60  # noticed and stopped in seconds, not after data_timeout_s (600 s)
     message = str(stopped.value.code)
     assert "\n" not in message and "replay node's process died" in message and "run the same command" in message
-    saved = sorted(int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit())
     done = _rows(workdir / "metrics.csv")
-    assert 2 <= done < iterations and saved[-1] == done  # every iteration the run reported is in the checkpoint
-    assert f"after iteration {done} and saved it" in message
+    assert 3 <= done < iterations and f"after iteration {done} and saved it" in message
+    assert _saved_steps(workdir)[-1] == done  # every iteration the run reported is in the checkpoint
     assert _all_gone("ActorProcess") and _all_gone("LearnerProcess") and _all_gone("ReplayProcess")
 
     result = run_on_ray(program(), log=lambda line: None)
     assert int(result.state.step) == iterations
     _assert_same_state(reference(iterations), result.state)
-    assert _rows(workdir / "metrics.csv") == iterations  # continued, neither truncated nor repeated
+    assert _rows(workdir / "metrics.csv") == iterations  # each iteration once: continued, never truncated
+
+
+def test_two_learner_processes_of_four_devices_save_resume_after_a_sigkill_and_match_the_plain_loop(
+    ray_instance, tiny_config, reference, tmp_path, monkeypatch
+):
+    """Multi-host readiness: 2 learner processes × 4 CPU devices (one jax.distributed group, an 8-device data-parallel
+    mesh) save checkpoints together (Orbax, collectively); one process is SIGKILLed after a save; the run stops in one
+    line; the same command resumes both processes from the group's checkpoint and ends with the plain one-device
+    loop's parameters (to float rounding of the 8-way gradient reduction, as in test_distributed_sharding.py).
+
+    On the reverb profile each process has one CPU device: jaxlib 0.4.34's CPU collectives abort with several
+    (compat.SEVERAL_CPU_DEVICES_PER_GROUP_PROCESS)."""
+    iterations = 30  # the reference of the tests above
+    workdir = tmp_path / "run"
+    devices = 4 if compat.SEVERAL_CPU_DEVICES_PER_GROUP_PROCESS else 1
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    monkeypatch.setenv("XLA_FLAGS", flags)  # what every node process of the run gets (launch._node_environment)
+
+    def program():
+        config = _quick(
+            tiny_config,
+            training_iterations=iterations,
+            checkpoint__save_every=2,
+            distributed__num_learner_processes=2,
+            distributed__stop_grace_s=3.0,  # the survivor waits in a collective for its dead peer: it cannot stop
+        )
+        return make_program(config, launch="local", num_actors=1, workdir=str(workdir))
+
+    killed: dict[str, int] = {}
+
+    run_over = threading.Event()
+
+    def kill_a_learner_process_after_a_save() -> None:
+        deadline = time.monotonic() + 500
+        while time.monotonic() < deadline and not _saved_steps(workdir) and not run_over.is_set():
+            time.sleep(0.02)
+        learners = _our_processes("LearnerProcess")
+        if len(learners) == 2:
+            killed["pid"] = learners[1].pid
+            learners[1].send_signal(signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_a_learner_process_after_a_save)
+    killer.start()
+    try:
+        with pytest.raises(NodeFailedError, match=r"learner process \d died") as stopped:
+            run_on_ray(program(), log=lambda line: None)
+    finally:
+        run_over.set()
+        killer.join()
+    assert "pid" in killed, "two learner processes were not found"
+    assert "\n" not in str(stopped.value.code)
+    assert _saved_steps(workdir) and _saved_steps(workdir)[-1] < iterations
+    assert _all_gone("LearnerProcess") and _all_gone("ActorProcess") and _all_gone("ReplayProcess")
+
+    result = run_on_ray(program(), log=lambda line: None)
+    assert int(result.state.step) == iterations
+    expected = reference(iterations)
+    for x, y in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(result.state), strict=True):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])

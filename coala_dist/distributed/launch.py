@@ -78,7 +78,7 @@ def _raise_if_stopped(learner_result: Any, signum: int | None, node_failure: str
         if learner_result is not None and learner_result.state is not None:
             saved = f"the learner stopped after iteration {int(learner_result.state.step)} and saved it"
         else:
-            saved = "the learner did not stop within stop_grace_s; its newest checkpoint is in the workdir"
+            saved = "the newest checkpoint in the workdir holds what the learner last saved"
         raise NodeFailedError(f"{node_failure}: {saved}; run the same command to resume")
     if signum is not None:
         raise StoppedBySignal(signum)
@@ -277,8 +277,8 @@ def run_on_ray(
         here).
 
     Raises:
-      NodeFailedError: the replay node's process died, or an actor's restarts are used up (one line; every other node
-        was stopped and the learner saved first).
+      NodeFailedError: the replay node's or a learner's process died, or an actor's restarts are used up (one line;
+        every other node was stopped and a living learner saved first).
       RuntimeError: the learner itself failed.
       SkippedUpdatesError: the learner stopped after too many skipped updates (its last good state was saved).
       StoppedBySignal: SIGINT/SIGTERM stopped the run (after the learner saved its checkpoint).
@@ -373,20 +373,25 @@ def _supervise(replay_ref, learner_refs, actor_refs, learners, signalled, config
 
     while True:
         done, _ = ray.wait(learner_refs, num_returns=len(learner_refs), timeout=0.2)
+        learner_died = _learner_death(learner_refs, done)
+        if learner_died is not None and len(done) == len(learner_refs):
+            return None, learner_died
         if len(done) == len(learner_refs):
             return ray.get(learner_refs)[0], None
-        failure = _node_failure(replay_ref, actor_refs)
+        failure = learner_died or _node_failure(replay_ref, actor_refs)
         if failure is None and not signalled.is_set():
             continue
         log(f"stopping: {failure}" if failure else "stopping: asking the learner to finish its iteration")
         for learner in learners:
             learner.stop.remote()
         ready, _ = ray.wait(learner_refs, num_returns=len(learner_refs), timeout=config.distributed.stop_grace_s)
-        if len(ready) < len(learner_refs):
+        if learner_refs[0] not in ready:
             return None, failure
         try:
-            return ray.get(learner_refs)[0], failure
-        except Exception as error:  # the learner failed while stopping: its own error is the one to report
+            return ray.get(learner_refs[0]), failure
+        except Exception as error:
+            if failure is not None:  # e.g. the primary's collective failed because a peer died: that death is reported
+                return None, failure
             raise RuntimeError(f"the learner failed: {_first_line(error)}") from error
 
 
@@ -394,6 +399,19 @@ def _first_line(error: BaseException) -> str:
     """The last non-empty line of a (Ray) error's text: the exception itself, without Ray's traceback banner."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
+
+
+def _learner_death(learner_refs: list[Any], done: list[Any]) -> str | None:
+    """One line naming a learner process that died (SIGKILL, OOM), or None. The others of its group cannot go on
+    (their collectives wait for it); the newest checkpoint holds what the group saved together."""
+    import ray
+
+    for ref in done:
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayActorError:  # its process is gone (Ray's text says only that, at length)
+            return f"learner process {learner_refs.index(ref)} died (killed, out of memory or crashed)"
+    return None
 
 
 def _node_failure(replay_ref: Any, actor_refs: dict[Any, str]) -> str | None:

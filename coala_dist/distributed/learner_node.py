@@ -198,6 +198,14 @@ class ReplayBatchSource:
             except ReplayTimeoutError:
                 continue
 
+    def _take(self, table: str, count: int) -> list[list[np.ndarray]]:
+        """Up to `count` items of `table`; none if the replay did not answer in time or is gone (the next `_poll`
+        checks the stop event, and a timed-out Ray `take` is collected by the next one)."""
+        try:
+            return self.replay.take(table, count)
+        except ReplayTimeoutError:
+            return []
+
     def _waited(self, progressed: bool, last_progress: float, missing: str) -> float:
         """Book-keeping of one polling round: returns the new time of last progress; sleeps or times out."""
         now = time.monotonic()
@@ -222,7 +230,7 @@ class ReplayBatchSource:
                 queue_size = sum(sizes.get(table, 0) for table in self.tables)
             progressed = False
             for table in self.tables:
-                for item in self.replay.take(table, sizes.get(table, 0)):
+                for item in self._take(table, sizes.get(table, 0)):
                     if self._malformed(item, table, version):
                         continue
                     item_version, index = int(item[self._version_at]), int(item[self._index_at])
@@ -249,7 +257,7 @@ class ReplayBatchSource:
                 queue_size = sum(sizes.get(table, 0) for table in self.tables)
             progressed = False
             for table, count in remaining.items():
-                for item in self.replay.take(table, min(count, sizes.get(table, 0))):
+                for item in self._take(table, min(count, sizes.get(table, 0))):
                     if self._malformed(item, table, version):
                         continue
                     if int(item[self._version_at]) < oldest:
