@@ -72,3 +72,15 @@ def tiny_state(tiny_components, tiny_config):
 def tiny_episodes(tiny_components):
     """The jitted batched rollout of the tiny experiment."""
     return tiny_components.rollout_episodes
+
+
+# Under pytest-xdist (the README's `-n 2`, with pyproject's `--dist loadfile`: each module on one worker, so its module
+# fixtures are built once) the longest modules start first, so the two workers finish at about the same time
+# (pyproject's `--no-loadscope-reorder` keeps this order; xdist would otherwise start the modules with most tests).
+LONGEST_MODULES_FIRST = ("test_distributed_ray.py", "test_experiments.py", "test_checkpoint.py", "test_faults.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    if hasattr(config, "workerinput"):  # an xdist worker (every worker must collect the same order)
+        rank = {name: i for i, name in enumerate(LONGEST_MODULES_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_MODULES_FIRST)))

@@ -7,6 +7,7 @@ session's persistent JAX compilation cache, so the rollout and update compile at
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
@@ -81,6 +83,31 @@ def _all_gone(name: str, timeout_s: float = 15.0) -> bool:
     return not alive
 
 
+@contextlib.contextmanager
+def _sigkill_when(ready: Callable[[], bool], title: str, count: int = 1) -> Iterator[dict[str, float]]:
+    """While the block runs, a thread waits until `ready()` and then SIGKILLs one of this test's descendant processes
+    titled `title`, if there are at least `count` of them. Yields a dict that then holds the "pid" it killed and the
+    monotonic time "at" which it did; it stays empty if the block ended first."""
+    killed: dict[str, float] = {}
+    over = threading.Event()
+
+    def kill() -> None:
+        while not over.is_set() and not ready():
+            time.sleep(0.02)
+        found = [] if over.is_set() else _our_processes(title)
+        if len(found) >= count:
+            found[-1].send_signal(signal.SIGKILL)
+            killed.update(pid=found[-1].pid, at=time.monotonic())
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    try:
+        yield killed
+    finally:
+        over.set()
+        killer.join()
+
+
 @pytest.fixture(scope="module")
 def compilation_cache(tmp_path_factory):
     """Node processes (which inherit these variables) share compiled executables: the session's cache (conftest.py),
@@ -109,19 +136,17 @@ def ray_instance(compilation_cache):
     ray.shutdown()
 
 
+# Iterations of each launched run below: enough for a node to die mid-run (after the first update, after the third,
+# after the first save) with iterations left to go; each one costs about a second of sync round trips on 2 cores.
+ITERATIONS = 10
+
+
 @pytest.fixture(scope="module")
 def reference(tiny_config, tiny_components):
-    """Final states of the plain in-process loop, by number of iterations."""
-    cache = {}
-
-    def get(iterations: int):
-        if iterations not in cache:
-            config = with_fields(tiny_config, training_iterations=iterations)
-            state, _ = train(config, None, components=tiny_components, log=lambda line: None)
-            cache[iterations] = jax.device_get(state)
-        return cache[iterations]
-
-    return get
+    """The final state of the plain in-process loop after ITERATIONS iterations."""
+    config = with_fields(tiny_config, training_iterations=ITERATIONS)
+    state, _ = train(config, None, components=tiny_components, log=lambda line: None)
+    return jax.device_get(state)
 
 
 # Networked backends: Ray's object store with a queue actor everywhere, Reverb where the profile has it.
@@ -133,19 +158,28 @@ def test_replay_contract_on_ray(ray_instance, check):
     check("ray")
 
 
-def test_ray_store_dies_with_its_server_and_clients_say_so(ray_instance):
-    server = start_server("ray", [TableSpec("q", SMALL, queue_capacity=2)])
+def test_clients_of_a_dead_ray_store_say_it_is_gone(ray_instance):
+    """(A Reverb client of a stopped server times out on `sizes()`, and its sampler has no timeout: see
+    ReverbClient.take; the launcher's watch of the replay node covers both backends.)"""
+    server = start_server("ray", [TableSpec("q", SMALL, queue_capacity=2), TableSpec("latest", SMALL)])
     client = connect(server.address, rpc_timeout_s=1.0)
-    assert client.sizes() == {"q": 0}
+    writer = client.writer()
+    for table in ("q", "latest"):
+        writer.add(table, [np.zeros((3,), np.float32), np.asarray(0, np.int32)])
+    assert writer.flush(1.0, lambda: False)
+    writer.close()
+    assert client.sizes() == {"q": 1, "latest": 1} and client.latest("latest") is not None
     server.stop()
-    # A client of the dead store gets a timeout (ReplayUnavailableError), promptly, so its caller checks its stop
-    # event and retries rather than crashing; a new client is refused.
-    start = time.monotonic()
-    with pytest.raises(ReplayUnavailableError, match="is gone"):
-        while time.monotonic() - start < 10:  # ray.kill is asynchronous: calls answer until the process is gone
-            client.sizes()
+    # Every call of a client of the dead store fails as a timeout would (ReplayUnavailableError), so its caller checks
+    # its stop event and retries rather than crashing. The store dies with its server (ray.kill is asynchronous: calls
+    # answer until the process is gone).
     assert issubclass(ReplayUnavailableError, ReplayTimeoutError)
-    with pytest.raises(ValueError, match="no replay store actor at ray-queue://"):
+    for call in (client.sizes, lambda: client.take("q", 1), lambda: client.latest("latest")):
+        start = time.monotonic()
+        with pytest.raises(ReplayUnavailableError, match="is gone"):
+            while time.monotonic() - start < 10:
+                call()
+    with pytest.raises(ValueError, match="no replay store actor at ray-queue://"):  # a new client is refused
         connect(server.address, rpc_timeout_s=1.0)
 
 
@@ -161,20 +195,29 @@ def test_a_peer_without_the_clusters_token_cannot_reach_the_replay(ray_instance)
         "import sys, ray; ray.init(address=sys.argv[1], namespace=sys.argv[3], log_to_driver=False); "
         "from coala_dist.distributed.replay import connect; print(connect(sys.argv[2], 1.0).sizes())"
     )
+    argv = [sys.executable, "-c", reach, gcs, server.address, ray.get_runtime_context().namespace]
+    tries: dict[bool, subprocess.Popen] = {}
     try:
-        for token, reached in ((None, True), ("0" * 64, False)):
-            env = dict(os.environ, **({"RAY_AUTH_TOKEN": token} if token else {}))
-            result = subprocess.run(
-                [sys.executable, "-c", reach, gcs, server.address, ray.get_runtime_context().namespace],
-                env=env,
-                capture_output=True,
+        # Both drivers at once: each spends most of its time starting up.
+        tries = {
+            reached: subprocess.Popen(
+                argv,
+                env=dict(os.environ, **({} if reached else {"RAY_AUTH_TOKEN": "0" * 64})),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=180,
             )
-            assert (result.returncode == 0 and "{'q': 0}" in result.stdout) == reached, result.stderr[-2000:]
+            for reached in (True, False)
+        }
+        for reached, process in tries.items():
+            stdout, stderr = process.communicate(timeout=180)
+            assert (process.returncode == 0 and "{'q': 0}" in stdout) == reached, stderr[-2000:]
             if not reached:
-                assert "ConnectionError" in result.stderr
+                assert "ConnectionError" in stderr
     finally:
+        for process in tries.values():
+            if process.poll() is None:
+                process.kill()
         server.stop()
 
 
@@ -187,35 +230,21 @@ def test_local_ray_with_two_actor_processes_gives_the_plain_loop_parameters_even
 
     One run checks both (each run starts four fresh node processes): the first update is made by the two processes
     undisturbed, and the surviving actor runs undisturbed to the end."""
-    iterations = 30
     workdir = tmp_path / "run"
     program = make_program(
-        _quick(tiny_config, training_iterations=iterations),
+        _quick(tiny_config, training_iterations=ITERATIONS),
         launch="local",
         num_actors=2,
         workdir=str(workdir),
         replay=backend,
     )
     assert program.config.distributed.replay == backend
-    killed: dict[str, int] = {}
-
-    def kill_an_actor_after_the_first_update() -> None:
-        deadline = time.monotonic() + 500
-        while time.monotonic() < deadline and _rows(workdir / "metrics.csv") < 1:
-            time.sleep(0.02)
-        actors = _our_processes("ActorProcess")
-        if actors:
-            killed["pid"] = actors[0].pid
-            actors[0].send_signal(signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_an_actor_after_the_first_update)
-    killer.start()
-    result = run_on_ray(program, log=lambda line: None)
-    killer.join()
+    with _sigkill_when(lambda: _rows(workdir / "metrics.csv") >= 1, "ActorProcess", count=2) as killed:
+        result = run_on_ray(program, log=lambda line: None)
     assert "pid" in killed, "no actor process was found to kill"
-    assert _rows(workdir / "metrics.csv") == iterations  # (sync) the dead actor's units were needed to go on
-    assert int(result.state.step) == iterations
-    _assert_same_state(reference(iterations), result.state)  # a restart changes nothing in sync mode
+    assert _rows(workdir / "metrics.csv") == ITERATIONS  # (sync) the dead actor's units were needed to go on
+    assert int(result.state.step) == ITERATIONS
+    _assert_same_state(reference, result.state)  # a restart changes nothing in sync mode
     pids = [stats["pid"] for stats in result.actor_stats]
     assert len(set(pids)) == 2 and os.getpid() not in pids  # two actor processes, not this one
     assert killed["pid"] not in pids  # the restarted process finished the killed actor's work
@@ -231,42 +260,30 @@ def test_a_killed_replay_node_stops_the_run_in_one_line_and_the_same_command_fin
     waiting for data_timeout_s. Nothing is lost: the checkpoint holds every iteration metrics.csv shows, and the same
     command finishes the run with the parameters of an uninterrupted one (sync episodes lost with the replay are
     rolled out again). A learner process's death: the two-process test below."""
-    iterations = 30  # the reference of the actor-SIGKILL test above
     workdir = tmp_path / "run"
 
     def program():
-        config = _quick(tiny_config, training_iterations=iterations, checkpoint__save_every=1000)
+        config = _quick(tiny_config, training_iterations=ITERATIONS, checkpoint__save_every=1000)
         return make_program(config, launch="local", num_actors=1, workdir=str(workdir), replay=backend)
 
-    killed: dict[str, float] = {}
-
-    def kill_the_replay_node_after_the_third_update() -> None:
-        deadline = time.monotonic() + 500
-        while time.monotonic() < deadline and _rows(workdir / "metrics.csv") < 3:
-            time.sleep(0.02)
-        processes = _our_processes("ReplayProcess")
-        if processes:
-            processes[0].send_signal(signal.SIGKILL)
-            killed["at"] = time.monotonic()
-
-    killer = threading.Thread(target=kill_the_replay_node_after_the_third_update)
-    killer.start()
-    with pytest.raises(NodeFailedError) as stopped:
+    with (
+        _sigkill_when(lambda: _rows(workdir / "metrics.csv") >= 3, "ReplayProcess") as killed,
+        pytest.raises(NodeFailedError) as stopped,
+    ):
         run_on_ray(program(), log=lambda line: None)
-    killer.join()
     assert "at" in killed, "no replay process was found to kill"
     assert time.monotonic() - killed["at"] < 60  # noticed and stopped in seconds, not after data_timeout_s (600 s)
     message = str(stopped.value.code)
     assert "\n" not in message and "replay node's process died" in message and "run the same command" in message
     done = _rows(workdir / "metrics.csv")
-    assert 3 <= done < iterations and f"after iteration {done} and saved it" in message
+    assert 3 <= done < ITERATIONS and f"after iteration {done} and saved it" in message
     assert _saved_steps(workdir)[-1] == done  # every iteration the run reported is in the checkpoint
     assert _all_gone("ActorProcess") and _all_gone("LearnerProcess") and _all_gone("ReplayProcess")
 
     result = run_on_ray(program(), log=lambda line: None)
-    assert int(result.state.step) == iterations
-    _assert_same_state(reference(iterations), result.state)
-    assert _rows(workdir / "metrics.csv") == iterations  # each iteration once: continued, never truncated
+    assert int(result.state.step) == ITERATIONS
+    _assert_same_state(reference, result.state)
+    assert _rows(workdir / "metrics.csv") == ITERATIONS  # each iteration once: continued, never truncated
 
 
 def test_two_learner_processes_of_four_devices_save_resume_after_a_sigkill_and_match_the_plain_loop(
@@ -279,7 +296,6 @@ def test_two_learner_processes_of_four_devices_save_resume_after_a_sigkill_and_m
 
     On the reverb profile each process has one CPU device: jaxlib 0.4.34's CPU collectives abort with several
     (compat.SEVERAL_CPU_DEVICES_PER_GROUP_PROCESS)."""
-    iterations = 30  # the reference of the tests above
     workdir = tmp_path / "run"
     devices = 4 if compat.SEVERAL_CPU_DEVICES_PER_GROUP_PROCESS else 1
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
@@ -288,51 +304,32 @@ def test_two_learner_processes_of_four_devices_save_resume_after_a_sigkill_and_m
     def program():
         config = _quick(
             tiny_config,
-            training_iterations=iterations,
+            training_iterations=ITERATIONS,
             checkpoint__save_every=2,
             distributed__num_learner_processes=2,
             distributed__stop_grace_s=3.0,  # the survivor waits in a collective for its dead peer: it cannot stop
         )
         return make_program(config, launch="local", num_actors=1, workdir=str(workdir))
 
-    killed: dict[str, int] = {}
-
-    run_over = threading.Event()
-
-    def kill_a_learner_process_after_a_save() -> None:
-        deadline = time.monotonic() + 500
-        while time.monotonic() < deadline and not _saved_steps(workdir) and not run_over.is_set():
-            time.sleep(0.02)
-        learners = _our_processes("LearnerProcess")
-        if len(learners) == 2:
-            killed["pid"] = learners[1].pid
-            learners[1].send_signal(signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_a_learner_process_after_a_save)
-    killer.start()
-    try:
-        with pytest.raises(NodeFailedError, match=r"learner process \d died") as stopped:
-            run_on_ray(program(), log=lambda line: None)
-    finally:
-        run_over.set()
-        killer.join()
+    with (
+        _sigkill_when(lambda: bool(_saved_steps(workdir)), "LearnerProcess", count=2) as killed,
+        pytest.raises(NodeFailedError, match=r"learner process \d died") as stopped,
+    ):
+        run_on_ray(program(), log=lambda line: None)
     assert "pid" in killed, "two learner processes were not found"
     assert "\n" not in str(stopped.value.code)
-    assert _saved_steps(workdir) and _saved_steps(workdir)[-1] < iterations
+    assert _saved_steps(workdir) and _saved_steps(workdir)[-1] < ITERATIONS
     assert _all_gone("LearnerProcess") and _all_gone("ActorProcess") and _all_gone("ReplayProcess")
 
     result = run_on_ray(program(), log=lambda line: None)
-    assert int(result.state.step) == iterations
-    expected = reference(iterations)
-    for x, y in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(result.state), strict=True):
+    assert int(result.state.step) == ITERATIONS
+    for x, y in zip(jax.tree_util.tree_leaves(reference), jax.tree_util.tree_leaves(result.state), strict=True):
         np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_a_stopped_or_killed_local_driver_leaves_no_process_behind(compilation_cache, tmp_path, signum):
-    """SIGTERM: every node stops within seconds after the learner saved, exit 143. SIGKILL (nothing in the driver can
-    act): its reaper kills what Ray's fate sharing leaves (its agents lingered about 60 s) within REAP_BOUND_S."""
-    workdir = tmp_path / "run"
+def _start_a_local_driver(workdir, log_path) -> subprocess.Popen:
+    """`coala train --launch=local` with one actor and no end in sight; its stderr goes to `log_path` (a file, not a
+    pipe: nobody reads while it runs, and a full pipe blocks)."""
     command = [
         sys.executable,
         "-m",
@@ -345,34 +342,49 @@ def test_a_stopped_or_killed_local_driver_leaves_no_process_behind(compilation_c
         "--config.training_iterations=1000000",
         "--config.distributed.stop_grace_s=5",
     ]
-    log_path = tmp_path / "stderr.txt"  # a file, not a pipe: nobody reads while it runs, and a full pipe blocks
-    log_file = open(log_path, "w")  # noqa: SIM115  (closed below)
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file)
+    with open(log_path, "w") as log_file:
+        return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file)
+
+
+def test_a_stopped_and_a_killed_local_driver_leave_no_process_behind(compilation_cache, tmp_path):
+    """Two drivers side by side (each starts its own Ray instance), both training. SIGTERM to one: every node stops
+    within seconds after the learner saved, exit 143. SIGKILL to the other (nothing in the driver can act): its reaper
+    kills what Ray's fate sharing leaves (its agents lingered about 60 s) within REAP_BOUND_S."""
+    signals = {"stopped": signal.SIGTERM, "killed": signal.SIGKILL}
+    drivers = {name: _start_a_local_driver(tmp_path / name, tmp_path / f"{name}.txt") for name in signals}
     try:
         deadline = time.monotonic() + 500
-        while time.monotonic() < deadline and process.poll() is None and _rows(workdir / "metrics.csv") < 2:
+        while time.monotonic() < deadline and any(
+            driver.poll() is None and _rows(tmp_path / name / "metrics.csv") < 2 for name, driver in drivers.items()
+        ):
             time.sleep(0.1)
-        assert process.poll() is None, log_path.read_text()[-3000:]
-        tree = psutil.Process(process.pid).children(recursive=True)
-        titles = " ".join(" ".join(p.cmdline()) for p in tree if p.is_running())
-        for part in ("ReplayProcess", "LearnerProcess", "ActorProcess", "raylet", "gcs_server", "reaper"):
-            assert part in titles, part
+        trees = {}
+        for name, driver in drivers.items():
+            assert driver.poll() is None, (tmp_path / f"{name}.txt").read_text()[-3000:]
+            trees[name] = psutil.Process(driver.pid).children(recursive=True)
+            titles = " ".join(" ".join(p.cmdline()) for p in trees[name] if p.is_running())
+            for part in ("ReplayProcess", "LearnerProcess", "ActorProcess", "raylet", "gcs_server", "reaper"):
+                assert part in titles, (name, part)
         start = time.monotonic()
-        process.send_signal(signum)
-        process.wait(timeout=120)
+        for name, driver in drivers.items():
+            driver.send_signal(signals[name])
+        drivers["stopped"].wait(timeout=120)
         stopped_after = time.monotonic() - start
+        drivers["killed"].wait(timeout=120)
     finally:
-        if process.poll() is None:
-            process.kill()
-        log_file.close()
-    if signum == signal.SIGKILL:
-        assert process.returncode == -signal.SIGKILL
-        _, alive = psutil.wait_procs(tree, timeout=REAP_BOUND_S)
-        assert not alive, [(p.pid, p.name()) for p in alive if p.is_running()]
-        return
-    assert process.returncode == 128 + signal.SIGTERM, log_path.read_text()[-3000:]  # 143: stopped, not finished
+        for driver in drivers.values():
+            if driver.poll() is None:
+                driver.kill()
+
+    assert drivers["killed"].returncode == -signal.SIGKILL
+    _, alive = psutil.wait_procs(trees["killed"], timeout=REAP_BOUND_S)
+    assert not alive, [(p.pid, p.name()) for p in alive if p.is_running()]
+
+    log = (tmp_path / "stopped.txt").read_text()[-3000:]
+    assert drivers["stopped"].returncode == 128 + signal.SIGTERM, log  # 143: stopped, not finished
     assert stopped_after < 30
-    _, alive = psutil.wait_procs(tree, timeout=15)  # the reaper too: told of the clean exit, it kills nothing
+    # The reaper too: told of the clean exit, it kills nothing.
+    _, alive = psutil.wait_procs(trees["stopped"], timeout=15)
     assert not alive, [p.pid for p in alive]
     # The learner stopped after a whole iteration and saved it (the checkpoint callback runs on stop).
-    assert any(name.isdigit() for name in os.listdir(workdir / "checkpoints"))
+    assert any(name.isdigit() for name in os.listdir(tmp_path / "stopped" / "checkpoints"))

@@ -313,6 +313,8 @@ def test_max_consecutive_skipped_updates_is_validated_and_may_change_on_resume(t
 )
 @pytest.mark.slow
 def test_a_signal_saves_then_exits_with_128_plus_its_number(signum, num_actors, tmp_path):
+    """Preemption (SIGTERM) or Ctrl-C (SIGINT): the run ends within seconds, after its current iteration, with a
+    checkpoint of it and exit status 128 + signal (so `coala train ... && next` stops)."""
     workdir = tmp_path / "run"
     command = coala_train_command(
         workdir,
@@ -332,15 +334,18 @@ def test_a_signal_saves_then_exits_with_128_plus_its_number(signum, num_actors, 
                 time.sleep(0.05)
             assert proc.poll() is None, log_path.read_text()[-3000:]
             proc.send_signal(signum)
+            signalled = time.monotonic()
             proc.wait(timeout=120)
+            stop_seconds = time.monotonic() - signalled
         finally:
             if proc.poll() is None:
                 proc.kill()
     stderr = log_path.read_text()
     assert proc.returncode == 128 + signum, stderr[-3000:]  # 130 / 143
     assert "received signal" in stderr and "Traceback" not in stderr
+    assert stop_seconds < 30
     saved = Checkpointer(str(workdir), save_every=1, max_to_keep=3).all_steps()
-    assert saved == [_iterations(csv_path)[-1]]  # the final save, of the last iteration done
+    assert saved == [_iterations(csv_path)[-1]]  # only the final save (save_every is huge), of the last iteration done
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 A stand-in driver (plain Python, no JAX, no Ray) starts one child before its reaper and one after, then either dies
 by SIGKILL or exits cleanly. The Ray run itself is tested in test_distributed_ray.py
-(`test_a_stopped_or_killed_local_driver_leaves_no_process_behind[SIGKILL]`)."""
+(`test_a_stopped_and_a_killed_local_driver_leave_no_process_behind`)."""
 
 from __future__ import annotations
 
