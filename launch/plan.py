@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 _HEREDOC_DELIMITER = "COALA_GENERATED_FILE_END"
@@ -151,3 +152,16 @@ def run_or_print(plan: Plan, *, dry_run: bool, out: TextIO | None = None) -> int
         f"{rest}\n"
     )
     return 0
+
+
+def command_line_main(
+    program: str, build_plan: Callable[[list[str]], tuple[Plan, bool]], argv: list[str] | None
+) -> int:
+    """A launcher's `main`: builds the plan from `argv` (default: the command line), prints it (`--dry_run`) or runs
+    it, and returns the exit status; a bad flag or a missing tool is one line on stderr and status 2."""
+    try:
+        plan, dry_run = build_plan(sys.argv[1:] if argv is None else argv)
+        return run_or_print(plan, dry_run=dry_run)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"{program}: {error}", file=sys.stderr)
+        return 2

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from launch import common
-from launch.plan import GeneratedFile, Plan, Step, run_or_print
+from launch.plan import GeneratedFile, Plan, Step, command_line_main
 from launch.topology import TpuSlice, parse_accelerator_type
 
 COMMANDS = ("config", "up", "run", "down")
@@ -437,12 +437,7 @@ def build_plan(argv: list[str]) -> tuple[Plan, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m launch.ray_cluster`: prints (`--dry_run`) or runs a plan; returns the status."""
-    try:
-        plan, dry_run = build_plan(sys.argv[1:] if argv is None else argv)
-        return run_or_print(plan, dry_run=dry_run)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"python -m launch.ray_cluster: {error}", file=sys.stderr)
-        return 2
+    return command_line_main("python -m launch.ray_cluster", build_plan, argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Every command accepts `--dry_run`: it prints the whole plan (the generated files
 docker and ray command) and runs nothing.
 
   images      build the learner (TPU) and actor (CPU) images from this checkout and push them.
-  up          create the TPU slice, or reuse it (a preempted one is recreated); start the Ray head
+  up          add the deployment's firewall rules (only its own VMs reach its VMs' ports, SSH aside);
+              create the TPU slice, or reuse it (a preempted one is recreated); start the Ray head
               in the learner image on TPU worker 0 and Ray workers on the other TPU hosts; create
               the CPU actor VMs (a managed instance group sized by --num_actors / --actors_per_node)
               that join the cluster with JAX_PLATFORMS=cpu; submit `coala train --launch=ray` with
@@ -17,8 +18,8 @@ docker and ray command) and runs nothing.
   add_actors  resize the actor group for --num_actors and resubmit the job with that many actors.
   status      the slice's state, the actor VMs, `ray status` and the job's status.
   logs        follow the driver's log.
-  down        stop the job (the learner checkpoints on SIGTERM), delete the actor VMs and the TPU
-              slice. The bucket and its checkpoints are kept.
+  down        stop the job (the learner checkpoints on SIGTERM), delete the actor VMs, the TPU
+              slice and the firewall rules. The bucket and its checkpoints are kept.
 
 Which process may open libtpu and who joins `jax.distributed` is set out in `launch/common.py`.
 """
@@ -32,7 +33,7 @@ import shlex
 import sys
 
 from launch import common
-from launch.plan import GeneratedFile, Plan, Step, run_or_print
+from launch.plan import GeneratedFile, Plan, Step, command_line_main
 from launch.topology import TpuSlice, parse_accelerator_type
 
 COMMANDS = ("images", "up", "run", "add_actors", "status", "logs", "down")
@@ -62,7 +63,9 @@ class TpuDeployment:
       slice: the TPU slice's shape.
       provisioning: `queued` (a queued resource, waits for capacity) or `direct` (tpu-vm create).
       spot: Spot capacity for the TPU slice and the actor VMs.
-      network: VPC network of every VM; it must allow internal traffic (`default` does).
+      network: VPC network of every VM. `up` adds two firewall rules to it for this deployment's network tag:
+        its VMs reach each other on every port, and nothing else reaches them on any port but SSH (22, which
+        gcloud needs and the network's own rules govern).
       images: learner and actor image references.
       actor_machine_type: machine type of the CPU actor VMs.
       actors_per_node: actors (Ray actor slots) per CPU VM.
@@ -89,6 +92,16 @@ class TpuDeployment:
     def actor_group(self) -> str:
         """Name of the managed instance group of actor VMs (and of its instance template)."""
         return f"{self.name}-actors"
+
+    @property
+    def network_tag(self) -> str:
+        """Network tag of every VM of the deployment (TPU hosts, actor VMs): the firewall rules name it."""
+        return f"{self.name}-vms"
+
+    @property
+    def firewall_rules(self) -> tuple[str, str]:
+        """Names of the deployment's firewall rules: (allow among its VMs, deny everyone else)."""
+        return f"{self.name}-allow-own-vms", f"{self.name}-deny-others"
 
     @property
     def where(self) -> str:
@@ -266,10 +279,35 @@ def _create_tpu_command(deployment: TpuDeployment) -> str:
             f"--accelerator-type={slice_.accelerator_type}",
             f"--version={slice_.runtime_version}",
         ]
-    words.append(f"--network={deployment.network}")
+    words.append(f"--network={deployment.network} --tags={deployment.network_tag}")
     if deployment.spot:
         words.append("--spot")
     return " ".join(words)
+
+
+# Priorities of the deployment's firewall rules: the lower number wins, and GCP's default network rules (e.g.
+# default-allow-internal, which lets every VM of the network reach every port) have 65534; custom ones often 1000.
+_ALLOW_OWN_VMS_PRIORITY, _DENY_OTHERS_PRIORITY = 900, 910
+# Everything but SSH: Ray's GCS, raylets, object managers, workers and dashboard, Reverb, jax.distributed's coordinator.
+_DENIED_TO_OTHERS = "tcp:1-21,tcp:23-65535,udp:1-65535"
+
+
+def _firewall_step(deployment: TpuDeployment) -> Step:
+    """The deployment's firewall rules (created once, kept across `up`s): Ray, Reverb and jax.distributed accept
+    connections from the deployment's own VMs only."""
+    allow, deny = deployment.firewall_rules
+    tag, project, network = deployment.network_tag, deployment.project, deployment.network
+    exists = f"gcloud compute firewall-rules describe {{}} --project={project} >/dev/null 2>&1"
+    create = (
+        f"gcloud compute firewall-rules create {{}} --project={project} --network={network} --direction=INGRESS"
+    )
+    command = (
+        f"{exists.format(allow)} || {create.format(allow)} --priority={_ALLOW_OWN_VMS_PRIORITY} --action=ALLOW "
+        f"--rules=all --source-tags={tag} --target-tags={tag}\n"
+        f"{exists.format(deny)} || {create.format(deny)} --priority={_DENY_OTHERS_PRIORITY} --action=DENY "
+        f"--rules={_DENIED_TO_OTHERS} --source-ranges=0.0.0.0/0 --target-tags={tag}"
+    )
+    return Step(f"firewall: only VMs tagged {tag} reach its VMs' ports (SSH aside)", command)
 
 
 def _ensure_tpu_step(deployment: TpuDeployment) -> Step:
@@ -351,7 +389,7 @@ def _actor_group_steps(deployment: TpuDeployment) -> list[Step]:
         f"gcloud compute instance-templates create {group} {project_flag}",
         f"--machine-type={deployment.actor_machine_type}",
         "--image-family=cos-stable --image-project=cos-cloud",
-        f"--network={deployment.network} --scopes=cloud-platform",
+        f"--network={deployment.network} --tags={deployment.network_tag} --scopes=cloud-platform",
         '--metadata=coala-ray-head="$HEAD_IP"',
         f'--metadata-from-file=startup-script="$STAGING_DIR/{ACTOR_STARTUP_SCRIPT}"',
     ]
@@ -412,6 +450,7 @@ def plan_up(deployment: TpuDeployment) -> Plan:
     location = common.region_of_zone(deployment.zone)
     steps = [
         common.ensure_bucket_step(job, deployment.project, location),
+        _firewall_step(deployment),
         _ensure_tpu_step(deployment),
         _head_ip_step(deployment),
         *_start_ray_on_tpu_steps(deployment),
@@ -510,6 +549,11 @@ def plan_down(deployment: TpuDeployment, run_name: str, bucket: str | None) -> P
         ),
         Step(f"delete the TPU slice {name}", delete_tpu),
         Step(
+            "delete the deployment's firewall rules",
+            f"gcloud compute firewall-rules delete {' '.join(deployment.firewall_rules)} "
+            f"--project={deployment.project} --quiet || true",
+        ),
+        Step(
             "the workdir is kept",
             f"echo {shlex.quote(f'kept {kept}: up with the same --bucket, --run_name resumes')}\n"
             f"echo {shlex.quote(f'to delete it: gcloud storage rm --recursive {kept}')}",
@@ -536,7 +580,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--accelerator_type", default="v4-8", help="v4-8 (1 host), v5litepod-16 (4 hosts), ...")
     add("--runtime_version", help="TPU VM software version (default: the generation's base)")
     add("--provisioning", choices=("queued", "direct"), default="queued", help="queued resource")
-    add("--network", default="default", help="VPC network (must allow internal traffic)")
+    add("--network", default="default", help="VPC network (`up` adds firewall rules for the deployment's VMs)")
     common.add_job_arguments(parser)
     return parser
 
@@ -593,12 +637,7 @@ def build_plan(argv: list[str]) -> tuple[Plan, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m launch.tpu`: prints (`--dry_run`) or runs a plan; returns the exit status."""
-    try:
-        plan, dry_run = build_plan(sys.argv[1:] if argv is None else argv)
-        return run_or_print(plan, dry_run=dry_run)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"python -m launch.tpu: {error}", file=sys.stderr)
-        return 2
+    return command_line_main("python -m launch.tpu", build_plan, argv)
 
 
 if __name__ == "__main__":

@@ -210,6 +210,47 @@ def test_num_actors_scales_the_actor_group():
     assert "--num_actors=32" in grown
 
 
+def _ports(rules: str, protocol: str) -> set[int]:
+    """The ports of `protocol` a gcloud `--rules=` value names (`tcp:1-21,tcp:23-65535,udp:1-65535`)."""
+    ports: set[int] = set()
+    for rule in rules.split(","):
+        name, _, span = rule.partition(":")
+        if name == protocol:
+            low, _, high = span.partition("-")
+            ports |= set(range(int(low), int(high or low) + 1))
+    return ports
+
+
+def _flag(line: str, name: str) -> str:
+    (value,) = [word.split("=", 1)[1] for word in line.split() if word.startswith(f"--{name}=")]
+    return value
+
+
+@pytest.mark.parametrize("case", [SINGLE_HOST, MULTI_HOST], ids=lambda case: case[0])
+def test_only_the_deployments_own_vms_reach_its_ports(up_outputs, case):
+    """Every VM of a deployment carries its network tag; `up` first adds a rule that lets tagged VMs reach tagged VMs
+    on every port, and a rule of lower precedence that denies every other source every port but SSH; `down` deletes
+    both."""
+    accelerator, _, name = case
+    text, tag = up_outputs[accelerator], f"{name}-vms"
+    creates = [line for line in text.splitlines() if "firewall-rules create" in line]
+    (allow,) = [line for line in creates if "--action=ALLOW" in line]
+    (deny,) = [line for line in creates if "--action=DENY" in line]
+    assert _flag(allow, "source-tags") == _flag(allow, "target-tags") == _flag(deny, "target-tags") == tag
+    assert _flag(allow, "rules") == "all" and _flag(deny, "source-ranges") == "0.0.0.0/0"
+    assert int(_flag(allow, "priority")) < int(_flag(deny, "priority")) < 1000  # lower wins; GCP's defaults: 1000+
+    every_port = set(range(1, 65536))
+    assert _ports(_flag(deny, "rules"), "tcp") == every_port - {22}
+    assert _ports(_flag(deny, "rules"), "udp") == every_port
+    tpu_create = [line for line in text.splitlines() if re.search(r"tpus (queued-resources|tpu-vm) create", line)]
+    template = text[text.index("instance-templates create") :]
+    assert tpu_create and all(f"--tags={tag}" in line for line in tpu_create)
+    assert f"--tags={tag} " in template[: template.index("--metadata")]
+    assert text.index("firewall-rules create") < text.index(tpu_create[0])  # before any VM exists
+    down = dry_run(tpu, tpu_argv("down", case))
+    assert f"firewall-rules delete {name}-allow-own-vms {name}-deny-others" in down
+
+
 def driver_line(text: str) -> str:
     (line,) = [line for line in text.splitlines() if "coala train --config=" in line]
     return line
@@ -282,6 +323,7 @@ case "$*" in
   *"queued-resources create"*) echo ACTIVE > "$FAKE_STATE" ;;
   *"queued-resources delete"*) rm -f "$FAKE_STATE" ;;
   *"tpu-vm describe"*"networkEndpoints"*) echo 10.1.2.3 ;;
+  *"firewall-rules describe"*) exit 1 ;;  # no such rule yet
 esac
 """
 
@@ -311,6 +353,8 @@ def test_up_script_executes_against_a_fake_gcloud(tmp_path, initial_state):
     deletes = [call for call in calls if "queued-resources delete" in call]
     assert len(creates) == (0 if initial_state == "ACTIVE" else 1)
     assert len(deletes) == (1 if initial_state == "SUSPENDED" else 0)
+    firewall = [i for i, call in enumerate(calls) if "firewall-rules create" in call]
+    assert len(firewall) == 2 and firewall[-1] < min(i for i, call in enumerate(calls) if "queued-resources" in call)
     # The head's address found by describe reaches every host and the actor VMs' metadata.
     ray_starts = [call for call in calls if "coala-tpu-host-ray.sh" in call and " ssh " in call]
     assert [call.split("--command=")[1] for call in ray_starts] == [

@@ -312,6 +312,7 @@ def run_on_ray(
     actor_stats: list[dict[str, float]] = []
     learner_result = node_failure = signum = None
     learner_refs: list[Any] = []
+    grace = _LearnerGrace(config.distributed.stop_grace_s)
     try:
         with stop_on_signals() as signalled:
             try:
@@ -330,13 +331,13 @@ def run_on_ray(
                 learner_refs = [learner.run.remote(coordinator_address=coordinator) for learner in learners]
                 actor_refs = {actor.run.remote(): spec.name for actor, spec in zip(actors, program.actors, strict=True)}
                 learner_result, node_failure = _supervise(
-                    replay_ref, learner_refs, actor_refs, learners, signalled, config, log
+                    replay_ref, learner_refs, actor_refs, learners, signalled, grace, log
                 )
             except NodeStoppedError:
                 log("stopped before training started")
         signum = signalled.signum
     finally:
-        actor_stats = _stop_all(handles, learner_refs, actor_refs, config.distributed.stop_grace_s)
+        actor_stats = _stop_all(handles, learner_refs, actor_refs, grace)
         if owns_ray:
             ray.shutdown()
         if reaper is not None:
@@ -365,9 +366,26 @@ def _warn_missing_resources(program: Program, log: Callable[[str], None]) -> Non
         )
 
 
-def _supervise(replay_ref, learner_refs, actor_refs, learners, signalled, config, log) -> tuple[Any, str | None]:
+class _LearnerGrace:
+    """The learners' one `stop_grace_s`, counted from the first request to stop, however many places wait on it (a
+    learner stuck in a collective with a dead peer is waited for once, not once per wait)."""
+
+    def __init__(self, grace_s: float):
+        self.grace_s = grace_s
+        self.deadline: float | None = None
+
+    def left_s(self) -> float:
+        """Seconds left of the grace; starts it on the first call."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.grace_s
+        return max(0.0, self.deadline - time.monotonic())
+
+
+def _supervise(
+    replay_ref, learner_refs, actor_refs, learners, signalled, grace: _LearnerGrace, log
+) -> tuple[Any, str | None]:
     """Waits for the learners to finish. A signal, the replay node's death or an actor gone for good stops them (they
-    save their last whole iteration, within `stop_grace_s`). Returns the primary learner's result (None if it did not
+    save their last whole iteration, within the grace). Returns the primary learner's result (None if it did not
     stop in time) and, if a node failed, one line saying which."""
     import ray
 
@@ -384,7 +402,7 @@ def _supervise(replay_ref, learner_refs, actor_refs, learners, signalled, config
         log(f"stopping: {failure}" if failure else "stopping: asking the learner to finish its iteration")
         for learner in learners:
             learner.stop.remote()
-        ready, _ = ray.wait(learner_refs, num_returns=len(learner_refs), timeout=config.distributed.stop_grace_s)
+        ready, _ = ray.wait(learner_refs, num_returns=len(learner_refs), timeout=grace.left_s())
         if learner_refs[0] not in ready:
             return None, failure
         try:
@@ -392,10 +410,10 @@ def _supervise(replay_ref, learner_refs, actor_refs, learners, signalled, config
         except Exception as error:
             if failure is not None:  # e.g. the primary's collective failed because a peer died: that death is reported
                 return None, failure
-            raise RuntimeError(f"the learner failed: {_first_line(error)}") from error
+            raise RuntimeError(f"the learner failed: {_error_line(error)}") from error
 
 
-def _first_line(error: BaseException) -> str:
+def _error_line(error: BaseException) -> str:
     """The last non-empty line of a (Ray) error's text: the exception itself, without Ray's traceback banner."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
@@ -430,16 +448,16 @@ def _node_failure(replay_ref: Any, actor_refs: dict[Any, str]) -> str | None:
         try:
             ray.get(ref)  # raises if the actor died and its restarts are used up
         except Exception as error:
-            return f"{actor_refs[ref]} failed for good: {_first_line(error)}"
+            return f"{actor_refs[ref]} failed for good: {_error_line(error)}"
         return f"{actor_refs[ref]} stopped while the learner was still training"
     return None
 
 
 def _stop_all(
-    handles: list[Any], learner_refs: list[Any], actor_refs: dict[Any, str], grace_s: float
+    handles: list[Any], learner_refs: list[Any], actor_refs: dict[Any, str], grace: _LearnerGrace
 ) -> list[dict[str, float]]:
-    """Asks every node to stop, lets the learners finish (a save in flight) and collects the actors' stats within
-    `grace_s`, then kills every node process.
+    """Asks every node to stop, lets the learners finish (a save in flight) within what is left of their grace,
+    collects the actors' stats within `stop_grace_s`, then kills every node process.
 
     The replay node (`handles[0]`) stops last: an actor still blocked on a full queue must see its stop event, not
     its replay server vanish (a Ray store actor dies with its server, and the call would fail instead).
@@ -450,16 +468,16 @@ def _stop_all(
     for handle in others:
         handle.stop.remote()
     if learner_refs:  # a learner that failed may still be writing its checkpoint: never kill it mid-save
-        ray.wait(learner_refs, num_returns=len(learner_refs), timeout=grace_s)
+        ray.wait(learner_refs, num_returns=len(learner_refs), timeout=grace.left_s())
     stats = []
     if actor_refs:
-        ready, _ = ray.wait(list(actor_refs), num_returns=len(actor_refs), timeout=grace_s)
+        ready, _ = ray.wait(list(actor_refs), num_returns=len(actor_refs), timeout=grace.grace_s)
         for ref in ready:
             with contextlib.suppress(Exception):  # a failed actor has no stats; its error was reported already
                 stats.append(ray.get(ref))
     for handle in replay:
         with contextlib.suppress(Exception):  # gone already
-            ray.get(handle.stop.remote(), timeout=grace_s)
+            ray.get(handle.stop.remote(), timeout=grace.grace_s)
     for handle in handles:
         ray.kill(handle, no_restart=True)
     return stats
