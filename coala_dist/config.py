@@ -129,6 +129,7 @@ def default_config() -> ml_collections.ConfigDict:
     # launchers (launch/common.py) give TPU hosts `coala_learner_host` and CPU VMs `coala_actor_slot`s. "": none.
     c.distributed.ray_learner_resource = "coala_learner_host"
     c.distributed.ray_actor_resource = "coala_actor_slot"
+    c.distributed.ray_replay_resource = ""  # e.g. a resource only the head offers; "": any node with a free CPU
     c.distributed.actor_max_restarts = 3  # Ray restarts of a dead actor process; -1: unlimited
     c.distributed.poll_interval_s = 0.02  # waiting nodes re-check their tables and the stop event this often
     c.distributed.rpc_timeout_s = 5.0  # every replay call gives up after this, re-checks the stop event, retries
@@ -221,7 +222,7 @@ def validate_distributed(config: ml_collections.ConfigDict) -> None:
         _check_int_at_least(d[field], f"distributed.{field}", minimum)
     for field in ("poll_interval_s", "rpc_timeout_s", "data_timeout_s", "stop_grace_s"):
         _check_range(d[field], f"distributed.{field}", 0.0, float("inf"), low_open=True)
-    for field in ("ray_learner_resource", "ray_actor_resource"):
+    for field in ("ray_learner_resource", "ray_actor_resource", "ray_replay_resource"):
         if not isinstance(d[field], str):
             _fail(f"distributed.{field}", d[field], "must be a Ray resource name or empty")
     if config.meta_batch_size % d.work_units_per_agent:

@@ -77,7 +77,13 @@ def tiny_episodes(tiny_components):
 # Under pytest-xdist (the README's `-n 2`, with pyproject's `--dist loadfile`: each module on one worker, so its module
 # fixtures are built once) the longest modules start first, so the two workers finish at about the same time
 # (pyproject's `--no-loadscope-reorder` keeps this order; xdist would otherwise start the modules with most tests).
-LONGEST_MODULES_FIRST = ("test_distributed_ray.py", "test_experiments.py", "test_checkpoint.py", "test_faults.py")
+LONGEST_MODULES_FIRST = (
+    "test_distributed_ray.py",
+    "test_experiments.py",
+    "test_ray_cluster.py",
+    "test_checkpoint.py",
+    "test_faults.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Iterable
+
+import psutil
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,3 +40,16 @@ def results_snapshot() -> dict[str, tuple[int, str]]:
                 digest = hashlib.sha256(f.read()).hexdigest()
             snapshot[os.path.relpath(path, REPO)] = (os.stat(path).st_mtime_ns, digest)
     return snapshot
+
+
+def with_command_line_part(processes: Iterable[psutil.Process], text: str) -> list[psutil.Process]:
+    """Those of `processes` with `text` in a part of their command line (Ray titles its worker processes, e.g.
+    `ray::ActorProcess`); processes gone meanwhile are left out."""
+    found = []
+    for process in processes:
+        try:
+            if any(text in part for part in process.cmdline()):
+                found.append(process)
+        except psutil.Error:
+            pass
+    return found

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import psutil
 import pytest
-from helpers import with_fields
+from helpers import with_command_line_part, with_fields
 from replay_contract import CONTRACT, SMALL
 
 from coala_dist import compat, xla_flags
@@ -67,14 +67,7 @@ def _saved_steps(workdir) -> list[int]:
 
 def _our_processes(name: str) -> list[psutil.Process]:
     """Descendants of this test process whose command line names `name` (Ray titles actor processes)."""
-    found = []
-    for process in psutil.Process().children(recursive=True):
-        try:
-            if any(name in part for part in process.cmdline()):
-                found.append(process)
-        except psutil.Error:
-            pass
-    return found
+    return with_command_line_part(psutil.Process().children(recursive=True), name)
 
 
 def _all_gone(name: str, timeout_s: float = 15.0) -> bool:

@@ -67,7 +67,8 @@ class Program:
 
 
 def _placement(config: ml_collections.ConfigDict, launch: str, role: str) -> dict[str, Any]:
-    """Ray options placing a learner or actor node on an existing cluster (launch ray; nothing otherwise)."""
+    """Ray options placing the replay, a learner or an actor node on an existing cluster (launch ray; nothing
+    otherwise)."""
     d = config.distributed
     if launch != "ray":
         return {}
@@ -80,8 +81,10 @@ def _placement(config: ml_collections.ConfigDict, launch: str, role: str) -> dic
             resources["TPU"] = d.learner_accelerator_count
         if d.ray_learner_resource:
             resources[d.ray_learner_resource] = 1
-    elif d.ray_actor_resource:
+    elif role == "actor" and d.ray_actor_resource:
         resources[d.ray_actor_resource] = 1
+    elif role == "replay" and d.ray_replay_resource:
+        resources[d.ray_replay_resource] = 1
     if resources:
         options["resources"] = resources
     return options
@@ -191,7 +194,9 @@ def make_program(
         config=config,
         launch=launch,
         workdir=workdir,
-        replay=NodeSpec(name="replay", factory=build_replay, cpu_only=True),
+        replay=NodeSpec(
+            name="replay", factory=build_replay, cpu_only=True, ray_options=_placement(config, launch, "replay")
+        ),
         learners=learners,
         actors=actors,
     )
