@@ -49,10 +49,11 @@ def _cluster_processes(temp_dir: str) -> list[psutil.Process]:
 
 def _raylet_hosting(title: str, temp_dir: str) -> tuple[psutil.Process, psutil.Process] | None:
     """(the Ray worker process titled `title`, its node's raylet) in the cluster under `temp_dir`, if running."""
-    for raylet in _cluster_processes(temp_dir):
-        if raylet.name() == "raylet":
-            for worker in with_command_line_part(raylet.children(), title):
-                return worker, raylet
+    for process in _cluster_processes(temp_dir):
+        with contextlib.suppress(psutil.Error):  # a process of the cluster may exit while we look (idle workers)
+            if process.name() == "raylet":
+                for worker in with_command_line_part(process.children(), title):
+                    return worker, process
     return None
 
 
