@@ -131,6 +131,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.distributed.ray_actor_resource = "coala_actor_slot"
     c.distributed.ray_replay_resource = ""  # e.g. a resource only the head offers; "": any node with a free CPU
     c.distributed.actor_max_restarts = 3  # Ray restarts of a dead actor process; -1: unlimited
+    # Launch local/ray: restarts of a dead replay node by the launcher (its tables are lost; sync episodes are rolled
+    # out again, so the run is unchanged); -1: unlimited; 0: a dead replay node stops the run (resume to go on).
+    c.distributed.replay_max_restarts = 3
     c.distributed.poll_interval_s = 0.02  # waiting nodes re-check their tables and the stop event this often
     c.distributed.rpc_timeout_s = 5.0  # every replay call gives up after this, re-checks the stop event, retries
     c.distributed.data_timeout_s = 600.0  # learner: this long without a new episode is an error
@@ -217,6 +220,7 @@ def validate_distributed(config: ml_collections.ConfigDict) -> None:
         ("num_learner_processes", 1),
         ("learner_accelerator_count", 1),
         ("actor_max_restarts", -1),
+        ("replay_max_restarts", -1),
         ("replay_port", 0),
     ):
         _check_int_at_least(d[field], f"distributed.{field}", minimum)

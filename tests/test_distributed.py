@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import jax
 import numpy as np
@@ -21,13 +22,15 @@ from replay_contract import CONTRACT, SMALL
 from coala_dist.builder import build
 from coala_dist.config import validate
 from coala_dist.distributed import work
-from coala_dist.distributed.codec import TreeCodec, episode_codec
+from coala_dist.distributed.codec import TreeCodec, episode_codec, params_codec
 from coala_dist.distributed.launch import run_inprocess
 from coala_dist.distributed.learner_node import ReplayBatchSource
-from coala_dist.distributed.params import NodeStoppedError
+from coala_dist.distributed.params import NodeStoppedError, ParamsPublisher
 from coala_dist.distributed.program import make_program
 from coala_dist.distributed.replay import (
+    FixedReplayLocation,
     ReplayBackendError,
+    ReplayLink,
     TableSpec,
     connect,
     resolve_backend,
@@ -44,6 +47,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _never() -> bool:
     return False
+
+
+def _link(address: str) -> ReplayLink:
+    return ReplayLink(FixedReplayLocation(address), 1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -235,7 +242,7 @@ def test_sync_source_takes_exactly_its_version_sorted_and_drops_the_rest(
         source = ReplayBatchSource(
             config,
             tiny_components,
-            connect(address, 1.0),
+            _link(address),
             learner_process=0,
             publisher=None,
             should_stop=_never,
@@ -278,7 +285,7 @@ def test_async_source_drops_episodes_older_than_the_lag_bound(
                 )
         _write(address, items)
         source = ReplayBatchSource(
-            config, tiny_components, connect(address, 1.0), learner_process=0, publisher=None, should_stop=_never
+            config, tiny_components, _link(address), learner_process=0, publisher=None, should_stop=_never
         )
         source.dropped_stale = 5  # as if earlier iterations of this process had dropped 5: the metric is per iteration
         batch, metrics = source(_state_at(3))
@@ -294,10 +301,77 @@ def test_async_source_drops_episodes_older_than_the_lag_bound(
         server.stop()
 
 
+class _MovableLocation:
+    """A replay location the test moves, as the Ray launcher's moves when it restarts a dead replay node."""
+
+    def __init__(self, address: str):
+        self.found = (address, "incarnation 0")
+
+    def lookup(self) -> tuple[str, str]:
+        return self.found
+
+
+def test_a_source_follows_a_restarted_replay_node_publishes_again_and_collects_the_version_afresh(
+    tiny_config, tiny_components, tiny_state, tiny_episode_codec
+):
+    """The replay node dies halfway through an iteration (the learner has taken 5 of its 8 episodes) and comes back
+    empty at a new address: the source notices the new incarnation, publishes the parameters there again, and takes
+    the version's episodes that the actors roll out again, as if nothing had happened."""
+    config = with_fields(tiny_config, distributed__poll_interval_s=0.01, distributed__data_timeout_s=30.0)
+    tables = table_specs(config, tiny_components)
+    old, new = start_server("queues", tables), start_server("queues", tables)
+    version, n = int(tiny_state.version), config.meta_batch_size
+
+    def episodes(indices):
+        return [
+            (work.episode_table(i // n, 0), _episode(tiny_episode_codec, version=version, index=i, meta_batch_size=n))
+            for i in indices
+        ]
+
+    location = _MovableLocation(old.address)
+    link = ReplayLink(location, 1.0, check_interval_s=0.0)
+    publisher = ParamsPublisher(tiny_components, link.client, params_codec(tiny_components))
+    lines: list[str] = []
+    source = ReplayBatchSource(
+        config, tiny_components, link, learner_process=0, publisher=publisher, should_stop=_never, log=lines.append
+    )
+
+    def until(condition) -> bool:
+        deadline = time.monotonic() + 30.0
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return condition()
+
+    def replay_node_dies_and_comes_back():
+        _write(old.address, episodes([0, 1, 2, 4, 5]))
+        assert until(lambda: connect(old.address, 1.0).sizes()[work.episode_table(0, 0)] == 0)  # the learner took them
+        old.stop()
+        location.found = (new.address, "incarnation 1")
+        client = connect(new.address, 1.0)
+        # Actors wait for the parameters, published again, then roll out the whole version again.
+        if until(lambda: client.latest(work.PARAMS_VERSION_TABLE) is not None):
+            _write(new.address, episodes(range(8)))
+
+    try:
+        helper = threading.Thread(target=replay_node_dies_and_comes_back, daemon=True)
+        helper.start()
+        batch, metrics = source(tiny_state)
+        helper.join()
+        np.testing.assert_array_equal(batch.episode_index, np.arange(8))
+        assert metrics["replay/restarts"] == 1 and source.replay_restarts == 1
+        assert int(connect(new.address, 1.0).latest(work.PARAMS_VERSION_TABLE)[0]) == version
+        assert publisher.published_version == version
+        assert len(lines) == 1 and "replay node restarted" in lines[0] and new.address in lines[0]
+        assert source.dropped_duplicates == 0  # what the old node gave is not mixed with the new node's episodes
+    finally:
+        old.stop()
+        new.stop()
+
+
 def test_learner_wait_ends_on_stop_and_times_out_naming_missing_episodes(tiny_config, tiny_components):
     server = start_server("queues", table_specs(tiny_config, tiny_components))
     try:
-        client = connect(server.address, 1.0)
+        client = _link(server.address)
         stop = threading.Event()
         threading.Timer(0.3, stop.set).start()
         source = ReplayBatchSource(
@@ -432,7 +506,7 @@ def test_malformed_episodes_are_rejected_counted_and_never_reach_the_batch(
         source = ReplayBatchSource(
             config,
             tiny_components,
-            connect(server.address, 1.0),
+            _link(server.address),
             learner_process=0,
             publisher=None,
             should_stop=_never,

@@ -244,20 +244,56 @@ def test_local_ray_with_two_actor_processes_gives_the_plain_loop_parameters_even
     assert _all_gone("ActorProcess") and _all_gone("LearnerProcess") and _all_gone("ReplayProcess")
 
 
+def _column_sum(path, column: str) -> float:
+    with open(path, newline="") as f:
+        return sum(float(row[column] or 0) for row in csv.DictReader(f))
+
+
 @pytest.mark.parametrize("backend", NETWORK_BACKENDS)
-def test_a_killed_replay_node_stops_the_run_in_one_line_and_the_same_command_finishes_it(
+def test_a_killed_replay_node_is_restarted_and_the_run_ends_as_an_uninterrupted_one(
     ray_instance, tiny_config, reference, tmp_path, backend
 ):
-    """SIGKILL of the replay node's process: within seconds the launcher stops every node, the learner saves its last
-    whole iteration (no periodic save is due) and the run ends with one line (NodeFailedError, exit status 1), never
-    waiting for data_timeout_s. Nothing is lost: the checkpoint holds every iteration metrics.csv shows, and the same
-    command finishes the run with the parameters of an uninterrupted one (sync episodes lost with the replay are
-    rolled out again). A learner process's death: the two-process test below."""
+    """SIGKILL of the replay node's process mid-run (after the third update): the launcher starts a new replay node
+    under the same Ray name within seconds; the learner and the actor find it, the learner publishes again and the
+    actor rolls out the lost episodes of the current version again (each a pure function of run key, version and
+    index), so the same run ends with the parameters of an uninterrupted one, every iteration once in metrics.csv."""
+    workdir = tmp_path / "run"
+    # A node that failed to follow the new replay node would wait for data: fail in a minute, not in ten.
+    config = _quick(tiny_config, training_iterations=ITERATIONS, distributed__data_timeout_s=60.0)
+    program = make_program(config, launch="local", num_actors=1, workdir=str(workdir), replay=backend)
+    assert program.config.distributed.replay_max_restarts > 0  # the default restarts it
+    lines: list[str] = []
+    with _sigkill_when(lambda: _rows(workdir / "metrics.csv") >= 3, "ReplayProcess") as killed:
+        result = run_on_ray(program, log=lines.append)
+    assert "at" in killed, "no replay process was found to kill"
+    restarts = [line for line in lines if "replay node's process died: restarted it" in line]
+    assert len(restarts) == 1, lines
+    assert int(result.state.step) == ITERATIONS
+    _assert_same_state(reference, result.state)  # the lost episodes were rolled out again, bit for bit
+    assert _rows(workdir / "metrics.csv") == ITERATIONS
+    assert _column_sum(workdir / "metrics.csv", "replay/restarts") == 1  # the learner followed it once
+    assert [stats["replay_restarts"] for stats in result.actor_stats] == [1]  # and so did the actor
+    assert _all_gone("ActorProcess") and _all_gone("LearnerProcess") and _all_gone("ReplayProcess")
+
+
+def test_a_replay_node_killed_with_no_restarts_left_stops_the_run_in_one_line_and_the_same_command_finishes_it(
+    ray_instance, tiny_config, reference, tmp_path
+):
+    """With `distributed.replay_max_restarts=0`, SIGKILL of the replay node's process: within seconds the launcher
+    stops every node, the learner saves its last whole iteration (no periodic save is due) and the run ends with one
+    line (NodeFailedError, exit status 1), never waiting for data_timeout_s. Nothing is lost: the checkpoint holds
+    every iteration metrics.csv shows, and the same command finishes the run with the parameters of an uninterrupted
+    one. (The launcher's watch of the replay node is the same for every backend: the test above covers Reverb.)"""
     workdir = tmp_path / "run"
 
     def program():
-        config = _quick(tiny_config, training_iterations=ITERATIONS, checkpoint__save_every=1000)
-        return make_program(config, launch="local", num_actors=1, workdir=str(workdir), replay=backend)
+        config = _quick(
+            tiny_config,
+            training_iterations=ITERATIONS,
+            checkpoint__save_every=1000,
+            distributed__replay_max_restarts=0,
+        )
+        return make_program(config, launch="local", num_actors=1, workdir=str(workdir), replay="ray")
 
     with (
         _sigkill_when(lambda: _rows(workdir / "metrics.csv") >= 3, "ReplayProcess") as killed,
@@ -268,6 +304,7 @@ def test_a_killed_replay_node_stops_the_run_in_one_line_and_the_same_command_fin
     assert time.monotonic() - killed["at"] < 60  # noticed and stopped in seconds, not after data_timeout_s (600 s)
     message = str(stopped.value.code)
     assert "\n" not in message and "replay node's process died" in message and "run the same command" in message
+    assert "replay_max_restarts=0" in message
     done = _rows(workdir / "metrics.csv")
     assert 3 <= done < ITERATIONS and f"after iteration {done} and saved it" in message
     assert _saved_steps(workdir)[-1] == done  # every iteration the run reported is in the checkpoint

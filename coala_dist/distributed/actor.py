@@ -8,11 +8,15 @@
   episodes take their keys from a stream of its own (`keys.async_run_key`), so two actors never duplicate an episode;
   async runs are not reproducible and do not try to be. Only the queue's rate limiter can block it.
 
+A restarted replay node (launch local/ray) holds nothing: the actor notices its new incarnation, reconnects and
+starts its current work again (sync: its units of the version the learner publishes again, the same episodes).
+
 Timers (cleanba style) are summed per actor and returned by `run`; the learner is the only node writing metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -28,7 +32,7 @@ from coala_dist.builder import Components, build
 from coala_dist.config import episodes_per_work_unit
 from coala_dist.distributed.codec import PublishedParams, episode_codec, params_codec
 from coala_dist.distributed.params import NodeStoppedError, ParamsClient
-from coala_dist.distributed.replay import connect
+from coala_dist.distributed.replay import ReplayLink, ReplayLocation
 from coala_dist.distributed.work import WorkUnit, actor_work_units, unit_table, work_units
 
 
@@ -45,6 +49,7 @@ class ActorStats:
       params_wait_s: time waiting for or fetching parameters.
       rollout_s: time in the jitted rollout.
       write_s: time writing to the replay node (including time blocked by a full queue).
+      replay_restarts: new incarnations of the replay node it followed.
     """
 
     actor_id: int
@@ -55,6 +60,7 @@ class ActorStats:
     params_wait_s: float = 0.0
     rollout_s: float = 0.0
     write_s: float = 0.0
+    replay_restarts: int = 0
 
 
 class Actor:
@@ -64,7 +70,8 @@ class Actor:
       config: the experiment config.
       actor_id: in [0, num_actors).
       num_actors: how many actors the program has.
-      replay_address: the replay node's address.
+      replay: where the replay node is. When the launcher restarts it (empty), the actor reconnects and starts its
+        current work again: in sync mode it rolls out its units of the version the learner publishes again.
       should_stop: polled between (and inside) blocking steps.
       components: prebuilt components (in-process actors share the learner's compiled rollout); built if None.
       device: where parameters and rollouts live (None: JAX's default device).
@@ -75,7 +82,7 @@ class Actor:
         config: ml_collections.ConfigDict,
         actor_id: int,
         num_actors: int,
-        replay_address: str,
+        replay: ReplayLocation,
         *,
         should_stop: Callable[[], bool],
         components: Components | None = None,
@@ -88,12 +95,13 @@ class Actor:
         self.should_stop = should_stop
         self.components = components or build(config)
         self.episode_codec = episode_codec(self.components, episodes_per_work_unit(config))
-        self.replay = connect(replay_address, config.distributed.rpc_timeout_s)
-        self.params = ParamsClient(
-            replay_address, params_codec(self.components), config.distributed.rpc_timeout_s, device
-        )
+        self.link = ReplayLink(replay, config.distributed.rpc_timeout_s, should_stop)
         self.device = device
         self.stats = ActorStats(actor_id)
+
+    def _interrupted(self) -> bool:
+        """A stop request, or a new incarnation of the replay node (the actor then starts its current work again)."""
+        return self.should_stop() or self.link.moved()
 
     def _roll_out_and_write(self, params: PublishedParams, unit: WorkUnit, run_key: jax.Array, writer) -> bool:
         start = time.perf_counter()
@@ -107,7 +115,7 @@ class Actor:
         table = unit_table(self.config, unit)
         for item in items:
             writer.add(table, item)
-        done = writer.flush(self.config.distributed.rpc_timeout_s, self.should_stop)
+        done = writer.flush(self.config.distributed.rpc_timeout_s, self._interrupted)
         self.stats.write_s += time.perf_counter() - written
         if done:
             self.stats.units += 1
@@ -117,9 +125,9 @@ class Actor:
     def _run_sync(self, writer) -> None:
         units = actor_work_units(self.config, self.actor_id, self.num_actors)
         done_version = -1
-        while not self.should_stop():
+        while not self._interrupted():
             start = time.perf_counter()
-            self.params.wait_for_newer(done_version, self.config.distributed.poll_interval_s, self.should_stop)
+            self.params.wait_for_newer(done_version, self.config.distributed.poll_interval_s, self._interrupted)
             self.stats.params_wait_s += time.perf_counter() - start
             params = self.params.params
             for unit in units:
@@ -132,10 +140,10 @@ class Actor:
         units = work_units(self.config)
         incarnation = secrets.randbelow(2**31)  # a restarted actor must not replay its predecessor's keys
         start = time.perf_counter()
-        self.params.wait_for_newer(-1, self.config.distributed.poll_interval_s, self.should_stop)
+        self.params.wait_for_newer(-1, self.config.distributed.poll_interval_s, self._interrupted)
         self.stats.params_wait_s += time.perf_counter() - start
         counter, last_version = 0, -1
-        while not self.should_stop():
+        while not self._interrupted():
             start = time.perf_counter()
             self.params.update()  # never blocks: adopts a finished fetch, starts the next
             self.stats.params_wait_s += time.perf_counter() - start
@@ -151,15 +159,27 @@ class Actor:
 
     def run(self) -> dict[str, float]:
         """Rolls out until stopped; returns this actor's `ActorStats` as a dict."""
-        writer = self.replay.writer()
-        try:
-            if self.config.distributed.mode == "sync":
-                self._run_sync(writer)
-            else:
-                self._run_async(writer)
-        except NodeStoppedError:
-            pass
-        finally:
-            writer.close()
-            self.params.close()
+        while True:
+            writer = self.link.client.writer()
+            self.params = ParamsClient(
+                self.link.address, params_codec(self.components), self.config.distributed.rpc_timeout_s, self.device
+            )
+            try:
+                if self.config.distributed.mode == "sync":
+                    self._run_sync(writer)
+                else:
+                    self._run_async(writer)
+            except NodeStoppedError:
+                pass
+            finally:
+                with contextlib.suppress(Exception):  # a writer of a replay node that died has nothing to flush
+                    writer.close()
+                self.params.close()
+            if self.should_stop() or not self.link.moved():
+                break
+            try:
+                self.link.reconnect(self.should_stop)  # what the old replay node held is lost: start the work again
+            except NodeStoppedError:
+                break
+            self.stats.replay_restarts += 1
         return {k: float(v) for k, v in dataclasses.asdict(self.stats).items()}

@@ -6,7 +6,10 @@
   server; then `StoppedBySignal` is raised (exit status 130 / 143).
 * `run_on_ray`: each node is a Ray actor process (`ReplayProcess`, `LearnerProcess`, `ActorProcess`, as `ps`
   shows them). Actors get `JAX_PLATFORMS=cpu` and Ray restarts (`max_restarts`, and `max_task_retries` so the
-  restarted process resumes `run()`); the learner may ask for accelerators. This driver process only orchestrates:
+  restarted process resumes `run()`); the learner may ask for accelerators. The driver restarts a dead replay node
+  itself, under the same Ray name (`distributed.replay_max_restarts`): the other nodes find the new incarnation by
+  that name (`RayReplayLocation`), reconnect and redo their current work, so a sync run ends as it would have
+  without the fault. This driver process only orchestrates:
   it never initialises a JAX backend (on a TPU host only the learner may open the chips). On SIGTERM/Ctrl-C, or
   when the learner finishes, it asks every node to stop, gives them `stop_grace_s`, kills what is left and, for
   `local`, shuts its Ray instance down, leaving no processes behind; after a signal it then raises
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +36,7 @@ from typing import Any
 from coala_dist import xla_flags
 from coala_dist.distributed.program import NodeSpec, Program
 from coala_dist.distributed.reaper import start_reaper, stop_reaper
+from coala_dist.distributed.replay import FixedReplayLocation
 
 # Environment variables a node process inherits from this driver when set (compilation cache, logging).
 PASSED_ENVIRONMENT = (
@@ -120,10 +125,11 @@ def run_inprocess(program: Program, *, components: Any = None, log: Callable[[st
     actor_stats: dict[str, dict[str, float]] = {}
     # Built here, before the actors: its eval_shape of the rollout primes the trace cache they share.
     replay = program.replay.factory(components=components)
+    location = FixedReplayLocation(replay.address)
 
     def run_actor(spec: NodeSpec) -> None:
         try:
-            actor = spec.factory(replay_address=replay.address, should_stop=stop.is_set, components=components)
+            actor = spec.factory(replay=location, should_stop=stop.is_set, components=components)
             actor_stats[spec.name] = actor.run()
         except BaseException as error:  # reported by the main thread; stops everything
             failures.append((spec.name, error))
@@ -136,7 +142,7 @@ def run_inprocess(program: Program, *, components: Any = None, log: Callable[[st
             thread.start()
         with stop_on_signals() as signalled:
             learner = program.learners[0].factory(
-                replay_address=replay.address,
+                replay=location,
                 should_stop=lambda: stop.is_set() or signalled.is_set(),
                 components=components,
                 log=log,
@@ -179,15 +185,21 @@ class _NodeProcess:
 
 
 class ReplayProcess(_NodeProcess):
-    """The replay node's process; other nodes reach it at this machine's IP address."""
+    """The replay node's process; other nodes reach it at this machine's IP address. A named Ray actor: nodes find
+    the current one by its name (`RayReplayLocation`), also after the launcher restarted it."""
 
     def __init__(self, factory: Callable[..., Any]):
         import ray
 
         super().__init__(factory, host=ray.util.get_node_ip_address())
+        self._incarnation = secrets.token_hex(8)
 
     def address(self) -> str:
         return self._node.address
+
+    def location(self) -> tuple[str, str]:
+        """(address, incarnation): a restarted replay node is a new incarnation, even at the same address."""
+        return self._node.address, self._incarnation
 
     def stop(self) -> None:
         super().stop()
@@ -234,11 +246,98 @@ def _options(spec: NodeSpec) -> dict[str, Any]:
     return options
 
 
-def _start(process_class: type, spec: NodeSpec, **runtime: Any) -> Any:
-    """Starts `spec`'s node in a new Ray actor process of `process_class`; returns its handle."""
+def _start(process_class: type, spec: NodeSpec, *, ray_name: str | None = None, **runtime: Any) -> Any:
+    """Starts `spec`'s node in a new Ray actor process of `process_class` (a named Ray actor if `ray_name`); returns
+    its handle."""
     import ray
 
-    return ray.remote(process_class).options(**_options(spec)).remote(spec.factory, **runtime)
+    options = _options(spec) | ({"name": ray_name} if ray_name else {})
+    return ray.remote(process_class).options(**options).remote(spec.factory, **runtime)
+
+
+class RayReplayLocation:
+    """Where the replay node of a Ray run is: the live Ray actor named `name` (a restarted replay node gets the same
+    name), asked for its `ReplayProcess.location`. Handed to every other node (`replay.ReplayLocation`)."""
+
+    def __init__(self, name: str, timeout_s: float):
+        self.name, self.timeout_s = name, timeout_s
+
+    def lookup(self) -> tuple[str, str] | None:
+        import ray
+
+        try:
+            address, incarnation = ray.get(ray.get_actor(self.name).location.remote(), timeout=self.timeout_s)
+        except (ValueError, TimeoutError, ray.exceptions.RayError):  # none by that name yet, dead, or no answer
+            return None
+        return address, incarnation
+
+
+class _ReplayNode:
+    """The replay node as the driver sees it: one Ray actor process under a fixed name, restarted by the driver
+    under the same name when it dies (`distributed.replay_max_restarts`), so that `RayReplayLocation` finds it.
+
+    The driver, not Ray's `max_restarts`, restarts it: a Ray restart would re-run a task the driver waits on, while
+    the driver must know when a new incarnation answers and say so."""
+
+    def __init__(self, spec: NodeSpec, max_restarts: int):
+        self.spec, self.max_restarts, self.restarts_left = spec, max_restarts, max_restarts
+        self.name = f"coala-replay-node-{secrets.token_hex(6)}"
+        self.handle: Any = None
+        self.ref: Any = None  # of `run()`: returns when stopped, fails when its process dies
+
+    def start(self, signalled: threading.Event) -> str:
+        """Starts a process under the node's name; returns its address once it answers."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            try:
+                self.handle = _start(ReplayProcess, self.spec, ray_name=self.name)
+                break
+            except ValueError:  # the name is still the dead incarnation's for a moment
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.ref = self.handle.run.remote()
+        return _wait_for(self.handle.address.remote(), signalled, "the replay node")
+
+    def location(self, timeout_s: float) -> RayReplayLocation:
+        return RayReplayLocation(self.name, timeout_s)
+
+    def check(self, signalled: threading.Event, log: Callable[[str], None]) -> str | None:
+        """Restarts the node if its process died and restarts are left; returns one line if it is gone for good."""
+        import ray
+
+        finished, _ = ray.wait([self.ref], timeout=0)
+        if not finished:
+            return None
+        try:
+            ray.get(self.ref)
+        except Exception:
+            if self.restarts_left == 0:
+                return (
+                    f"the replay node's process died and its restarts are used up (distributed.replay_max_restarts="
+                    f"{self.max_restarts}; what it held is lost; sync episodes are rolled out again on resume)"
+                )
+            self._restart(signalled, log)
+            return None
+        return "the replay node stopped while the learner was still training"
+
+    def _restart(self, signalled: threading.Event, log: Callable[[str], None]) -> None:
+        import ray
+
+        ray.kill(self.handle, no_restart=True)  # frees its name
+        self.handle = self.ref = None
+        if self.restarts_left > 0:
+            self.restarts_left -= 1
+        started = time.monotonic()
+        try:
+            address = self.start(signalled)
+        except ray.exceptions.RayActorError:  # died again while starting: the next check restarts it again
+            return
+        log(
+            f"the replay node's process died: restarted it at {address} in {time.monotonic() - started:.1f} s "
+            f"({self.restarts_left if self.restarts_left >= 0 else 'unlimited'} restarts left); what it held is "
+            "lost: sync episodes are rolled out again"
+        )
 
 
 def _wait_for(ref: Any, signalled: threading.Event, what: str, timeout_s: float = STARTUP_TIMEOUT_S) -> Any:
@@ -307,7 +406,8 @@ def run_on_ray(
         else:
             ray.init(address=address, runtime_env=base_env, log_to_driver=forward_node_logs)
     _warn_missing_resources(program, log)
-    handles: list[Any] = []
+    replay = _ReplayNode(program.replay, config.distributed.replay_max_restarts)
+    handles: list[Any] = []  # of the learners and actors
     actor_refs: dict[Any, str] = {}
     actor_stats: list[dict[str, float]] = []
     learner_result = node_failure = signum = None
@@ -316,28 +416,25 @@ def run_on_ray(
     try:
         with stop_on_signals() as signalled:
             try:
-                replay = _start(ReplayProcess, program.replay)
-                handles.append(replay)
-                replay_ref = replay.run.remote()  # returns when stopped; fails if its process dies
-                replay_address = _wait_for(replay.address.remote(), signalled, "the replay node")
-                log(f"replay node at {replay_address}")
-                learners = [_start(LearnerProcess, spec, replay_address=replay_address) for spec in program.learners]
+                log(f"replay node at {replay.start(signalled)}")
+                location = replay.location(config.distributed.rpc_timeout_s)
+                learners = [_start(LearnerProcess, spec, replay=location) for spec in program.learners]
                 handles.extend(learners)
                 coordinator = None
                 if len(learners) > 1:
                     coordinator = _wait_for(learners[0].coordinator_address.remote(), signalled, "learner 0")
-                actors = [_start(ActorProcess, spec, replay_address=replay_address) for spec in program.actors]
+                actors = [_start(ActorProcess, spec, replay=location) for spec in program.actors]
                 handles.extend(actors)
                 learner_refs = [learner.run.remote(coordinator_address=coordinator) for learner in learners]
                 actor_refs = {actor.run.remote(): spec.name for actor, spec in zip(actors, program.actors, strict=True)}
                 learner_result, node_failure = _supervise(
-                    replay_ref, learner_refs, actor_refs, learners, signalled, grace, log
+                    replay, learner_refs, actor_refs, learners, signalled, grace, log
                 )
             except NodeStoppedError:
                 log("stopped before training started")
         signum = signalled.signum
     finally:
-        actor_stats = _stop_all(handles, learner_refs, actor_refs, grace)
+        actor_stats = _stop_all(replay, handles, learner_refs, actor_refs, grace)
         if owns_ray:
             ray.shutdown()
         if reaper is not None:
@@ -382,11 +479,11 @@ class _LearnerGrace:
 
 
 def _supervise(
-    replay_ref, learner_refs, actor_refs, learners, signalled, grace: _LearnerGrace, log
+    replay: _ReplayNode, learner_refs, actor_refs, learners, signalled, grace: _LearnerGrace, log
 ) -> tuple[Any, str | None]:
-    """Waits for the learners to finish. A signal, the replay node's death or an actor gone for good stops them (they
-    save their last whole iteration, within the grace). Returns the primary learner's result (None if it did not
-    stop in time) and, if a node failed, one line saying which."""
+    """Waits for the learners to finish, restarting a dead replay node while it may. A signal, the replay node gone
+    for good or an actor gone for good stops them (they save their last whole iteration, within the grace). Returns
+    the primary learner's result (None if it did not stop in time) and, if a node failed, one line saying which."""
     import ray
 
     while True:
@@ -396,7 +493,7 @@ def _supervise(
             return None, learner_died
         if len(done) == len(learner_refs):
             return ray.get(learner_refs)[0], None
-        failure = learner_died or _node_failure(replay_ref, actor_refs)
+        failure = learner_died or replay.check(signalled, log) or _actor_failure(actor_refs)
         if failure is None and not signalled.is_set():
             continue
         log(f"stopping: {failure}" if failure else "stopping: asking the learner to finish its iteration")
@@ -432,17 +529,10 @@ def _learner_death(learner_refs: list[Any], done: list[Any]) -> str | None:
     return None
 
 
-def _node_failure(replay_ref: Any, actor_refs: dict[Any, str]) -> str | None:
-    """One line naming a node that is gone for good while the learner trains, or None."""
+def _actor_failure(actor_refs: dict[Any, str]) -> str | None:
+    """One line naming an actor that is gone for good while the learner trains, or None."""
     import ray
 
-    finished, _ = ray.wait([replay_ref], timeout=0)
-    if finished:
-        try:
-            ray.get(replay_ref)
-        except Exception:
-            return "the replay node's process died (what it held is lost; sync episodes are rolled out again on resume)"
-        return "the replay node stopped while the learner was still training"
     finished, _ = ray.wait(list(actor_refs), num_returns=1, timeout=0)
     for ref in finished:
         try:
@@ -454,18 +544,21 @@ def _node_failure(replay_ref: Any, actor_refs: dict[Any, str]) -> str | None:
 
 
 def _stop_all(
-    handles: list[Any], learner_refs: list[Any], actor_refs: dict[Any, str], grace: _LearnerGrace
+    replay: _ReplayNode,
+    handles: list[Any],
+    learner_refs: list[Any],
+    actor_refs: dict[Any, str],
+    grace: _LearnerGrace,
 ) -> list[dict[str, float]]:
     """Asks every node to stop, lets the learners finish (a save in flight) within what is left of their grace,
     collects the actors' stats within `stop_grace_s`, then kills every node process.
 
-    The replay node (`handles[0]`) stops last: an actor still blocked on a full queue must see its stop event, not
-    its replay server vanish (a Ray store actor dies with its server, and the call would fail instead).
+    The replay node stops last: an actor still blocked on a full queue must see its stop event, not its replay
+    server vanish (a Ray store actor dies with its server, and the call would fail instead).
     """
     import ray
 
-    replay, others = handles[:1], handles[1:]
-    for handle in others:
+    for handle in handles:
         handle.stop.remote()
     if learner_refs:  # a learner that failed may still be writing its checkpoint: never kill it mid-save
         ray.wait(learner_refs, num_returns=len(learner_refs), timeout=grace.left_s())
@@ -475,9 +568,10 @@ def _stop_all(
         for ref in ready:
             with contextlib.suppress(Exception):  # a failed actor has no stats; its error was reported already
                 stats.append(ray.get(ref))
-    for handle in replay:
+    if replay.handle is not None:
         with contextlib.suppress(Exception):  # gone already
-            ray.get(handle.stop.remote(), timeout=grace.grace_s)
+            ray.get(replay.handle.stop.remote(), timeout=grace.grace_s)
+        handles = [replay.handle, *handles]
     for handle in handles:
         ray.kill(handle, no_restart=True)
     return stats

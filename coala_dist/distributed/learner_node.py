@@ -13,6 +13,10 @@
 3. returns the batch (sharded over the learner mesh when it has several devices) and its metrics: the time spent
    waiting for data, the queue size, the policy lag of the consumed episodes and the dropped counts.
 
+When the launcher restarts a dead replay node (`distributed.replay_max_restarts`), the source notices the new
+incarnation (`replay.ReplayLink`), reconnects, publishes again and collects the iteration afresh; in sync mode the
+actors roll out every episode of the version again, so the batch, and the run, are the same as without the fault.
+
 What comes from the network is checked before it can enter an update. The transports already refuse items whose
 shapes or dtypes differ from the table's signature; `episode_problem` rejects the rest — non-finite observations,
 rewards, log-probs or values, actions outside the action set, an episode index that is not this table's, an ego or
@@ -38,7 +42,7 @@ from coala_dist.builder import Components, build
 from coala_dist.config import episodes_per_iteration, episodes_per_work_unit
 from coala_dist.distributed.codec import TreeCodec, episode_codec, params_codec
 from coala_dist.distributed.params import NodeStoppedError, ParamsPublisher
-from coala_dist.distributed.replay import ReplayClient, ReplayTimeoutError, connect
+from coala_dist.distributed.replay import ReplayLink, ReplayLocation, ReplayTimeoutError
 from coala_dist.distributed.sharding import (
     check_batch_divides,
     data_parallel_update,
@@ -118,7 +122,9 @@ class ReplayBatchSource:
     Args:
       config: the experiment config.
       components: the built experiment.
-      replay: a client of the replay node.
+      replay: the link to the replay node. When the launcher restarts the replay node (its tables are then empty),
+        the source reconnects, publishes the parameters again and collects the current iteration's batch afresh:
+        actors roll out the lost sync episodes again (each is a pure function of run key, version and index).
       learner_process: this process's index in the learner group.
       publisher: publishes parameters (primary process), or None.
       should_stop: polled while waiting; a stop raises `NodeStoppedError` out of the call.
@@ -129,6 +135,7 @@ class ReplayBatchSource:
       dropped_stale: episodes dropped because they were too old (sync: not of the current version).
       dropped_duplicates: sync episodes received twice.
       dropped_malformed: episodes rejected by `episode_problem`.
+      replay_restarts: new incarnations of the replay node this source followed.
       consumed_lags: policy lag of every consumed episode, in consumption order.
     """
 
@@ -136,7 +143,7 @@ class ReplayBatchSource:
         self,
         config: ml_collections.ConfigDict,
         components: Components,
-        replay: ReplayClient,
+        replay: ReplayLink,
         *,
         learner_process: int,
         publisher: ParamsPublisher | None,
@@ -144,9 +151,10 @@ class ReplayBatchSource:
         mesh: jax.sharding.Mesh | None = None,
         log: Callable[[str], None] = print,
     ):
-        self.config, self.replay, self.publisher, self.should_stop, self.mesh, self.log = (
+        self.config, self.link, self.replay, self.publisher, self.should_stop, self.mesh, self.log = (
             config,
             replay,
+            replay.client,
             publisher,
             should_stop,
             mesh,
@@ -166,6 +174,7 @@ class ReplayBatchSource:
         self.dropped_stale = 0
         self.dropped_duplicates = 0
         self.dropped_malformed = 0
+        self.replay_restarts = 0
         self.consumed_lags: list[int] = []
 
     def _malformed(self, item: list[np.ndarray], table: str, version: int) -> bool:
@@ -189,9 +198,24 @@ class ReplayBatchSource:
         return True
 
     # -------------------------------------------------------------------------------------------------------------
+    def _interrupted(self) -> bool:
+        """A stop request, or a new incarnation of the replay node (this iteration's collection starts again)."""
+        return self.should_stop() or self.link.moved()
+
+    def _follow_replay(self, version: int) -> None:
+        """Connects to the restarted replay node; the publisher publishes again at the next `_publish_and_collect`."""
+        self.replay = self.link.reconnect(self.should_stop)
+        if self.publisher is not None:
+            self.publisher.reconnect(self.replay)
+        self.replay_restarts += 1
+        self.log(
+            f"learner: the replay node restarted ({self.replay.address}); collecting version {version} again "
+            "(what the old one held is lost and rolled out again)"
+        )
+
     def _poll(self) -> dict[str, int]:
         while True:
-            if self.should_stop():
+            if self._interrupted():
                 raise NodeStoppedError
             try:
                 return self.replay.sizes()
@@ -273,14 +297,27 @@ class ReplayBatchSource:
         return items, queue_size or 0
 
     # -------------------------------------------------------------------------------------------------------------
+    def _publish_and_collect(self, state: TrainState) -> tuple[list[list[np.ndarray]], int, float]:
+        """Publishes `state`'s parameters (primary process) and collects this share of its meta-batch; returns the
+        items, the queue size first seen and when publishing ended. Starts again after a replay restart."""
+        version = int(state.version)
+        while True:
+            try:
+                if self.publisher is not None:
+                    self.publisher.publish(state, self._interrupted)
+                published = time.perf_counter()
+                items, queue_size = self._collect_sync(version) if self.sync else self._collect_async(version)
+                return items, queue_size, published
+            except NodeStoppedError:
+                if self.should_stop() or not self.link.moved():
+                    raise
+            self._follow_replay(version)
+
     def __call__(self, state: TrainState) -> tuple[MetaEpisode, dict[str, float]]:
         start = time.perf_counter()
-        if self.publisher is not None:
-            self.publisher.publish(state, self.should_stop)
-        published = time.perf_counter()
         version = int(state.version)
-        before = (self.dropped_stale, self.dropped_duplicates, self.dropped_malformed)
-        items, queue_size = self._collect_sync(version) if self.sync else self._collect_async(version)
+        before = (self.dropped_stale, self.dropped_duplicates, self.dropped_malformed, self.replay_restarts)
+        items, queue_size, published = self._publish_and_collect(state)
         received = time.perf_counter()
         batch = self.codec.stack(items)
         lags = version - batch.policy_version.astype(np.int64)
@@ -298,6 +335,7 @@ class ReplayBatchSource:
             "replay/dropped_stale": float(self.dropped_stale - before[0]),
             "replay/dropped_duplicates": float(self.dropped_duplicates - before[1]),
             "replay/dropped_malformed": float(self.dropped_malformed - before[2]),
+            "replay/restarts": float(self.replay_restarts - before[3]),
         }
         return batch, metrics
 
@@ -345,7 +383,7 @@ class LearnerNode:
     Args:
       config: the experiment config.
       workdir: the run's directory (checkpoints, metrics.csv), or None.
-      replay_address: the replay node's address.
+      replay: where the replay node is (the learner follows it when the launcher restarts it).
       should_stop: polled between iterations and while waiting for data.
       learner_process: this process's index in the learner group.
       components: prebuilt components (in-process launch shares the compiled functions); built if None.
@@ -357,7 +395,7 @@ class LearnerNode:
         self,
         config: ml_collections.ConfigDict,
         workdir: str | None,
-        replay_address: str,
+        replay: ReplayLocation,
         *,
         should_stop: Callable[[], bool],
         learner_process: int = 0,
@@ -365,7 +403,7 @@ class LearnerNode:
         log: Callable[[str], None] | None = None,
         start_over: bool = False,
     ):
-        self.config, self.workdir, self.replay_address = config, workdir, replay_address
+        self.config, self.workdir, self.replay = config, workdir, replay
         self.should_stop, self.learner_process = should_stop, learner_process
         self.components, self.log = components, log or print
         self.start_over = start_over
@@ -409,12 +447,12 @@ class LearnerNode:
             callbacks = [prepared.checkpoint] if prepared.checkpoint is not None else []
             history = []
         latest = _LatestState(state)
-        replay = connect(self.replay_address, config.distributed.rpc_timeout_s)
-        publisher = ParamsPublisher(components, replay, params_codec(components)) if primary else None
+        link = ReplayLink(self.replay, config.distributed.rpc_timeout_s, self.should_stop)
+        publisher = ParamsPublisher(components, link.client, params_codec(components)) if primary else None
         source = ReplayBatchSource(
             config,
             components,
-            replay,
+            link,
             learner_process=self.learner_process,
             publisher=publisher,
             should_stop=self.should_stop,

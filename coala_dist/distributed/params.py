@@ -10,6 +10,7 @@ form sync actors use. Every wait has a stop check.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,12 @@ class ParamsPublisher:
         if not self._writer.flush(self._client.rpc_timeout_s, should_stop):
             raise NodeStoppedError
         self.published_version = version
+
+    def reconnect(self, client: ReplayClient) -> None:
+        """Publishes through `client` from now on (a restarted replay node: every version is published again)."""
+        with contextlib.suppress(Exception):  # its server is gone: nothing to flush
+            self._writer.close()
+        self._client, self._writer, self.published_version = client, client.writer(), None
 
     def close(self) -> None:
         self._writer.close()

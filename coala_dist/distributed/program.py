@@ -4,7 +4,8 @@
 `Program`: the replay node, the learner node(s) and the actor nodes, each a `NodeSpec` holding an UNCALLED factory
 (a closure over the config) plus what it needs from the launcher (where it runs, what it may restart). The launcher
 (`launch.py`) calls each factory inside the thread or process that runs the node, handing it the runtime pieces
-only known there: the replay address, the node's stop check, shared components for in-process threads.
+only known there: where the replay node is (`replay.ReplayLocation`), the node's stop check, shared components
+for in-process threads.
 
 Seeding: there is one root key, `config.seed`; the learner derives the run key from it, publishes it with the
 parameters, and every episode key is folded from it (`coala_dist.keys`), so no node needs a key of its own.
@@ -151,14 +152,14 @@ def make_program(
 
         return ReplayNode(frozen, components=components, host=host, should_stop=should_stop)
 
-    def build_learner(learner_process: int, *, replay_address: str, should_stop, components=None, log=None):
+    def build_learner(learner_process: int, *, replay, should_stop, components=None, log=None):
         from coala_dist.distributed.learner_node import LearnerNode
 
         # `log=None` prints; `print` itself is not captured here: Ray's driver patches it and cannot pickle it.
         return LearnerNode(
             frozen,
             workdir,
-            replay_address,
+            replay,
             should_stop=should_stop,
             learner_process=learner_process,
             components=components,
@@ -166,10 +167,10 @@ def make_program(
             start_over=start_over,
         )
 
-    def build_actor(actor_id: int, *, replay_address: str, should_stop, components=None):
+    def build_actor(actor_id: int, *, replay, should_stop, components=None):
         from coala_dist.distributed.actor import Actor
 
-        return Actor(frozen, actor_id, d.num_actors, replay_address, should_stop=should_stop, components=components)
+        return Actor(frozen, actor_id, d.num_actors, replay, should_stop=should_stop, components=components)
 
     learners = tuple(
         NodeSpec(

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -187,6 +188,90 @@ def connect(address: str, rpc_timeout_s: float) -> ReplayClient:
     if backend == "ray":
         return replay_queues.RayQueueClient(address, rpc_timeout_s)
     return replay_queues.LocalQueueClient(address, rpc_timeout_s)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Where the replay node is: it may be restarted (launch local/ray) at a new address, with empty tables.
+MOVE_CHECK_INTERVAL_S = 1.0  # a node asks where the replay node is at most this often
+
+
+class ReplayLocation(Protocol):
+    """Says where the replay node is now. The Ray launcher's (`launch.RayReplayLocation`) asks Ray for the current
+    replay process, so a node that starts after a replay restart (a restarted actor) finds the new one."""
+
+    def lookup(self) -> tuple[str, str] | None:
+        """(address, incarnation) of the replay node answering now, or None while none answers (being restarted).
+        A restarted node has a new incarnation even where its address is the same (a fixed Reverb port)."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedReplayLocation:
+    """A replay node that never moves: in-process launches, tests."""
+
+    address: str
+
+    def lookup(self) -> tuple[str, str]:
+        return self.address, "fixed"
+
+
+class ReplayLink:
+    """A node's client of the replay node, which follows the node to its new incarnation when the launcher restarts
+    it. `moved()` is cheap enough to poll (it asks the location at most every `check_interval_s`); a node that sees
+    it True stops what it was doing, calls `reconnect()` and starts its current work again (what the old node held
+    is lost: sync episodes are rolled out again, parameters published again).
+
+    Args:
+      location: where the replay node is.
+      rpc_timeout_s: the clients' call timeout.
+      should_stop: ends the wait for a first answer (NodeStoppedError, params.py).
+      check_interval_s: how often `moved()` asks the location.
+
+    Attributes:
+      client: a client of the current incarnation.
+      address: its address.
+    """
+
+    def __init__(
+        self,
+        location: ReplayLocation,
+        rpc_timeout_s: float,
+        should_stop: Callable[[], bool] = lambda: False,
+        check_interval_s: float = MOVE_CHECK_INTERVAL_S,
+    ):
+        self.location, self.rpc_timeout_s, self.check_interval_s = location, rpc_timeout_s, check_interval_s
+        self._incarnation: str | None = None
+        self._successor: tuple[str, str] | None = None
+        self._next_check = 0.0
+        self.reconnect(should_stop)
+
+    def moved(self) -> bool:
+        """Whether a new incarnation of the replay node answers (the one this link is connected to is gone)."""
+        now = time.monotonic()
+        if self._successor is None and now >= self._next_check:
+            self._next_check = now + self.check_interval_s
+            found = self.location.lookup()
+            if found is not None and found[1] != self._incarnation:
+                self._successor = found
+        return self._successor is not None
+
+    def reconnect(self, should_stop: Callable[[], bool]) -> ReplayClient:
+        """Connects to the replay node answering now (waiting for one); returns the new client."""
+        from coala_dist.distributed.params import NodeStoppedError
+
+        while True:
+            found, self._successor = self._successor or self.location.lookup(), None
+            if found is not None and found[1] != self._incarnation:
+                try:
+                    self.client = connect(found[0], self.rpc_timeout_s)
+                except ValueError:  # its store is not reachable (gone again): ask again
+                    pass
+                else:
+                    self.address, self._incarnation = found
+                    return self.client
+            if should_stop():
+                raise NodeStoppedError
+            time.sleep(min(self.check_interval_s, UNAVAILABLE_PAUSE_S))
 
 
 def flush_with_retries(
