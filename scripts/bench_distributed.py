@@ -1,7 +1,7 @@
 """Throughput of the distributed actor-learner against the plain loop; prints one JSON object.
 
     python scripts/bench_distributed.py --config=configs/ipd_cpu_pure_shaping.py --iterations=8 --warmup=2 \
-        [--runs=plain,inprocess:1,local:1,local:2] [--mode=sync] [--config.FIELD=VALUE ...]
+        [--runs=plain,inprocess:1,local:1,local:2,local:1>2] [--mode=sync] [--config.FIELD=VALUE ...]
 
 Every run trains `warmup + iterations` updates from scratch with no workdir; the first `warmup` iterations
 (compilation, process start-up) are left out of the averages. Per run:
@@ -14,6 +14,12 @@ Every run trains `warmup + iterations` updates from scratch with no workdir; the
 * `queue_size_mean`: episodes already waiting in the learner's queues when it asked for a batch;
 * `overhead_vs_plain`: iteration time / the plain loop's iteration time - 1 (negative: faster than plain);
 * `wall_s`: the whole run including start-up.
+
+A run `local:A>B` is one job scaled while it trains (`coala scale`): it starts with A actors, is asked for B after
+`warmup + iterations` iterations, and measures `warmup + iterations` more once the learner publishes for B (it trains
+APPLY_ITERATIONS more to leave new actors time to start, or fewer if shrinking took no time); it reports
+both phases side by side (`before`, `after`, each leaving out its first `warmup` iterations) and how long the change
+took to apply (`apply_s`: request to the driver's confirmation, which waits for new actors to build their rollout).
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ _WARMUP = flags.DEFINE_integer("warmup", 2, "Iterations left out at the start of
 _RUNS = flags.DEFINE_list(
     "runs",
     ["plain", "inprocess:1", "local:1", "local:2"],
-    "Runs: plain, or LAUNCH:NUM_ACTORS with LAUNCH inprocess|local.",
+    "Runs: plain, LAUNCH:NUM_ACTORS with LAUNCH inprocess|local, or local:A>B (scaled from A to B actors while it "
+    "trains).",
 )
 _MODE = flags.DEFINE_enum("mode", "sync", ["sync", "async"], "Mode of the distributed runs.")
 
@@ -68,6 +75,56 @@ def _summary(name: str, history: list[dict[str, float]], config, warmup: int, wa
     }
 
 
+APPLY_ITERATIONS = 40  # a scaled run trains this many more iterations, in which new actors start and build
+
+
+def _scaled_run(config, run: str, components) -> dict:
+    """`local:A>B`: one job, scaled from A to B actors halfway; both phases measured."""
+    import tempfile
+    import threading
+
+    from coala_dist.distributed.control import request_scale
+    from coala_dist.distributed.launch import launch
+    from coala_dist.distributed.program import make_program
+
+    before, after = (int(n) for n in run.split(":")[1].split(">"))
+    phase = _WARMUP.value + _ITERATIONS.value
+    config = config.copy_and_resolve_references()
+    config.training_iterations = 2 * phase + APPLY_ITERATIONS
+    applied: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        program = make_program(config, launch="local", num_actors=before, mode=_MODE.value, workdir=workdir)
+        metrics = os.path.join(workdir, "metrics.csv")
+
+        def rows() -> int:
+            if not os.path.exists(metrics):
+                return 0
+            with open(metrics) as f:
+                return sum(1 for _ in f) - 1  # the header
+
+        def scale() -> None:
+            while rows() < phase:
+                time.sleep(0.1)
+            start = time.perf_counter()
+            request_scale(workdir, after, timeout_s=600)
+            applied["apply_s"] = time.perf_counter() - start
+
+        scaler = threading.Thread(target=scale, daemon=True)
+        start = time.perf_counter()
+        scaler.start()
+        history = launch(program, components=components, log=lambda line: None, forward_node_logs=False).history
+        wall_s = time.perf_counter() - start
+    first = [row for row in history if row.get("replay/num_actors") == before][:phase]
+    second = [row for row in history if row.get("replay/num_actors") == after][:phase]
+    return {
+        "run": run,
+        "before": _summary(f"local:{before}", first, config, _WARMUP.value, wall_s),
+        "after": _summary(f"local:{after}", second, config, _WARMUP.value, wall_s),
+        "apply_s": round(applied.get("apply_s", float("nan")), 1),
+        "wall_s": round(wall_s, 1),
+    }
+
+
 def main(argv: list[str]) -> None:
     del argv
     import jax
@@ -87,6 +144,10 @@ def main(argv: list[str]) -> None:
     results = []
     for run in _RUNS.value:
         start = time.perf_counter()
+        if ">" in run:
+            results.append(_scaled_run(config, run, components))
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+            continue
         if run == "plain":
             _, history = train(config, None, components=components, log=lambda line: None)
         else:
@@ -98,6 +159,8 @@ def main(argv: list[str]) -> None:
     plain = next((r for r in results if r["run"] == "plain"), None)
     if plain is not None:
         for result in results:
+            if "iteration_s" not in result:  # a scaled run: its phases
+                continue
             result["overhead_vs_plain"] = round(result["iteration_s"] / plain["iteration_s"] - 1.0, 3)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(

@@ -73,7 +73,7 @@ def latest_table_holds_only_the_newest_item(backend: str) -> None:
 def params_client_waits_for_a_newer_version_and_stops_on_request(backend: str) -> None:
     def published(version: int) -> PublishedParams:
         weights = {"w": np.array([1.0, 2.0], np.float32) * version}
-        return PublishedParams(weights, weights, np.zeros(2, np.uint32), np.int32(version))
+        return PublishedParams(weights, weights, np.zeros(2, np.uint32), np.int32(version), np.int32(1))
 
     codec = TreeCodec.from_abstract(published(0))
     version_spec = (LeafSpec((), "int32"),)

@@ -68,6 +68,8 @@ CASES = [
     ("resume with an incompatible config", ["train", "--config=ipd_tiny", "--config.batch_size=3",
                                             "--workdir=SAVED"], 1, "the config differs in batch_size"),
     ("unwritable workdir", ["train", "--config=ipd_tiny", "--workdir=AFILE/run"], 1, "is not a writable directory"),
+    ("scale without a running job", ["scale", "--workdir=SAVED", "--num_actors=2"], 1, "no running job in"),
+    ("scale to no actors", ["scale", "--workdir=SAVED", "--num_actors=0"], 1, "--num_actors=0 is invalid"),
     ("unreachable Ray cluster", ["train", "--config=ipd_tiny", "--launch=ray", "--ray_address=127.0.0.1:1",
                                  "--workdir=WORK"], 1, "cannot reach the Ray cluster at --ray_address=127.0.0.1:1"),
 ]

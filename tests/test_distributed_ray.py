@@ -25,6 +25,8 @@ from helpers import with_command_line_part, with_fields
 from replay_contract import CONTRACT, SMALL
 
 from coala_dist import compat, xla_flags
+from coala_dist.config import episodes_per_iteration
+from coala_dist.distributed.control import request_scale
 from coala_dist.distributed.launch import run_on_ray
 from coala_dist.distributed.program import make_program
 from coala_dist.distributed.reaper import REAP_BOUND_S
@@ -36,6 +38,7 @@ from coala_dist.distributed.replay import (
     reverb_installed,
     start_server,
 )
+from coala_dist.distributed.work import work_units
 from coala_dist.train import NodeFailedError, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -314,6 +317,70 @@ def test_a_replay_node_killed_with_no_restarts_left_stops_the_run_in_one_line_an
     assert int(result.state.step) == ITERATIONS
     _assert_same_state(reference, result.state)
     assert _rows(workdir / "metrics.csv") == ITERATIONS  # each iteration once: continued, never truncated
+
+
+def _last_row(path) -> dict[str, str]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))[-1]
+
+
+SCALE_ITERATIONS = 50  # room for a new actor process to start and build while the learner keeps training
+
+
+def test_a_running_sync_job_scaled_up_and_down_ends_with_the_plain_loops_parameters(
+    ray_instance, tiny_config, tiny_components, tmp_path
+):
+    """`coala scale` while `local` trains (sync, 1 actor): to 2 actors as soon as the job runs, then back to 1 once
+    the new actor has rolled out two versions. The learner never stops; the second actor starts, takes half of the work
+    units of every version published for 2 actors, and retires when the count drops; the run ends with the plain
+    loop's parameters (every episode is a pure function of run key, version and index, whoever rolls it out)."""
+    config = with_fields(tiny_config, training_iterations=SCALE_ITERATIONS)
+    expected, _ = train(config, None, components=tiny_components, log=lambda line: None)
+    workdir = tmp_path / "run"
+    metrics = workdir / "metrics.csv"
+    program = make_program(_quick(config), launch="local", num_actors=1, workdir=str(workdir))
+    requests: dict[str, int] = {}
+
+    def scale() -> None:
+        def until(condition) -> bool:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not condition():
+                time.sleep(0.05)
+            return condition()
+
+        # As soon as the job can be asked: a new actor process takes seconds to start and build its rollout.
+        if until(lambda: (workdir / "control" / "driver.json").exists()):
+            requests["up_from"] = request_scale(str(workdir), 2, timeout_s=120)
+            requests["up_at"] = _rows(metrics)
+        if until(lambda: _column_sum(metrics, "replay/num_actors") >= _rows(metrics) + 2):  # two versions with 2
+            requests["down_from"] = request_scale(str(workdir), 1, timeout_s=120)
+
+    scaler = threading.Thread(target=scale)
+    scaler.start()
+    lines: list[str] = []
+    result = run_on_ray(program, log=lines.append)
+    scaler.join()
+    assert requests.get("up_from") == 1 and requests.get("down_from") == 2, requests
+    assert requests["up_at"] < SCALE_ITERATIONS - 4  # both changes happened while the learner was training
+    assert [line.split(":")[0] for line in lines if "the learner's next version is split" in line] == [
+        "now 2 actors (was 1)",
+        "now 1 actors (was 2)",
+    ]
+    with open(metrics, newline="") as f:
+        counts = [int(float(row["replay/num_actors"])) for row in csv.DictReader(f)]
+    changes = [count for i, count in enumerate(counts) if i == 0 or count != counts[i - 1]]
+    assert changes in ([1, 2, 1], [2, 1]) and counts.count(2) >= 2, counts  # (the first version may already have 2)
+    assert int(result.state.step) == SCALE_ITERATIONS and _rows(metrics) == SCALE_ITERATIONS
+    _assert_same_state(jax.device_get(expected), result.state)
+    stats = sorted(result.actor_stats, key=lambda s: s["actor_id"])
+    assert [s["actor_id"] for s in stats] == [0, 1]
+    assert stats[1]["retired"] == 1 and stats[1]["versions"] >= 2 and stats[0]["retired"] == 0
+    assert stats[0]["versions"] == SCALE_ITERATIONS  # actor 0 worked on every version, alone or with actor 1
+    # Each version's work units were split between the actors its publication named: none rolled out twice.
+    assert len(work_units(config)) >= 2 and result.dropped_duplicates == 0
+    assert sum(s["episodes"] for s in stats) == SCALE_ITERATIONS * episodes_per_iteration(config)
+    assert not (workdir / "control" / "driver.json").exists()  # the ended run can no longer be scaled
+    assert _all_gone("ActorProcess") and _all_gone("LearnerProcess") and _all_gone("ReplayProcess")
 
 
 def test_two_learner_processes_of_four_devices_save_resume_after_a_sigkill_and_match_the_plain_loop(

@@ -11,6 +11,11 @@
 A restarted replay node (launch local/ray) holds nothing: the actor notices its new incarnation, reconnects and
 starts its current work again (sync: its units of the version the learner publishes again, the same episodes).
 
+Scaling a running job (`coala scale`): every publication says how many actors share its version's work units
+(`PublishedParams.num_actors`); an actor works on the versions whose count exceeds its id, retires when a later
+count leaves it out, and a new actor waits for the first version that includes it. Each version's units are thus
+split among exactly the actors its publication names, and sync episodes are the same whoever makes them.
+
 Timers (cleanba style) are summed per actor and returned by `run`; the learner is the only node writing metrics.
 """
 
@@ -50,6 +55,7 @@ class ActorStats:
       rollout_s: time in the jitted rollout.
       write_s: time writing to the replay node (including time blocked by a full queue).
       replay_restarts: new incarnations of the replay node it followed.
+      retired: whether it ended because the job was scaled down below its id (not stopped).
     """
 
     actor_id: int
@@ -61,6 +67,11 @@ class ActorStats:
     rollout_s: float = 0.0
     write_s: float = 0.0
     replay_restarts: int = 0
+    retired: bool = False
+
+
+class _RetiredError(Exception):
+    """The job was scaled down below this actor's id: it ends its `run()`."""
 
 
 class Actor:
@@ -68,8 +79,8 @@ class Actor:
 
     Args:
       config: the experiment config.
-      actor_id: in [0, num_actors).
-      num_actors: how many actors the program has.
+      actor_id: its index; it works on the versions whose published actor count exceeds it
+        (`PublishedParams.num_actors`), and retires when a later count leaves it out (`coala scale`).
       replay: where the replay node is. When the launcher restarts it (empty), the actor reconnects and starts its
         current work again: in sync mode it rolls out its units of the version the learner publishes again.
       should_stop: polled between (and inside) blocking steps.
@@ -81,17 +92,17 @@ class Actor:
         self,
         config: ml_collections.ConfigDict,
         actor_id: int,
-        num_actors: int,
         replay: ReplayLocation,
         *,
         should_stop: Callable[[], bool],
         components: Components | None = None,
         device: Any = None,
     ):
-        if not 0 <= actor_id < num_actors:
-            raise ValueError(f"actor_id={actor_id} must be in [0, num_actors={num_actors})")
+        if actor_id < 0:
+            raise ValueError(f"actor_id={actor_id} must be >= 0")
         self.config = config
-        self.actor_id, self.num_actors = actor_id, num_actors
+        self.actor_id = actor_id
+        self._took_part = False
         self.should_stop = should_stop
         self.components = components or build(config)
         self.episode_codec = episode_codec(self.components, episodes_per_work_unit(config))
@@ -102,6 +113,17 @@ class Actor:
     def _interrupted(self) -> bool:
         """A stop request, or a new incarnation of the replay node (the actor then starts its current work again)."""
         return self.should_stop() or self.link.moved()
+
+    def _takes_part(self, params: PublishedParams) -> bool:
+        """Whether this actor works on `params`' version. Raises `_RetiredError` once a version's actor count leaves out
+        an actor that took part before (a job scaled down); an actor started by a scale-up waits for the first
+        version published with the larger count."""
+        if self.actor_id < int(params.num_actors):
+            self._took_part = True
+            return True
+        if self._took_part:
+            raise _RetiredError
+        return False
 
     def _roll_out_and_write(self, params: PublishedParams, unit: WorkUnit, run_key: jax.Array, writer) -> bool:
         start = time.perf_counter()
@@ -123,18 +145,18 @@ class Actor:
         return done
 
     def _run_sync(self, writer) -> None:
-        units = actor_work_units(self.config, self.actor_id, self.num_actors)
         done_version = -1
         while not self._interrupted():
             start = time.perf_counter()
             self.params.wait_for_newer(done_version, self.config.distributed.poll_interval_s, self._interrupted)
             self.stats.params_wait_s += time.perf_counter() - start
             params = self.params.params
-            for unit in units:
-                if not self._roll_out_and_write(params, unit, params.run_key, writer):
-                    return
+            if self._takes_part(params):
+                for unit in actor_work_units(self.config, self.actor_id, int(params.num_actors)):
+                    if not self._roll_out_and_write(params, unit, params.run_key, writer):
+                        return
+                self.stats.versions += 1
             done_version = self.params.version
-            self.stats.versions += 1
 
     def _run_async(self, writer) -> None:
         units = work_units(self.config)
@@ -148,6 +170,9 @@ class Actor:
             self.params.update()  # never blocks: adopts a finished fetch, starts the next
             self.stats.params_wait_s += time.perf_counter() - start
             params = self.params.params
+            if not self._takes_part(params):
+                time.sleep(self.config.distributed.poll_interval_s)
+                continue
             if self.params.version != last_version:
                 last_version = self.params.version
                 self.stats.versions += 1
@@ -171,11 +196,13 @@ class Actor:
                     self._run_async(writer)
             except NodeStoppedError:
                 pass
+            except _RetiredError:
+                self.stats.retired = True
             finally:
                 with contextlib.suppress(Exception):  # a writer of a replay node that died has nothing to flush
                     writer.close()
                 self.params.close()
-            if self.should_stop() or not self.link.moved():
+            if self.stats.retired or self.should_stop() or not self.link.moved():
                 break
             try:
                 self.link.reconnect(self.should_stop)  # what the old replay node held is lost: start the work again

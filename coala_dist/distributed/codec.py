@@ -3,7 +3,8 @@
 * one `MetaEpisode` (the data contract, DESIGN.md §4) — the shapes of a single episode, from `jax.eval_shape` of the
   rollout, so a table's signature is fixed by the config;
 * `PublishedParams` — what an actor needs to roll out version v: every meta agent's parameters, the naive
-  initialisations, the run key and v itself (the version travels with the parameters).
+  initialisations, the run key, v itself (the version travels with the parameters) and how many actors share v's
+  work units (which changes when a running job is scaled).
 
 A `TreeCodec` turns a pytree into its leaves (jax.tree_util order) and back; it holds no JAX state and imports no
 TensorFlow, so the replay transports (replay.py) only ever see `(shape, dtype)` specs and numpy arrays.
@@ -39,12 +40,15 @@ class PublishedParams(NamedTuple):
       naive_params: the naive initialisations co-players start from (`Learner.naive_initialisations`), [K] or [P].
       run_key: the run's root key; episode keys are folded from it.
       version: [] int32, the version of `meta_params`.
+      num_actors: [] int32, how many actors share this version's work units (`work.actor_work_units`); actors
+        numbered from it on retire or wait (`coala scale`).
     """
 
     meta_params: Any
     naive_params: Any
     run_key: jax.Array
     version: jax.Array
+    num_actors: Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,13 +100,14 @@ def _abstract_state(components: Components) -> TrainState:
     return jax.eval_shape(components.learner.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
 
 
-def published_params(components: Components, state: TrainState) -> PublishedParams:
-    """What the learner publishes for `state.version`."""
+def published_params(components: Components, state: TrainState, num_actors: int = 1) -> PublishedParams:
+    """What the learner publishes for `state.version`, with the actor count that version is rolled out by."""
     return PublishedParams(
         meta_params=state.meta_params,
         naive_params=components.learner.naive_initialisations(state),
         run_key=state.run_key,
         version=state.version,
+        num_actors=np.int32(num_actors),
     )
 
 

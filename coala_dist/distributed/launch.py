@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from coala_dist import xla_flags
+from coala_dist.distributed.control import DriverControl
 from coala_dist.distributed.program import NodeSpec, Program
 from coala_dist.distributed.reaper import start_reaper, stop_reaper
 from coala_dist.distributed.replay import FixedReplayLocation
@@ -48,6 +49,7 @@ PASSED_ENVIRONMENT = (
 # With replay=ray, work units travel through the object store on their way to the store actor (which copies them
 # out, so the object store only holds items in flight); with Reverb nothing large goes through it.
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
+LOCAL_SCALE_ROOM = 8  # a `local` run's Ray instance has CPU slots for this many actors beyond those it starts with
 STARTUP_TIMEOUT_S = 600.0  # a node process that takes longer than this to start is an error
 
 
@@ -219,6 +221,10 @@ class LearnerProcess(_NodeProcess):
             return None
         return f"{ray.util.get_node_ip_address()}:{portpicker.pick_unused_port()}"
 
+    def set_num_actors(self, count: int) -> None:
+        """The actor count the learner publishes from its next version on (`coala scale`)."""
+        self._node.set_num_actors(count)
+
 
 class ActorProcess(_NodeProcess):
     """An actor process."""
@@ -324,6 +330,8 @@ class _ReplayNode:
     def _restart(self, signalled: threading.Event, log: Callable[[str], None]) -> None:
         import ray
 
+        from coala_dist.distributed.params import NodeStoppedError
+
         ray.kill(self.handle, no_restart=True)  # frees its name
         self.handle = self.ref = None
         if self.restarts_left > 0:
@@ -332,6 +340,8 @@ class _ReplayNode:
         try:
             address = self.start(signalled)
         except ray.exceptions.RayActorError:  # died again while starting: the next check restarts it again
+            return
+        except NodeStoppedError:  # a signal: supervision stops the run next
             return
         log(
             f"the replay node's process died: restarted it at {address} in {time.monotonic() - started:.1f} s "
@@ -355,6 +365,85 @@ def _wait_for(ref: Any, signalled: threading.Event, what: str, timeout_s: float 
             raise NodeStoppedError
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not answer within {timeout_s:.0f} s")
+
+
+class _Actors:
+    """The actor processes of a Ray run, by actor id; grown and shrunk while it runs (`coala scale`, control.py).
+
+    Growing starts the new processes and waits (without blocking supervision) until each has built its node; only
+    then is the learner told the new count, which it publishes with its next version. Shrinking tells the learner
+    at once: the actors left out finish the version they are on and retire by themselves at the next one (actor.py).
+    Either way each version's work units are split among exactly the actors its publication names, so sync-mode
+    results do not change.
+    """
+
+    def __init__(self, program: Program, location: RayReplayLocation):
+        self.program, self.location = program, location
+        self.handles: dict[int, Any] = {}
+        self.refs: dict[Any, int] = {}  # `run()` of each working actor -> its id
+        self.count = 0  # the count the learner publishes
+        self.starting: dict[int, Any] = {}  # id -> ref of its `pid()`: answers once its node is built
+        self.retiring: set[int] = set()
+        self.retired_stats: list[dict[str, float]] = []
+
+    def start(self, ids: range) -> None:
+        for i in ids:
+            self.handles[i] = _start(ActorProcess, self.program.actor_spec(i), replay=self.location)
+
+    def run(self, ids: Any) -> None:
+        for i in ids:
+            self.refs[self.handles[i].run.remote()] = i
+
+    def request(self, count: int, learners: list[Any]) -> bool:
+        """Begins to change the actor count to `count`; False while an earlier change is still under way."""
+        if self.starting or self.retiring:
+            return False
+        if count > self.count:
+            self.start(range(self.count, count))
+            self.starting = {i: self.handles[i].pid.remote() for i in range(self.count, count)}
+        else:
+            self.retiring = set(range(count, self.count))
+            self._publish(count, learners)
+        return True
+
+    def advance(self, learners: list[Any]) -> bool:
+        """Finishes a growth whose new actors are all built (they run, the learner is told); True if it did."""
+        import ray
+
+        if not self.starting:
+            return False
+        ready, _ = ray.wait(list(self.starting.values()), num_returns=len(self.starting), timeout=0)
+        if len(ready) < len(self.starting):
+            return False
+        ids, self.starting = sorted(self.starting), {}
+        self.run(ids)
+        self._publish(ids[-1] + 1, learners)
+        return True
+
+    def _publish(self, count: int, learners: list[Any]) -> None:
+        import ray
+
+        ray.get([learner.set_num_actors.remote(count) for learner in learners], timeout=STARTUP_TIMEOUT_S)
+        self.count = count
+
+    def failure(self) -> str | None:
+        """One line naming an actor gone for good while the learner trains, or None; collects retired actors."""
+        import ray
+
+        finished, _ = ray.wait(list(self.refs), num_returns=1, timeout=0) if self.refs else ([], [])
+        for ref in finished:
+            i = self.refs.pop(ref)
+            try:
+                stats = ray.get(ref)  # raises if the actor died and its restarts are used up
+            except Exception as error:
+                return f"actor/{i} failed for good: {_error_line(error)}"
+            if i in self.retiring and stats.get("retired"):
+                self.retiring.discard(i)
+                self.retired_stats.append(stats)
+                ray.kill(self.handles.pop(i), no_restart=True)
+                return None
+            return f"actor/{i} stopped while the learner was still training"
+        return None
 
 
 def run_on_ray(
@@ -394,7 +483,7 @@ def run_on_ray(
     if owns_ray:
         base_env = {"env_vars": {"XLA_FLAGS": _node_environment(program.replay)["XLA_FLAGS"]}}
         if program.launch == "local":
-            nodes = 1 + len(program.learners) + len(program.actors)
+            nodes = 1 + len(program.learners) + len(program.actors) + LOCAL_SCALE_ROOM
             ray.init(
                 address="local",
                 num_cpus=max(nodes, os.cpu_count() or 1),
@@ -407,34 +496,37 @@ def run_on_ray(
             ray.init(address=address, runtime_env=base_env, log_to_driver=forward_node_logs)
     _warn_missing_resources(program, log)
     replay = _ReplayNode(program.replay, config.distributed.replay_max_restarts)
-    handles: list[Any] = []  # of the learners and actors
-    actor_refs: dict[Any, str] = {}
+    actors = _Actors(program, replay.location(config.distributed.rpc_timeout_s))
+    learners: list[Any] = []
     actor_stats: list[dict[str, float]] = []
     learner_result = node_failure = signum = None
     learner_refs: list[Any] = []
     grace = _LearnerGrace(config.distributed.stop_grace_s)
+    control = None
+    if program.workdir is not None:  # `coala scale --workdir=...` reaches this run through it
+        control = DriverControl(program.workdir, program.launch, len(program.actors))
     try:
         with stop_on_signals() as signalled:
             try:
                 log(f"replay node at {replay.start(signalled)}")
-                location = replay.location(config.distributed.rpc_timeout_s)
-                learners = [_start(LearnerProcess, spec, replay=location) for spec in program.learners]
-                handles.extend(learners)
+                learners = [_start(LearnerProcess, spec, replay=actors.location) for spec in program.learners]
                 coordinator = None
                 if len(learners) > 1:
                     coordinator = _wait_for(learners[0].coordinator_address.remote(), signalled, "learner 0")
-                actors = [_start(ActorProcess, spec, replay=location) for spec in program.actors]
-                handles.extend(actors)
+                actors.start(range(len(program.actors)))
+                actors.count = len(program.actors)
                 learner_refs = [learner.run.remote(coordinator_address=coordinator) for learner in learners]
-                actor_refs = {actor.run.remote(): spec.name for actor, spec in zip(actors, program.actors, strict=True)}
+                actors.run(range(actors.count))
                 learner_result, node_failure = _supervise(
-                    replay, learner_refs, actor_refs, learners, signalled, grace, log
+                    replay, actors, learners, learner_refs, control, signalled, grace, log
                 )
             except NodeStoppedError:
                 log("stopped before training started")
         signum = signalled.signum
     finally:
-        actor_stats = _stop_all(replay, handles, learner_refs, actor_refs, grace)
+        actor_stats = _stop_all(replay, actors, learners, learner_refs, grace)
+        if control is not None:
+            control.close()
         if owns_ray:
             ray.shutdown()
         if reaper is not None:
@@ -479,21 +571,31 @@ class _LearnerGrace:
 
 
 def _supervise(
-    replay: _ReplayNode, learner_refs, actor_refs, learners, signalled, grace: _LearnerGrace, log
+    replay: _ReplayNode,
+    actors: _Actors,
+    learners: list[Any],
+    learner_refs: list[Any],
+    control: DriverControl | None,
+    signalled: threading.Event,
+    grace: _LearnerGrace,
+    log: Callable[[str], None],
 ) -> tuple[Any, str | None]:
-    """Waits for the learners to finish, restarting a dead replay node while it may. A signal, the replay node gone
-    for good or an actor gone for good stops them (they save their last whole iteration, within the grace). Returns
-    the primary learner's result (None if it did not stop in time) and, if a node failed, one line saying which."""
+    """Waits for the learners to finish, restarting a dead replay node while it may and changing the actor count
+    when `coala scale` asks. A signal, the replay node gone for good or an actor gone for good stops them (they save
+    their last whole iteration, within the grace). Returns the primary learner's result (None if it did not stop in
+    time) and, if a node failed, one line saying which."""
     import ray
 
     while True:
+        if control is not None:
+            _scale(actors, learners, control, log)
         done, _ = ray.wait(learner_refs, num_returns=len(learner_refs), timeout=0.2)
         learner_died = _learner_death(learner_refs, done)
         if learner_died is not None and len(done) == len(learner_refs):
             return None, learner_died
         if len(done) == len(learner_refs):
             return ray.get(learner_refs)[0], None
-        failure = learner_died or replay.check(signalled, log) or _actor_failure(actor_refs)
+        failure = learner_died or replay.check(signalled, log) or actors.failure()
         if failure is None and not signalled.is_set():
             continue
         log(f"stopping: {failure}" if failure else "stopping: asking the learner to finish its iteration")
@@ -529,26 +631,20 @@ def _learner_death(learner_refs: list[Any], done: list[Any]) -> str | None:
     return None
 
 
-def _actor_failure(actor_refs: dict[Any, str]) -> str | None:
-    """One line naming an actor that is gone for good while the learner trains, or None."""
-    import ray
-
-    finished, _ = ray.wait(list(actor_refs), num_returns=1, timeout=0)
-    for ref in finished:
-        try:
-            ray.get(ref)  # raises if the actor died and its restarts are used up
-        except Exception as error:
-            return f"{actor_refs[ref]} failed for good: {_error_line(error)}"
-        return f"{actor_refs[ref]} stopped while the learner was still training"
-    return None
+def _scale(actors: _Actors, learners: list[Any], control: DriverControl, log: Callable[[str], None]) -> None:
+    """Applies a `coala scale` request (control.py) step by step; records the count once the learner has it."""
+    before = control.num_actors
+    count = control.requested()
+    if count is not None and actors.request(count, learners):
+        log(f"scaling from {before} to {count} actors")
+    actors.advance(learners)
+    if actors.count != control.num_actors and not actors.starting:
+        control.applied(actors.count)
+        log(f"now {actors.count} actors (was {before}): the learner's next version is split among them")
 
 
 def _stop_all(
-    replay: _ReplayNode,
-    handles: list[Any],
-    learner_refs: list[Any],
-    actor_refs: dict[Any, str],
-    grace: _LearnerGrace,
+    replay: _ReplayNode, actors: _Actors, learners: list[Any], learner_refs: list[Any], grace: _LearnerGrace
 ) -> list[dict[str, float]]:
     """Asks every node to stop, lets the learners finish (a save in flight) within what is left of their grace,
     collects the actors' stats within `stop_grace_s`, then kills every node process.
@@ -558,11 +654,13 @@ def _stop_all(
     """
     import ray
 
+    handles = [*learners, *actors.handles.values()]
+    actor_refs = actors.refs
     for handle in handles:
         handle.stop.remote()
     if learner_refs:  # a learner that failed may still be writing its checkpoint: never kill it mid-save
         ray.wait(learner_refs, num_returns=len(learner_refs), timeout=grace.left_s())
-    stats = []
+    stats = list(actors.retired_stats)
     if actor_refs:
         ready, _ = ray.wait(list(actor_refs), num_returns=len(actor_refs), timeout=grace.grace_s)
         for ref in ready:

@@ -337,6 +337,8 @@ class ReplayBatchSource:
             "replay/dropped_malformed": float(self.dropped_malformed - before[2]),
             "replay/restarts": float(self.replay_restarts - before[3]),
         }
+        if self.publisher is not None:  # the actors this version was published for (a scaled job changes it)
+            metrics["replay/num_actors"] = float(self.publisher.published_num_actors)
         return batch, metrics
 
 
@@ -407,6 +409,15 @@ class LearnerNode:
         self.should_stop, self.learner_process = should_stop, learner_process
         self.components, self.log = components, log or print
         self.start_over = start_over
+        self._num_actors = config.distributed.num_actors
+        self._publisher: ParamsPublisher | None = None
+
+    def set_num_actors(self, count: int) -> None:
+        """Publishes `count` as the actor count from the next version on (a scaled job; the launcher calls it from
+        another thread while `run` trains)."""
+        self._num_actors = count
+        if self._publisher is not None:
+            self._publisher.num_actors = count
 
     def run(self, coordinator_address: str | None = None) -> LearnerResult:
         """Trains; returns the final state (primary process) and the replay statistics.
@@ -448,7 +459,11 @@ class LearnerNode:
             history = []
         latest = _LatestState(state)
         link = ReplayLink(self.replay, config.distributed.rpc_timeout_s, self.should_stop)
-        publisher = ParamsPublisher(components, link.client, params_codec(components)) if primary else None
+        publisher = None
+        if primary:
+            publisher = ParamsPublisher(components, link.client, params_codec(components), self._num_actors)
+            self._publisher = publisher
+            publisher.num_actors = self._num_actors  # a count set while the publisher was being made
         source = ReplayBatchSource(
             config,
             components,

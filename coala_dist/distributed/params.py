@@ -32,17 +32,21 @@ class NodeStoppedError(Exception):
 class ParamsPublisher:
     """Learner side. Only the primary learner process publishes (the others hold the same replicated params)."""
 
-    def __init__(self, components: Components, client: ReplayClient, codec: TreeCodec):
+    def __init__(self, components: Components, client: ReplayClient, codec: TreeCodec, num_actors: int = 1):
         self._components, self._client, self._codec = components, client, codec
         self._writer = client.writer()
         self.published_version: int | None = None
+        self.published_num_actors: int | None = None
+        # Published with every version; a new count (a scaled job) applies from the next version on.
+        self.num_actors = num_actors
 
     def publish(self, state: TrainState, should_stop: Callable[[], bool]) -> None:
         """Publishes `state`'s parameters unless this version already was; raises NodeStoppedError if stopped."""
         version = int(state.version)
         if version == self.published_version:
             return
-        params = jax.device_get(published_params(self._components, state))
+        num_actors = self.num_actors
+        params = jax.device_get(published_params(self._components, state, num_actors))
         self._writer.add(PARAMS_TABLE, self._codec.flatten(params))
         # Parameters first, version second: an actor that sees version v finds parameters of version >= v.
         if not self._writer.flush(self._client.rpc_timeout_s, should_stop):
@@ -50,7 +54,7 @@ class ParamsPublisher:
         self._writer.add(PARAMS_VERSION_TABLE, [np.asarray(version, np.int32)])
         if not self._writer.flush(self._client.rpc_timeout_s, should_stop):
             raise NodeStoppedError
-        self.published_version = version
+        self.published_version, self.published_num_actors = version, num_actors
 
     def reconnect(self, client: ReplayClient) -> None:
         """Publishes through `client` from now on (a restarted replay node: every version is published again)."""

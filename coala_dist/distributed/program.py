@@ -57,6 +57,7 @@ class Program:
       replay: the replay node.
       learners: one node per learner process (`distributed.num_learner_processes`).
       actors: `num_actors` actor nodes.
+      actor_spec: the spec of actor node `i` for any i >= 0 (a scaled job adds actors beyond `actors`).
     """
 
     config: ml_collections.ConfigDict
@@ -65,6 +66,7 @@ class Program:
     replay: NodeSpec
     learners: tuple[NodeSpec, ...]
     actors: tuple[NodeSpec, ...]
+    actor_spec: Callable[[int], NodeSpec]
 
 
 def _placement(config: ml_collections.ConfigDict, launch: str, role: str) -> dict[str, Any]:
@@ -170,7 +172,7 @@ def make_program(
     def build_actor(actor_id: int, *, replay, should_stop, components=None):
         from coala_dist.distributed.actor import Actor
 
-        return Actor(frozen, actor_id, d.num_actors, replay, should_stop=should_stop, components=components)
+        return Actor(frozen, actor_id, replay, should_stop=should_stop, components=components)
 
     learners = tuple(
         NodeSpec(
@@ -181,16 +183,16 @@ def make_program(
         )
         for process in range(d.num_learner_processes)
     )
-    actors = tuple(
-        NodeSpec(
+    def actor_spec(i: int) -> NodeSpec:
+        return NodeSpec(
             name=f"actor/{i}",
             factory=_bind(build_actor, i),
             cpu_only=True,
             ray_options=_placement(config, launch, "actor"),
             max_restarts=d.actor_max_restarts,
         )
-        for i in range(d.num_actors)
-    )
+
+    actors = tuple(actor_spec(i) for i in range(d.num_actors))
     return Program(
         config=config,
         launch=launch,
@@ -200,6 +202,7 @@ def make_program(
         ),
         learners=learners,
         actors=actors,
+        actor_spec=actor_spec,
     )
 
 
