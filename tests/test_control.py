@@ -64,6 +64,8 @@ def test_requests_that_cannot_reach_a_running_job_are_one_line_and_write_nothing
     assert not (tmp_path / CONTROL_DIR).exists()
     with pytest.raises(ValueError, match="--num_actors=0 is invalid"):
         request_scale(str(tmp_path), 0)
+    with pytest.raises(ValueError, match="is remote: only a job whose workdir is a directory on this machine"):
+        request_scale("gs://bucket/run", 2)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (tmp_path / CONTROL_DIR).mkdir()
     driver = {"pid": int(dead.stdout), "launch": "local", "num_actors": 1}

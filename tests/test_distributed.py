@@ -117,6 +117,9 @@ def test_make_program_validates_options_before_building_nodes(tiny_config):
     program = make_program(tiny_config, launch="ray", num_actors=3, mode="async", workdir="relative/dir")
     assert program.config.distributed.mode == "async" and len(program.actors) == 3
     assert os.path.isabs(program.workdir)
+    # A Cloud TPU run's workdir is a bucket: kept as given (not turned into a local path under the current folder).
+    assert make_program(tiny_config, launch="ray", workdir="gs://bucket/run").workdir == "gs://bucket/run"
+    assert program.actor_spec(7).name == "actor/7"  # a scaled job's actor beyond the first ones
     assert all(spec.cpu_only for spec in program.actors) and not program.learners[0].cpu_only
     assert program.actors[0].ray_options == {"resources": {"coala_actor_slot": 1}}
     assert program.learners[0].ray_options == {"resources": {"coala_learner_host": 1}}

@@ -1,11 +1,12 @@
 """Changing a running job from outside: the driver's control files in WORKDIR/control (`coala scale`).
 
-The driver of a `local`/`ray` run with a workdir writes `control/driver.json` ({"pid", "launch", "num_actors"}) when
-it starts and whenever its actor count changes, and removes it when it ends. `coala scale` writes the wanted count
-to `control/num_actors` (a temporary file renamed over it, so the driver never reads half a request) and waits until
-driver.json shows it. Files, not a socket: nothing listens, and only who may write the workdir may scale the job.
-The driver reads the request between its supervision rounds (launch.py), so a request takes effect within about a
-second; the actors' share of work changes at the learner's next version (actor.py).
+The driver of a `local`/`ray` run whose workdir is on its own machine (not gs://...) writes `control/driver.json`
+({"pid", "launch", "num_actors"}) when it starts and whenever its actor count changes, and removes it when it ends.
+`coala scale` writes the wanted count to `control/num_actors` (a temporary file renamed over it, so the driver never
+reads half a request) and waits until driver.json shows it. Files, not a socket: nothing listens, and only who may
+write the workdir may scale the job. The driver reads the request between its supervision rounds (launch.py), so a
+request takes effect within about a second; the actors' share of work changes at the learner's next version
+(actor.py).
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ def request_scale(workdir: str, num_actors: int, *, timeout_s: float = 120.0, po
     """
     if num_actors < 1:
         raise ValueError(f"--num_actors={num_actors} is invalid: a running job needs at least one actor")
+    if "://" in workdir:
+        raise ValueError(
+            f"--workdir={workdir} is remote: only a job whose workdir is a directory on this machine can be scaled"
+        )
     driver = _read_driver(workdir)
     if driver is None:
         raise ValueError(

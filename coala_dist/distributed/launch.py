@@ -503,7 +503,7 @@ def run_on_ray(
     learner_refs: list[Any] = []
     grace = _LearnerGrace(config.distributed.stop_grace_s)
     control = None
-    if program.workdir is not None:  # `coala scale --workdir=...` reaches this run through it
+    if program.workdir is not None and "://" not in program.workdir:  # `coala scale --workdir=...` reaches it
         control = DriverControl(program.workdir, program.launch, len(program.actors))
     try:
         with stop_on_signals() as signalled:

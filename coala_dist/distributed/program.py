@@ -53,7 +53,7 @@ class Program:
     Attributes:
       config: the validated config (with the launch's mode and actor count written in).
       launch: inprocess | local | ray.
-      workdir: absolute path of the run's directory, or None.
+      workdir: absolute path (or remote URL, e.g. gs://bucket/run) of the run's directory, or None.
       replay: the replay node.
       learners: one node per learner process (`distributed.num_learner_processes`).
       actors: `num_actors` actor nodes.
@@ -146,7 +146,9 @@ def make_program(
             f"distributed.learner_accelerator={d.learner_accelerator!r} only applies to launch ray; launch {launch} "
             "uses this machine's devices as they are"
         )
-    workdir = os.path.abspath(workdir) if workdir else None
+    if workdir and "://" not in workdir:  # a remote workdir (gs://...) is Orbax's to resolve, not a local path
+        workdir = os.path.abspath(workdir)
+    workdir = workdir or None
     frozen = ml_collections.FrozenConfigDict(config)
 
     def build_replay(*, should_stop=None, host="localhost", components=None):
