@@ -39,7 +39,13 @@ MAX_VERSION = 2**31 - 3
 EVALUATION_OF_TRAINING_ROLLOUT = 0x0E7A_1000  # `coala eval`: fresh meta-batches of the training rollout
 EVALUATION_AGAINST_NAIVE = 0x5EED_E7A1  # experiments: each meta agent against fresh naive learners
 EVALUATION_BETWEEN_META_AGENTS = 0x5EED_E7A2  # experiments: every ordered pair of meta agents
-EVALUATION_STREAMS = (EVALUATION_OF_TRAINING_ROLLOUT, EVALUATION_AGAINST_NAIVE, EVALUATION_BETWEEN_META_AGENTS)
+GRADIENT_DIAGNOSTIC = 0x5EED_D1A6  # `coala snr`: independent meta-batches at fixed parameters
+EVALUATION_STREAMS = (
+    EVALUATION_OF_TRAINING_ROLLOUT,
+    EVALUATION_AGAINST_NAIVE,
+    EVALUATION_BETWEEN_META_AGENTS,
+    GRADIENT_DIAGNOSTIC,
+)
 
 
 def seed_key(seed: int) -> jax.Array:

@@ -242,8 +242,9 @@ class Learner:
             entropy_coefficient=s.entropy_coefficient,
         )
 
-    def _loss(self, params: Any, batch: MetaEpisode, adv: jax.Array, targets: jax.Array, sums_over_batch: jax.Array):
-        """Mean over the meta-episodes of the per-episode PPO/A2C loss. Arrays [n, B, L]."""
+    def evaluate_actions(self, params: Any, batch: MetaEpisode) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """The policy on a batch's whole meta-trajectories: log π(aₜ | hₜ) of the taken actions, the entropy and the
+        value at each step, each [n, B, L] for a batch [n, B, L] (no cache: every trajectory starts fresh)."""
         n, batch_size, length = batch.actions.shape
         obs = batch.obs.reshape((n * batch_size, length, -1))
         segment_pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (n * batch_size, length))
@@ -252,6 +253,11 @@ class Learner:
         values = output.value.reshape((n, batch_size, length))
         logp = jnp.take_along_axis(log_probs, batch.actions[..., None], axis=-1)[..., 0]
         entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+        return logp, entropy, values
+
+    def _loss(self, params: Any, batch: MetaEpisode, adv: jax.Array, targets: jax.Array, sums_over_batch: jax.Array):
+        """Mean over the meta-episodes of the per-episode PPO/A2C loss. Arrays [n, B, L]."""
+        logp, entropy, values = self.evaluate_actions(params, batch)
         sum_over_batch = jnp.logical_and(batch.coplayer_is_naive, sums_over_batch)
         out = jax.vmap(self._episode_loss)(
             logp, batch.behaviour_logp, entropy, values, batch.behaviour_values, adv, targets, sum_over_batch

@@ -14,6 +14,7 @@ from coala_dist.rl.estimators import (
     advantages,
     center_advantages,
     estimator_flags,
+    get_estimator,
     td_errors,
     value_targets,
 )
@@ -113,7 +114,12 @@ def test_estimator_flags_follow_the_table():
     assert estimator_flags("coala") == (True, True)
     assert estimator_flags("mfos") == (True, False)
     assert estimator_flags("batch_unaware") == (False, False)
-    assert set(ESTIMATORS) == {"coala", "mfos", "batch_unaware"}
+    assert estimator_flags("mfos_mean") == (True, False)
+    assert set(ESTIMATORS) == {"coala", "mfos", "batch_unaware", "mfos_mean"}
+    # Σ over the B trajectories (Eq. 5) for COALA-PG and the M-FOS code's reading; the mean otherwise.
+    assert [get_estimator(n).sum_over_batch for n in ("coala", "mfos", "batch_unaware", "mfos_mean")] == [
+        True, True, False, False
+    ]
 
 
 def test_unknown_estimator_lists_valid_names():

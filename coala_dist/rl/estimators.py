@@ -5,6 +5,11 @@
 | "coala"         | (1/B)·own rest of episode + batch-mean future   | (True, True)                 | Σ      |
 | "mfos"          | own rest of episode + batch-mean future         | (True, False)                | Σ      |
 | "batch_unaware" | own rest of meta-trajectory                     | (False, False)               | mean   |
+| "mfos_mean"     | as "mfos"                                       | (True, False)                | mean   |
+
+"mfos_mean" is the other reading of M-FOS (App. H.3): the paper does not say whether its M-FOS baseline sums the
+policy gradient over the B trajectories (as the M-FOS code does, "mfos") or averages it like an ordinary
+batch-of-trajectories gradient. `PAPER_ESTIMATORS` are the three the paper's figures compare.
 
 `REGISTRY` is the one definition of each estimator (name → Algorithm 1 flags, Σ or mean of the policy
 gradient over the B trajectories of a naive-opponent episode, label and colour for reports); config
@@ -58,10 +63,12 @@ REGISTRY: dict[str, Estimator] = {
         Estimator("coala", True, True, True, "COALA-PG", "tab:blue"),
         Estimator("mfos", True, False, True, "M-FOS", "tab:orange"),
         Estimator("batch_unaware", False, False, False, "batch-unaware", "tab:green"),
+        Estimator("mfos_mean", True, False, False, "M-FOS (mean over B)", "tab:red"),
     )
 }
 
 ESTIMATORS = tuple(REGISTRY)
+PAPER_ESTIMATORS = ("coala", "mfos", "batch_unaware")
 
 
 def get_estimator(name: str) -> Estimator:
@@ -167,6 +174,58 @@ def advantages(
         inner_episode_length,
         stop_target_gradients=stop_target_gradients,
     )
+
+
+def current_episode_advantages(
+    rewards: Array,
+    values: Array,
+    *,
+    normalize_current_episode: BoolLike,
+    discount: float | Array,
+    gae_lambda: float | Array,
+    inner_episode_length: int,
+) -> Array:
+    """The part of `advantages` that comes from the action's own inner episode (paper.md §2.4, Eq. 13).
+
+    GAE sums discounted TD errors: Aᵇₗ = Σ_{k≥l} (γλ_gae)^{k−l} δᵇₖ / n over the action's own inner episode (n = B
+    under `normalize_current_episode`, else 1), plus the discounted accumulator of every later inner episode
+    (batch-averaged under `average_future_episodes`). This returns the first sum only: Algorithm 1 run on each
+    inner episode alone, so nothing after the episode's last step enters. `advantages − current_episode_advantages`
+    is then the future-episode part, the one through which an action shapes the co-player's learning. The gradient
+    diagnostic (`coala_dist.analysis.snr`) splits the policy gradient along this line.
+
+    Args:
+      rewards: [B, L] rewards.
+      values: [B, L] critic outputs V̂(hᵇₜ) before acting at step t.
+      normalize_current_episode: bool scalar (Python or traced).
+      discount: scalar γ.
+      gae_lambda: scalar λ_gae.
+      inner_episode_length: T, divides L.
+
+    Returns:
+      [B, L] advantages, without gradient.
+    """
+    deltas = td_errors(rewards, values, discount)
+    batch_size, length = deltas.shape
+    if inner_episode_length <= 0 or length % inner_episode_length:
+        raise ValueError(
+            f"inner_episode_length={inner_episode_length} must be positive and divide the sequence length L={length}."
+        )
+    per_episode = jnp.swapaxes(deltas.reshape(batch_size, length // inner_episode_length, inner_episode_length), 0, 1)
+
+    def one_inner_episode(episode_deltas: Array) -> Array:
+        return batch_lambda_returns(
+            episode_deltas,
+            jnp.zeros_like(episode_deltas),  # zero accumulator after the episode's last step
+            discount * jnp.asarray(gae_lambda, deltas.dtype),
+            jnp.asarray(1.0, deltas.dtype),
+            False,
+            normalize_current_episode,
+            inner_episode_length,
+            stop_target_gradients=True,
+        )
+
+    return jnp.swapaxes(jax.vmap(one_inner_episode)(per_episode), 0, 1).reshape(batch_size, length)
 
 
 def value_targets(
