@@ -205,12 +205,13 @@ def test_smoke_fig5c_and_ablation(smoke_root):
     assert all(not math.isnan(float(r["vs_meta/ego_reward"])) for r in rows)
 
 
+@pytest.mark.parametrize(("name", "other_rule"), [("ipd-h3", "mfos"), ("ipd-h3-mfos-mean", "mfos_mean")])
 @pytest.mark.slow
-def test_smoke_head_to_head(smoke_root):
-    summary, out = _smoke("ipd-h3", smoke_root)
-    _check_outputs("ipd-h3", out)
+def test_smoke_head_to_head(smoke_root, name, other_rule):
+    summary, out = _smoke(name, smoke_root)
+    _check_outputs(name, out)
     head_to_head = summary["estimators"]["coala"]["head_to_head"]
-    assert set(head_to_head) == {"coala", "mfos"}
+    assert set(head_to_head) == {"coala", other_rule}
     for numbers in head_to_head.values():
         assert -1.0 <= numbers["reward_vs_other_rule"]["mean"] <= 2.0
         assert 0.0 <= numbers["cooperation_vs_other_rule"]["mean"] <= 1.0
@@ -294,10 +295,11 @@ def test_command_line_report_only(smoke_root):
         assert "| estimator |" in f.read()
 
 
-def test_head_to_head_builds_the_app_h3_pool():
-    experiment = EXPERIMENTS["ipd-h3"]
+@pytest.mark.parametrize(("name", "other_rule"), [("ipd-h3", "mfos"), ("ipd-h3-mfos-mean", "mfos_mean")])
+def test_head_to_head_builds_the_app_h3_pool(name, other_rule):
+    experiment = EXPERIMENTS[name]
     config = experiment_config(experiment, "coala", 0)
-    assert tuple(config.agent_estimators) == ("coala", "coala", "mfos", "mfos")
+    assert tuple(config.agent_estimators) == ("coala", "coala", other_rule, other_rule)
     assert config.cross_estimator_pairing and config.p_naive == 0.75
 
 

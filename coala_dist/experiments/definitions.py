@@ -16,7 +16,7 @@ from typing import Any
 import ml_collections
 
 from coala_dist.configs import load_shipped, load_shipped_module
-from coala_dist.rl.estimators import ESTIMATORS
+from coala_dist.rl.estimators import PAPER_ESTIMATORS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +64,8 @@ class Experiment:
 
 
 H3_AGENT_ESTIMATORS = ("coala", "coala", "mfos", "mfos")
+# The other reading of App. H.3's M-FOS: its policy gradient averaged over the B trajectories instead of summed.
+H3_MFOS_MEAN_AGENT_ESTIMATORS = ("coala", "coala", "mfos_mean", "mfos_mean")
 
 _PURE_SHAPING_METRICS = (
     "vs_naive/ego_reward",
@@ -90,7 +92,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             ),
             config_file="ipd_cpu_pure_shaping.py",
             overrides={},
-            estimators=ESTIMATORS,
+            estimators=PAPER_ESTIMATORS,
             headline_metrics=_PURE_SHAPING_METRICS,
         ),
         Experiment(
@@ -101,7 +103,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             ),
             config_file="ipd_cpu_pure_shaping.py",
             overrides={},
-            estimators=ESTIMATORS,
+            estimators=PAPER_ESTIMATORS,
             headline_metrics=_PURE_SHAPING_METRICS,
             runs_from="ipd-fig5a",
             within_meta_episode=True,
@@ -114,7 +116,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             ),
             config_file="ipd_cpu_mixed_pool.py",
             overrides={},
-            estimators=ESTIMATORS,
+            estimators=PAPER_ESTIMATORS,
             headline_metrics=_MIXED_POOL_METRICS,
         ),
         Experiment(
@@ -143,6 +145,23 @@ EXPERIMENTS: dict[str, Experiment] = {
             agent_estimators=H3_AGENT_ESTIMATORS,
         ),
         Experiment(
+            name="ipd-h3-mfos-mean",
+            claim=(
+                "App. H.3 with the other reading of M-FOS (policy gradient averaged over the B trajectories instead of "
+                "summed, `mfos_mean`): 2 COALA-PG and 2 M-FOS agents, p_naive = 0.75, each rule meeting only the "
+                "other rule's agents or naive learners. Paper: 0.850 ± 0.037 (COALA-PG) and 0.853 ± 0.017 (M-FOS)."
+            ),
+            config_file="ipd_cpu_mixed_pool.py",
+            overrides={"agent_estimators": H3_MFOS_MEAN_AGENT_ESTIMATORS, "cross_estimator_pairing": True},
+            estimators=("coala",),
+            headline_metrics=(
+                "vs_meta/ego_reward",
+                "vs_meta/cooperate_player_1",
+                "vs_naive/ego_reward",
+            ),
+            agent_estimators=H3_MFOS_MEAN_AGENT_ESTIMATORS,
+        ),
+        Experiment(
             name="cleanup-fig6",
             claim=(
                 "Clean Up-lite pure shaping (p_naive = 1, one meta agent, 10 naive initialisations): COALA-PG gets a "
@@ -152,7 +171,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             config_file="cleanup_cpu_pure_shaping.py",
             paper_config_file="cleanup_pure_shaping.py",
             overrides={},
-            estimators=ESTIMATORS,
+            estimators=PAPER_ESTIMATORS,
             headline_metrics=(
                 "vs_naive/ego_reward",
                 "vs_naive/coplayer_reward",
@@ -174,7 +193,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             config_file="cleanup_cpu_mixed_pool.py",
             paper_config_file="cleanup_mixed_pool.py",
             overrides={},
-            estimators=ESTIMATORS,
+            estimators=PAPER_ESTIMATORS,
             headline_metrics=(
                 "vs_meta/ego_reward",
                 "vs_meta/cleaning_discrepancy",
