@@ -57,14 +57,20 @@ def command_help(name: str, module: ModuleType) -> str:
     return "\n".join(lines)
 
 
-def _config_arg(args: list[str]) -> tuple[int, str] | None:
-    """(index, value) of `--config=VALUE` or `--config VALUE` in `args`; None if absent."""
+def _flag_arg(args: list[str], name: str) -> tuple[int, str] | None:
+    """(index, value) of the last `--NAME=VALUE` or `--NAME VALUE` in `args` (absl keeps the last); None if absent."""
+    found = None
     for i, arg in enumerate(args):
-        if arg.startswith("--config="):
-            return i, arg.partition("=")[2]
-        if arg == "--config" and i + 1 < len(args):
-            return i + 1, args[i + 1]
-    return None
+        if arg.startswith(f"--{name}="):
+            found = i, arg.partition("=")[2]
+        elif arg == f"--{name}" and i + 1 < len(args):
+            found = i + 1, args[i + 1]
+    return found
+
+
+def _flag_value(args: list[str], name: str, default: str | None = None) -> str | None:
+    found = _flag_arg(args, name)
+    return default if found is None else found[1]
 
 
 def check_override(config, field: str) -> None:
@@ -96,7 +102,7 @@ def preflight(module: ModuleType, args: list[str]) -> list[str]:
     from coala_dist import configs
 
     args = list(args)
-    found = _config_arg(args)
+    found = _flag_arg(args, "config")
     if found is None:
         config = flags.FLAGS["config"].default
     else:
@@ -128,6 +134,29 @@ def _one_line_flags_parser(name: str):
     return parse
 
 
+def _isolate_network(args: list[str]) -> None:
+    """`coala train`'s --network (coala_dist/distributed/netns.py), read from the raw arguments: the namespace must be
+    entered while the process has one thread, before absl parses the flags in the command's module."""
+    from coala_dist.distributed import netns
+
+    mode = _flag_value(args, "network", "auto")
+    try:
+        if not netns.choose(mode, _flag_value(args, "launch", "inprocess"), _flag_value(args, "workdir")):
+            return
+        netns.isolate_network()
+    except ValueError as error:
+        print(f"coala train: {error}", file=sys.stderr)
+        sys.exit(2)
+    except netns.IsolationUnavailableError as error:
+        if mode == "isolated":
+            sys.exit(f"coala train: --network=isolated: {error}")
+        print(
+            f"coala train: warning: no private network for this run ({error}); its servers may listen on every "
+            "interface (--network=shared silences this warning)",
+            file=sys.stderr,
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     from coala_dist import xla_flags
@@ -149,8 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     if problem:
         sys.exit(f"coala: {problem}")
     xla_flags.configure()  # before any JAX import
-    module = importlib.import_module(COMMANDS[name][0])
     args = argv[2:]
+    if name == "train" and not any(arg in HELP_FLAGS for arg in args):
+        _isolate_network(args)  # before the command's module imports JAX, which starts a thread
+    module = importlib.import_module(COMMANDS[name][0])
     if any(arg in HELP_FLAGS for arg in args):
         print(command_help(name, module))
         return

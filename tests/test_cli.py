@@ -74,6 +74,10 @@ CASES = [
      "Unknown estimator 'colaa'"),
     ("snr with a config and a workdir", ["snr", "--config=ipd_tiny", "--workdir=SAVED"], 1, "not both"),
     ("snr of a workdir without checkpoints", ["snr", "--workdir=WORK"], 1, "has no readable checkpoint"),
+    ("isolated network on a Ray cluster", ["train", "--config=ipd_tiny", "--launch=ray", "--ray_address=127.0.0.1:1",
+     "--network=isolated", "--workdir=WORK"], 2, "--network=isolated is impossible here"),
+    ("unknown network mode", ["train", "--config=ipd_tiny", "--network=private", "--workdir=WORK"], 2,
+     "--network=private is invalid"),
     ("scale without a running job", ["scale", "--workdir=SAVED", "--num_actors=2"], 1, "no running job in"),
     ("scale to no actors", ["scale", "--workdir=SAVED", "--num_actors=0"], 1, "--num_actors=0 is invalid"),
     ("unreachable Ray cluster", ["train", "--config=ipd_tiny", "--launch=ray", "--ray_address=127.0.0.1:1",
@@ -177,16 +181,21 @@ def test_native_chatter_is_dropped_and_everything_else_kept(tmp_path):
     )
 
 
-@pytest.mark.parametrize("replay", ["auto", *(["reverb"] if reverb_installed() else [])])
+@pytest.mark.parametrize(
+    ("replay", "network"),
+    [("auto", "auto"), *([("reverb", "auto"), ("reverb", "shared")] if reverb_installed() else [])],
+)
 @pytest.mark.slow
-def test_a_run_with_an_actor_prints_only_progress_lines(tmp_path, replay):
+def test_a_run_with_an_actor_prints_only_progress_lines(tmp_path, replay, network):
     """An actor thread with the default replay and, on the reverb profile, with Reverb: the console shows the
-    progress lines and nothing from TensorFlow, CUDA probes or Reverb, except, for Reverb, the one line warning that
-    it listens on every interface without authentication."""
+    progress lines and nothing from TensorFlow, CUDA probes or Reverb, except, for Reverb on the shared network, the
+    one line warning that it listens on every interface without authentication (in the run's private network,
+    the default, only the run reaches it)."""
     result = _coala(
         tmp_path, "train", "--config=ipd_tiny", "--config.training_iterations=2", "--num_actors=1", "--workdir=run",
-        f"--replay={replay}", timeout=300,
+        f"--replay={replay}", f"--network={network}", timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ("" if replay == "auto" else f"coala train: warning: {REVERB_EXPOSURE_WARNING}\n")
+    exposed = replay == "reverb" and network == "shared"
+    assert result.stderr == (f"coala train: warning: {REVERB_EXPOSURE_WARNING}\n" if exposed else "")
     assert [line.split()[:2] for line in result.stdout.splitlines()] == [["it", "1/2"], ["it", "2/2"]]

@@ -1,5 +1,5 @@
 """`coala train --config=NAME|FILE [--workdir=DIR] [--launch=inprocess|local|ray] [--num_actors=N]
-[--mode=sync|async] [--replay=auto|reverb|ray|queues] [--start_over]`.
+[--mode=sync|async] [--replay=auto|reverb|ray|queues] [--network=auto|isolated|shared] [--start_over]`.
 
 Launch types (coala_dist/distributed):
   inprocess  one process: actor threads, the learner, an embedded replay server (the default);
@@ -21,6 +21,7 @@ from ml_collections import config_flags
 
 from coala_dist.commands import check_writable_dir, default_workdir
 from coala_dist.configs import CONFIG_DIR
+from coala_dist.distributed import netns
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -60,6 +61,15 @@ _START_OVER = flags.DEFINE_bool(
     False,
     "If every checkpoint in --workdir is unreadable, move checkpoints/ and metrics.csv aside (*.<time>.bak) and "
     "train from iteration 1 instead of refusing; a readable checkpoint is resumed as usual.",
+)
+# Acted on by coala_dist.cli before this module is imported (the namespace must be entered before JAX starts a thread);
+# defined here so that absl accepts it and `--help` lists it.
+_NETWORK = flags.DEFINE_enum(
+    "network",
+    "auto",
+    ["auto", "isolated", "shared"],
+    "auto: inprocess/local runs with a local workdir get a private network namespace with only loopback, so nothing "
+    "of the run listens on the machine's interfaces (Linux); isolated: that or an error; shared: the host network.",
 )
 _RAY_ADDRESS = flags.DEFINE_string(
     "ray_address", None, "Address of the Ray cluster for --launch=ray (e.g. ray://head:10001, auto)."
@@ -127,7 +137,7 @@ def main(argv: list[str]) -> None:
                 replay=_REPLAY.value,
                 start_over=_START_OVER.value,
             )
-            if program.config.distributed.replay == "reverb":
+            if program.config.distributed.replay == "reverb" and not netns.is_isolated():
                 from coala_dist.distributed.replay import REVERB_EXPOSURE_WARNING
 
                 print(f"coala train: warning: {REVERB_EXPOSURE_WARNING}", file=sys.stderr)

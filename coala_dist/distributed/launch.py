@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from coala_dist import xla_flags
+from coala_dist.distributed import netns
 from coala_dist.distributed.control import DriverControl
 from coala_dist.distributed.program import NodeSpec, Program
 from coala_dist.distributed.reaper import start_reaper, stop_reaper
@@ -484,8 +485,12 @@ def run_on_ray(
         base_env = {"env_vars": {"XLA_FLAGS": _node_environment(program.replay)["XLA_FLAGS"]}}
         if program.launch == "local":
             nodes = 1 + len(program.learners) + len(program.actors) + LOCAL_SCALE_ROOM
+            # In a private network the node's address is a loopback one. Not 127.0.0.1: Ray replaces that by probing
+            # for an outward address (a route this namespace has not) and prints a warning; any 127/8 address is lo.
+            isolated = {"_node_ip_address": netns.LOOPBACK_NODE_ADDRESS} if netns.is_isolated() else {}
             ray.init(
                 address="local",
+                **isolated,
                 num_cpus=max(nodes, os.cpu_count() or 1),
                 include_dashboard=False,
                 object_store_memory=LOCAL_OBJECT_STORE_BYTES,

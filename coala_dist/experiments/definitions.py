@@ -80,6 +80,20 @@ _MIXED_POOL_METRICS = (
     "vs_naive/coplayer_reward",
 )
 
+def _head_to_head(name: str, agent_estimators: tuple[str, ...], claim: str) -> Experiment:
+    """An App. H.3 pool on the Fig. 5C config: the agents' rules `agent_estimators`, each meeting only agents of
+    another rule (or naive learners)."""
+    return Experiment(
+        name=name,
+        claim=claim,
+        config_file="ipd_cpu_mixed_pool.py",
+        overrides={"agent_estimators": agent_estimators, "cross_estimator_pairing": True},
+        estimators=("coala",),
+        headline_metrics=("vs_meta/ego_reward", "vs_meta/cooperate_player_1", "vs_naive/ego_reward"),
+        agent_estimators=agent_estimators,
+    )
+
+
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
@@ -127,39 +141,19 @@ EXPERIMENTS: dict[str, Experiment] = {
             estimators=("coala",),
             headline_metrics=("vs_meta/ego_reward", "vs_meta/cooperate_player_1"),
         ),
-        Experiment(
-            name="ipd-h3",
-            claim=(
-                "Head-to-head (App. H.3): a mixed pool (p_naive = 0.75) of 2 COALA-PG and 2 M-FOS agents where COALA "
-                "agents meet only M-FOS agents or naive learners and vice versa. Paper: COALA-PG shapes M-FOS into "
-                "cooperation, average rewards 0.850 ± 0.037 (COALA-PG) and 0.853 ± 0.017 (M-FOS)."
-            ),
-            config_file="ipd_cpu_mixed_pool.py",
-            overrides={"agent_estimators": H3_AGENT_ESTIMATORS, "cross_estimator_pairing": True},
-            estimators=("coala",),
-            headline_metrics=(
-                "vs_meta/ego_reward",
-                "vs_meta/cooperate_player_1",
-                "vs_naive/ego_reward",
-            ),
-            agent_estimators=H3_AGENT_ESTIMATORS,
+        _head_to_head(
+            "ipd-h3",
+            H3_AGENT_ESTIMATORS,
+            "Head-to-head (App. H.3): a mixed pool (p_naive = 0.75) of 2 COALA-PG and 2 M-FOS agents where COALA "
+            "agents meet only M-FOS agents or naive learners and vice versa. Paper: COALA-PG shapes M-FOS into "
+            "cooperation, average rewards 0.850 ± 0.037 (COALA-PG) and 0.853 ± 0.017 (M-FOS).",
         ),
-        Experiment(
-            name="ipd-h3-mfos-mean",
-            claim=(
-                "App. H.3 with the other reading of M-FOS (policy gradient averaged over the B trajectories instead of "
-                "summed, `mfos_mean`): 2 COALA-PG and 2 M-FOS agents, p_naive = 0.75, each rule meeting only the "
-                "other rule's agents or naive learners. Paper: 0.850 ± 0.037 (COALA-PG) and 0.853 ± 0.017 (M-FOS)."
-            ),
-            config_file="ipd_cpu_mixed_pool.py",
-            overrides={"agent_estimators": H3_MFOS_MEAN_AGENT_ESTIMATORS, "cross_estimator_pairing": True},
-            estimators=("coala",),
-            headline_metrics=(
-                "vs_meta/ego_reward",
-                "vs_meta/cooperate_player_1",
-                "vs_naive/ego_reward",
-            ),
-            agent_estimators=H3_MFOS_MEAN_AGENT_ESTIMATORS,
+        _head_to_head(
+            "ipd-h3-mfos-mean",
+            H3_MFOS_MEAN_AGENT_ESTIMATORS,
+            "App. H.3 with the other reading of M-FOS (policy gradient averaged over the B trajectories instead of "
+            "summed, `mfos_mean`): 2 COALA-PG and 2 M-FOS agents, p_naive = 0.75, each rule meeting only the other "
+            "rule's agents or naive learners. Paper: 0.850 ± 0.037 (COALA-PG) and 0.853 ± 0.017 (M-FOS).",
         ),
         Experiment(
             name="cleanup-fig6",
