@@ -8,6 +8,7 @@ repository), so relative config paths cannot be what makes a command work.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -199,3 +200,16 @@ def test_a_run_with_an_actor_prints_only_progress_lines(tmp_path, replay, networ
     exposed = replay == "reverb" and network == "shared"
     assert result.stderr == (f"coala train: warning: {REVERB_EXPOSURE_WARNING}\n" if exposed else "")
     assert [line.split()[:2] for line in result.stdout.splitlines()] == [["it", "1/2"], ["it", "2/2"]]
+
+
+@pytest.mark.slow
+def test_snr_of_a_workdir_reads_its_config_and_checkpoint(saved_workdir, tiny_state, tmp_path):
+    out = tmp_path / "out" / "snr.json"
+    before = _tree(saved_workdir)
+    result = _coala(tmp_path, "snr", f"--workdir={saved_workdir}", "--meta_batches=2", f"--out={out}", timeout=300)
+    assert result.returncode == 0, result.stderr
+    written = json.loads(out.read_text())
+    assert written["source"] == {"workdir": str(saved_workdir)} and written["version"] == int(tiny_state.version)
+    assert set(written["estimators"]) == {"coala", "mfos", "batch_unaware"}
+    assert (tmp_path / "out" / "snr.png").stat().st_size > 0
+    assert _tree(saved_workdir) == before  # read only
