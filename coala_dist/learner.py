@@ -168,24 +168,49 @@ class Learner:
             jnp.array([rule.sum_over_batch for rule in rules]),
         )
 
-    def _targets(self, batch: MetaEpisode, rule_flags) -> tuple[jax.Array, jax.Array]:
-        """Advantages and value targets for one agent's meta-batch [N, B, L] under its rule's flags."""
-        s = self.settings
-        rewards = batch.rewards * s.reward_scale
-        avg_future, normalize_current, _ = rule_flags
-        is_naive = batch.coplayer_is_naive
+    def advantages(self, batch: MetaEpisode, rule_flags, *, current_episode_only: bool = False) -> jax.Array:
+        """The advantages of one agent's meta-batch [N, B, L] under a rule's flags (avg_future, normalize_current,
+        sum_over_batch; see `_rule_flags`), as the update uses them: rewards × reward_scale, GAE under the rule's
+        Algorithm 1 flags against naive co-players and the batch-unaware ones against meta co-players, then the
+        optional centring per co-player type.
 
-        def per_episode(r, v, naive):
-            adv = estimators.advantages(
+        `current_episode_only` keeps only the part from the action's own inner episode
+        (`estimators.current_episode_advantages`; the gradient diagnostic splits the policy gradient with it). The
+        centring is linear and the optional division uses the full advantages' standard deviation, so the advantages
+        minus their current-episode part are exactly the (centred, scaled) future-episode part.
+        """
+        s = self.settings
+        avg_future, normalize_current, _ = rule_flags
+        common = dict(discount=s.discount, gae_lambda=s.gae_lambda, inner_episode_length=s.inner_episode_length)
+
+        def full(r, v, naive):
+            return estimators.advantages(
                 r,
                 v,
                 average_future_episodes=jnp.logical_and(naive, avg_future),
                 normalize_current_episode=jnp.logical_and(naive, normalize_current),
-                discount=s.discount,
-                gae_lambda=s.gae_lambda,
-                inner_episode_length=s.inner_episode_length,
+                **common,
             )
-            targets = estimators.value_targets(
+
+        def current(r, v, naive):
+            normalize = jnp.logical_and(naive, normalize_current)
+            return estimators.current_episode_advantages(r, v, normalize_current_episode=normalize, **common)
+
+        inputs = (batch.rewards * s.reward_scale, batch.behaviour_values, batch.coplayer_is_naive)
+        adv = jax.vmap(current if current_episode_only else full)(*inputs)
+        if s.advantage_normalization:
+            std_of = jax.vmap(full)(*inputs) if current_episode_only and s.advantage_divide_by_std else None
+            adv = estimators.center_advantages(
+                adv, batch.coplayer_is_naive, divide_by_std=s.advantage_divide_by_std, std_of=std_of
+            )
+        return adv
+
+    def _targets(self, batch: MetaEpisode, rule_flags) -> tuple[jax.Array, jax.Array]:
+        """Advantages (`advantages`) and value targets for one agent's meta-batch [N, B, L] under its rule's flags."""
+        s = self.settings
+
+        def per_episode(r, v, naive):
+            return estimators.value_targets(
                 r,
                 v,
                 discount=s.discount,
@@ -193,12 +218,10 @@ class Learner:
                 inner_episode_length=s.inner_episode_length,
                 average_future_episodes=jnp.logical_and(naive, s.value_targets_average_future),
             )
-            return adv, targets
 
-        adv, targets = jax.vmap(per_episode)(rewards, batch.behaviour_values, is_naive)
-        if s.advantage_normalization:
-            adv = estimators.center_advantages(adv, is_naive, divide_by_std=s.advantage_divide_by_std)
-        return adv, targets
+        rewards = batch.rewards * s.reward_scale
+        targets = jax.vmap(per_episode)(rewards, batch.behaviour_values, batch.coplayer_is_naive)
+        return self.advantages(batch, rule_flags), targets
 
     # ---------------------------------------------------------------------------------------------------------
     # Loss

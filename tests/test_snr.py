@@ -4,6 +4,7 @@ loss, and the command end to end on the tiny config."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -125,15 +126,33 @@ def agent_batch(tiny_components, tiny_state):
     return params, batch
 
 
-def test_advantages_are_the_learners_for_its_own_estimator(tiny_components, agent_batch):
+@pytest.mark.parametrize("divide_by_std", [False, True])
+def test_the_parts_of_centred_and_scaled_advantages_are_the_centred_and_scaled_parts(
+    tiny_components, agent_batch, divide_by_std
+):
+    # The learner centres per co-player type (and may divide by the std): the split must commute with that, so that
+    # total − current is exactly the treated future part. Checked against numpy on the untreated advantages.
     _, batch = agent_batch
-    name = tiny_components.learner.settings.agent_estimators[0]
-    rule = estimators.get_estimator(name)
-    flags = tuple(jnp.asarray(f) for f in (rule.average_future_episodes, rule.normalize_current_episode,
-                                           rule.sum_over_batch))
-    learner_adv, _ = tiny_components.learner._targets(batch, flags)
-    total, _ = snr.advantage_parts(tiny_components, batch, name)
-    np.testing.assert_allclose(np.asarray(total), np.asarray(learner_adv), rtol=1e-6, atol=1e-6)
+    learner = tiny_components.learner
+    treated = dataclasses.replace(
+        learner,
+        settings=dataclasses.replace(
+            learner.settings, advantage_normalization=True, advantage_divide_by_std=divide_by_std
+        ),
+    )
+    flags = snr.rule_flags("coala")
+    raw_total, raw_current = (np.asarray(learner.advantages(batch, flags, current_episode_only=c)) for c in (0, 1))
+    total, current = (np.asarray(treated.advantages(batch, flags, current_episode_only=c)) for c in (0, 1))
+    naive = np.asarray(batch.coplayer_is_naive)
+    expected_future = np.empty_like(raw_total)
+    for group in (naive, ~naive):
+        if not group.any():
+            continue
+        future = raw_total[group] - raw_current[group]
+        scale = raw_total[group].std() + 1e-8 if divide_by_std else 1.0
+        expected_future[group] = (future - future.mean()) / scale
+    np.testing.assert_allclose(total - current, expected_future, rtol=1e-4, atol=1e-5)
+    assert np.abs(total - raw_total).max() > 1e-3  # the treatment changed something
 
 
 def test_gradients_are_autodiff_of_the_a2c_policy_loss_with_each_part(tiny_components, agent_batch):

@@ -5,8 +5,9 @@ a run's newest checkpoint) and compare the policy gradients each would give, per
 
 * the policy gradient is the one the learner follows at its first PPO step (ratio 1: PPO's surrogate and A2C's have
   the same gradient): gᵏ = ∇θ meanₙ[−cₙ · mean_{b,l} log π(aᵇₗ | hᵇₗ) · Aᵇₗ] on meta-batch k, with the estimator's
-  advantages (`rl.estimators.advantages`, GAE on the recorded critic values, the learner's reward scale, centring if
-  the config centres) and cₙ = B for naive-opponent episodes of a Σ-over-b rule (Eq. 5), else 1;
+  advantages exactly as the learner computes them (`Learner.advantages`: GAE on the recorded critic values, the
+  reward scale, the centring and scaling the config asks for) and cₙ = B for naive-opponent episodes of a
+  Σ-over-b rule (Eq. 5), else 1;
 * split by where the advantage comes from: the action's own inner episode (`current_episode_advantages`) and the
   later inner episodes (the rest), the part through which an action shapes the co-player's learning;
 * statistics over the K gradients (`gradient_statistics`): the mean pairwise cosine, the signal power ‖E g‖², the
@@ -14,8 +15,8 @@ a run's newest checkpoint) and compare the policy gradients each would give, per
   meta-batch size at which the SNR reaches a target (noise power falls as 1/N).
 
 Choices (the paper has no such tool): the value and entropy terms are left out (they are not what the estimators
-change); the advantage centring, when the config turns it on, is subtracted from both parts alike (it is linear), and
-the optional division by the standard deviation is left out (a positive scale per batch: directions barely change).
+change); the advantage centring and the optional division by the standard deviation apply to both parts alike (the
+division by the full advantages' standard deviation), so the two parts add up to what the learner uses.
 Batches are fresh meta-batches of the training rollout from the `GRADIENT_DIAGNOSTIC` key stream.
 """
 
@@ -131,36 +132,19 @@ class SnrSettings:
             raise ValueError(f"the target SNR must be > 0, got {self.target_snr}")
 
 
-def advantage_parts(components: Components, batch: MetaEpisode, estimator: str) -> tuple[jax.Array, jax.Array]:
-    """The learner's advantages of one agent's meta-batch [N, B, L] under `estimator`, and their current-episode
-    part (`rl.estimators.current_episode_advantages`); both centred per co-player type when the config centres."""
-    settings = components.learner.settings
+def rule_flags(estimator: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The learner's (average_future, normalize_current, sum_over_batch) flags of one estimator."""
     rule = estimators.get_estimator(estimator)
-    common = dict(
-        discount=settings.discount,
-        gae_lambda=settings.gae_lambda,
-        inner_episode_length=settings.inner_episode_length,
-    )
+    flags = (rule.average_future_episodes, rule.normalize_current_episode, rule.sum_over_batch)
+    return tuple(jnp.asarray(flag) for flag in flags)
 
-    def per_episode(rewards: jax.Array, values: jax.Array, naive: jax.Array) -> tuple[jax.Array, jax.Array]:
-        # Against a meta co-player every rule is batch-unaware (paper.md §2.2), as in the learner.
-        normalize = jnp.logical_and(naive, rule.normalize_current_episode)
-        total = estimators.advantages(
-            rewards,
-            values,
-            average_future_episodes=jnp.logical_and(naive, rule.average_future_episodes),
-            normalize_current_episode=normalize,
-            **common,
-        )
-        current = estimators.current_episode_advantages(rewards, values, normalize_current_episode=normalize, **common)
-        return total, current
 
-    rewards = batch.rewards * settings.reward_scale
-    total, current = jax.vmap(per_episode)(rewards, batch.behaviour_values, batch.coplayer_is_naive)
-    if settings.advantage_normalization:
-        total = estimators.center_advantages(total, batch.coplayer_is_naive)
-        current = estimators.center_advantages(current, batch.coplayer_is_naive)
-    return total, current
+def advantage_parts(components: Components, batch: MetaEpisode, estimator: str) -> tuple[jax.Array, jax.Array]:
+    """The learner's advantages of one agent's meta-batch [N, B, L] under `estimator` and their current-episode part
+    (`Learner.advantages`)."""
+    flags = rule_flags(estimator)
+    learner = components.learner
+    return learner.advantages(batch, flags), learner.advantages(batch, flags, current_episode_only=True)
 
 
 def policy_gradients(

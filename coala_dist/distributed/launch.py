@@ -249,7 +249,12 @@ def _options(spec: NodeSpec) -> dict[str, Any]:
     }
     if spec.max_restarts:
         options["max_restarts"] = spec.max_restarts
-        options["max_task_retries"] = spec.max_restarts  # the restarted process runs `run()` again
+        # The restarted process runs `run()` again. Unlimited task retries: while Ray has not yet noticed a dead node
+        # (its health checks take seconds, more on a loaded machine) a call fails as "temporarily unavailable" and
+        # counts as a retry; a fixed count could run out before the actor is restarted elsewhere. The restarts stay
+        # bounded by `max_restarts` (a call then fails with ActorDiedError); exceptions raised by `run()` itself
+        # are never retried.
+        options["max_task_retries"] = -1
     return options
 
 

@@ -278,7 +278,7 @@ def value_targets(
 
 
 def center_advantages(
-    adv: Array, is_naive: Array, *, divide_by_std: bool = False, epsilon: float = 1e-8
+    adv: Array, is_naive: Array, *, divide_by_std: bool = False, epsilon: float = 1e-8, std_of: Array | None = None
 ) -> Array:
     """Centres advantages separately for naive-opponent and meta-opponent episodes (paper.md §2.6).
 
@@ -293,6 +293,8 @@ def center_advantages(
       is_naive: [N] bool, whether episode n was played against a naive learner.
       divide_by_std: also divide each group by its standard deviation (+ `epsilon`).
       epsilon: added to the standard deviation.
+      std_of: [N, B, L] whose per-group standard deviation divides instead of `adv`'s own (default `adv`), so that a
+        part of an advantage (e.g. its current-episode part) is scaled exactly like the whole.
 
     Returns:
       [N, B, L] centred (and optionally scaled) advantages.
@@ -307,10 +309,10 @@ def center_advantages(
         # elements is selected below.
         weights = in_group.astype(adv.dtype)[:, None, None]
         count = jnp.maximum(jnp.sum(in_group) * elements_per_episode, 1).astype(adv.dtype)
-        mean = jnp.sum(weights * adv) / count
-        centred = adv - mean
+        centred = adv - jnp.sum(weights * adv) / count
         if divide_by_std:
-            std = jnp.sqrt(jnp.sum(weights * centred**2) / count)
+            reference = centred if std_of is None else std_of - jnp.sum(weights * std_of) / count
+            std = jnp.sqrt(jnp.sum(weights * reference**2) / count)
             centred = centred / (std + epsilon)
         return centred
 
