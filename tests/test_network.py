@@ -123,6 +123,14 @@ def test_auto_isolates_the_one_machine_launches_with_a_local_workdir(mode, launc
     assert netns.choose(mode, launch, workdir) is isolate
 
 
+def test_auto_keeps_the_shared_network_quietly_where_there_are_no_namespaces(monkeypatch):
+    monkeypatch.setattr(netns.sys, "platform", "darwin")
+    assert netns.choose("auto", "local", "run") is False
+    assert netns.choose("isolated", "local", "run") is True  # asked for: isolate_network then says it cannot
+    with pytest.raises(netns.IsolationUnavailableError, match="Linux-only"):
+        netns.isolate_network()
+
+
 @pytest.mark.parametrize(
     ("launch", "workdir", "reason"), [("ray", "run", "Ray cluster"), ("local", "gs://b/r", "remote")]
 )

@@ -114,7 +114,8 @@ def is_isolated() -> bool:
 def choose(mode: str, launch: str, workdir: str | None) -> bool:
     """Whether a run isolates its network, from `--network` (auto | isolated | shared), the launch and the workdir.
 
-    auto: isolated for the one-machine launches (`inprocess`, `local`) with a local workdir, shared otherwise.
+    auto: isolated for the one-machine launches (`inprocess`, `local`) with a local workdir on Linux, shared otherwise
+    (elsewhere there are no network namespaces: auto stays quiet, `isolated` fails in `isolate_network`).
 
     Raises:
       ValueError: one line, for `isolated` with a launch or workdir that needs the network.
@@ -128,4 +129,4 @@ def choose(mode: str, launch: str, workdir: str | None) -> bool:
         needs_network = f"the workdir {workdir} is remote"
     if mode == "isolated" and needs_network:
         raise ValueError(f"--network=isolated is impossible here: {needs_network} and needs the network")
-    return mode == "isolated" or (mode == "auto" and needs_network is None)
+    return mode == "isolated" or (mode == "auto" and needs_network is None and sys.platform.startswith("linux"))
