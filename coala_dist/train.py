@@ -330,6 +330,7 @@ def prepare_learner(
     log: Callable[[str], None] = print,
     sharding: jax.sharding.Sharding | None = None,
     start_over: bool = False,
+    write_metrics: bool = True,
 ) -> PreparedLearner:
     """Everything a learner needs before its loop, whatever the launch type: the built components, the state to
     continue from (the newest readable checkpoint in `workdir`, else a fresh one), and the callbacks (checkpoints,
@@ -343,6 +344,8 @@ def prepare_learner(
       sharding: where the state's arrays live (e.g. replicated over a learner mesh); default: the first device.
       start_over: if the workdir holds checkpoints and none is readable, move them (and metrics.csv) aside and
         start from iteration 1 instead of refusing. A readable checkpoint is resumed whatever this says.
+      write_metrics: whether this process writes metrics.csv and TensorBoard events (False: kept in memory). Of
+        several learner processes only one may: on resume each writer rewrites metrics.csv.
 
     Raises:
       IncompatibleCheckpointError: the workdir's checkpoint was made with an incompatible config.
@@ -374,8 +377,8 @@ def prepare_learner(
             state = jax.device_put(state, sharding)
     checkpoint = CheckpointCallback(checkpointer, config, state, consecutive) if checkpointer is not None else None
     start_iteration = int(state.step)
-    metrics_dir = local_metrics_dir(workdir)
-    if metrics_dir != workdir:
+    metrics_dir = local_metrics_dir(workdir) if write_metrics else None
+    if write_metrics and metrics_dir != workdir:
         log(f"checkpoints go to {workdir}; metrics.csv and TensorBoard events to the local {metrics_dir}")
     writers: list[Callback] = [ThroughputMetrics(config)]  # first: it adds metrics the others write
     if metrics_dir:

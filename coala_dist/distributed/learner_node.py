@@ -448,6 +448,7 @@ class LearnerNode:
             log=log,
             sharding=replicated(mesh) if sharded else None,
             start_over=self.start_over,
+            write_metrics=primary,  # the others must not rewrite metrics.csv on resume (a race on its file)
         )
         components, state = prepared.components, prepared.state
         if primary:
