@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from coala_dist.compat import enable_x64
 from coala_dist.envs import analytic_ipd as ipd
 from coala_dist.rl import analytic_rules, dice
 
@@ -23,7 +24,7 @@ HORIZON = 7
 
 @pytest.fixture(scope="module", autouse=True)
 def _float64():
-    with jax.enable_x64(True):
+    with enable_x64():  # jax.enable_x64 on current jax, jax.experimental.enable_x64 on 0.4.34
         yield
 
 
