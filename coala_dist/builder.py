@@ -16,8 +16,9 @@ from coala_dist.config import agent_estimators, meta_coplayer_mask, validate
 from coala_dist.envs import TwoPlayerEnv, make_env
 from coala_dist.learner import Learner, LearnerSettings
 from coala_dist.networks.policy import HawkPolicy
+from coala_dist.rl.estimators import get_estimator
 from coala_dist.rl.naive import NaiveLearner
-from coala_dist.rl.optim import make_optimizer
+from coala_dist.rl.optim import DIFFERENTIABLE_ADAM_EPS_ROOT, make_optimizer
 from coala_dist.rollout import Rollout
 
 
@@ -42,11 +43,14 @@ def make_policy(config: ml_collections.ConfigDict, num_actions: int) -> HawkPoli
 
 
 def make_naive_learner(config: ml_collections.ConfigDict, policy: HawkPolicy) -> NaiveLearner:
-    """The naive co-players' A2C learner (paper.md §1.4, Table 4 "naive" block)."""
+    """The naive co-players' A2C learner (paper.md §1.4, Table 4 "naive" block). LOLA-DiCE agents differentiate
+    through its steps, which needs Adam's `eps_root` (`rl.optim.DIFFERENTIABLE_ADAM_EPS_ROOT`; 0 otherwise)."""
     n = config.naive
+    lola_dice = any(get_estimator(name).lola_dice for name in agent_estimators(config))
+    eps_root = DIFFERENTIABLE_ADAM_EPS_ROOT if lola_dice else 0.0
     return NaiveLearner(
         policy=policy,
-        optimizer=make_optimizer(n.optimizer, n.learning_rate, n.max_grad_norm, n.adam_epsilon),
+        optimizer=make_optimizer(n.optimizer, n.learning_rate, n.max_grad_norm, n.adam_epsilon, eps_root),
         discount=n.discount,
         reward_scale=n.reward_scale,
         value_coefficient=n.value_coefficient,
@@ -84,11 +88,14 @@ def learner_settings(config: ml_collections.ConfigDict) -> LearnerSettings:
     )
 
 
-def make_learner(config: ml_collections.ConfigDict, policy: HawkPolicy, obs_dim: int) -> Learner:
-    """The meta agents' learner: Adam/SGD with global-norm clipping (Table 4) and `learner_settings(config)`."""
+def make_learner(
+    config: ml_collections.ConfigDict, policy: HawkPolicy, obs_dim: int, rollout: Rollout | None = None
+) -> Learner:
+    """The meta agents' learner: Adam/SGD with global-norm clipping (Table 4) and `learner_settings(config)`;
+    `rollout` for LOLA-DiCE agents, whose update replays their episodes."""
     m = config.meta
     optimizer = make_optimizer(m.optimizer, m.learning_rate, m.max_grad_norm, m.adam_epsilon)
-    return Learner(policy, optimizer, learner_settings(config), obs_dim)
+    return Learner(policy, optimizer, learner_settings(config), obs_dim, rollout)
 
 
 def build(config: ml_collections.ConfigDict) -> Components:
@@ -109,7 +116,7 @@ def build(config: ml_collections.ConfigDict) -> Components:
         p_naive=config.p_naive,
         meta_coplayer_mask=meta_coplayer_mask(config),
     )
-    learner = make_learner(config, policy, env.obs_dim)
+    learner = make_learner(config, policy, env.obs_dim, rollout)
     return Components(
         config=ml_collections.FrozenConfigDict(config),
         env=env,

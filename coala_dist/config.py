@@ -43,7 +43,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.population_size_meta = 1
     c.population_size_naive = 10
     c.dynamic_naive_agents = False  # naive initialisations copied from the meta agents each iteration
-    # Naive-opponent rule: coala | mfos | batch_unaware (paper.md §2.2). Meta opponents always get standard PG.
+    # Naive-opponent rule: coala | mfos | batch_unaware | mfos_mean (paper.md §2.2; meta opponents always get standard
+    # PG), or lola_dice (paper.md Eq. 4, coala_dist/rl/dice.py: replaces PPO/A2C by one step on the DiCE objective).
     c.estimator = "coala"
     # Per-agent naive-opponent rules, one per meta agent (App. H.3 head-to-head, e.g. ("coala", "coala", "mfos",
     # "mfos")); empty: every agent uses `estimator`.
@@ -285,6 +286,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             _fail("agent_estimators", config.agent_estimators, "must name one estimator per meta agent or be empty")
         for rule in config.agent_estimators:
             _check_in(rule, "agent_estimators", ESTIMATORS)
+        if "lola_dice" in config.agent_estimators and set(config.agent_estimators) != {"lola_dice"}:
+            _fail(
+                "agent_estimators",
+                config.agent_estimators,
+                "cannot mix lola_dice with other estimators (its update replays the whole meta-batch)",
+            )
     mask = meta_coplayer_mask(config)
     if mask is not None and config.p_naive < 1.0 and not all(any(row) for row in mask):
         _fail("cross_estimator_pairing", True, "needs, for every agent, another agent with a different estimator")

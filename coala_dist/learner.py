@@ -12,6 +12,10 @@ at once with `vmap` over their stacked parameters:
 4. PPO epochs over minibatches of whole meta-episodes (never split along time), or one A2C step;
    naive-opponent episodes of the COALA/M-FOS rules sum the policy gradient over the B trajectories (Eq. 5);
 5. global-norm clipping and Adam/SGD; an update whose loss or gradient is not finite is skipped and counted.
+
+LOLA-DiCE agents (estimator "lola_dice", `coala_dist.rl.dice`) skip 2–4: the learner replays their meta-batch from
+the episodes' keys (`Rollout.replay`), differentiably through the naive co-players' updates, and takes one step on
+the negated DiCE objective plus the value loss.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ import optax
 
 from coala_dist import compat, keys
 from coala_dist.networks.policy import HawkPolicy, init_policy_params
-from coala_dist.rl import estimators
+from coala_dist.rl import dice, estimators
 from coala_dist.rl.losses import LossOutput, a2c_loss, ppo_loss
-from coala_dist.rollout import MetaEpisode
+from coala_dist.rollout import MetaEpisode, Rollout
 
 
 class TrainState(NamedTuple):
@@ -122,12 +126,26 @@ class LearnerSettings:
 
 @dataclasses.dataclass(frozen=True)
 class Learner:
-    """Builds the initial TrainState and applies updates. `coala_dist.builder.build` constructs it."""
+    """Builds the initial TrainState and applies updates. `coala_dist.builder.build` constructs it.
+
+    `rollout` is needed only by LOLA-DiCE agents, whose update replays their episodes.
+    """
 
     policy: HawkPolicy
     optimizer: optax.GradientTransformation
     settings: LearnerSettings
     obs_dim: int
+    rollout: Rollout | None = None
+
+    @property
+    def lola_dice(self) -> bool:
+        """Whether the agents are LOLA-DiCE agents (all of them: the config refuses a mix)."""
+        flags = {estimators.get_estimator(name).lola_dice for name in self.settings.agent_estimators}
+        if len(flags) > 1:
+            raise ValueError("lola_dice cannot be mixed with other estimators in agent_estimators")
+        if flags == {True} and self.rollout is None:
+            raise ValueError("LOLA-DiCE agents need the learner built with its rollout (coala_dist.builder)")
+        return flags == {True}
 
     def init(self, key: jax.Array) -> TrainState:
         """Fresh meta agents and naive initialisations (Hawk init, zero readouts: uniform policies). Jitted: one
@@ -205,8 +223,8 @@ class Learner:
             )
         return adv
 
-    def _targets(self, batch: MetaEpisode, rule_flags) -> tuple[jax.Array, jax.Array]:
-        """Advantages (`advantages`) and value targets for one agent's meta-batch [N, B, L] under its rule's flags."""
+    def _value_targets(self, scaled_rewards: jax.Array, values: jax.Array, coplayer_is_naive: jax.Array) -> jax.Array:
+        """TD(λ_td) value targets [N, B, L] of a meta-batch from its scaled rewards and recorded values [N, B, L]."""
         s = self.settings
 
         def per_episode(r, v, naive):
@@ -219,8 +237,12 @@ class Learner:
                 average_future_episodes=jnp.logical_and(naive, s.value_targets_average_future),
             )
 
-        rewards = batch.rewards * s.reward_scale
-        targets = jax.vmap(per_episode)(rewards, batch.behaviour_values, batch.coplayer_is_naive)
+        return jax.vmap(per_episode)(scaled_rewards, values, coplayer_is_naive)
+
+    def _targets(self, batch: MetaEpisode, rule_flags) -> tuple[jax.Array, jax.Array]:
+        """Advantages (`advantages`) and value targets for one agent's meta-batch [N, B, L] under its rule's flags."""
+        scaled_rewards = batch.rewards * self.settings.reward_scale
+        targets = self._value_targets(scaled_rewards, batch.behaviour_values, batch.coplayer_is_naive)
         return self.advantages(batch, rule_flags), targets
 
     # ---------------------------------------------------------------------------------------------------------
@@ -328,15 +350,7 @@ class Learner:
             params, opt_state, all_finite = carry
             mb_batch, mb_adv, mb_targets = minibatch_data
             (loss, out), grads = self._loss_and_grad(params, mb_batch, mb_adv, mb_targets, rule_flags[2])
-            finite = jnp.isfinite(loss) & jnp.all(
-                jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)])
-            )
-            updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
-            new_params = optax.apply_updates(params, updates)
-            # Never let a non-finite step poison the run: keep the previous parameters and optimiser state.
-            params, opt_state = jax.tree_util.tree_map(
-                lambda new, old: jnp.where(finite, new, old), (new_params, new_opt_state), (params, opt_state)
-            )
+            params, opt_state, finite = self._step_if_finite(params, opt_state, loss, grads)
             stats = out._asdict() | {"grad_norm": optax.global_norm(grads)}
             return (params, opt_state, all_finite & finite), stats
 
@@ -361,6 +375,83 @@ class Learner:
         stats["value_target_mean"] = targets.mean()
         return params, opt_state, all_finite, stats
 
+    def _step_if_finite(self, params, opt_state, loss: jax.Array, grads) -> tuple[Any, Any, jax.Array]:
+        """One optimiser step, or none if the loss or a gradient is not finite (never let it poison the run: the
+        previous parameters and optimiser state are kept). Returns params, opt_state and whether it stepped."""
+        finite = jnp.isfinite(loss) & jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)])
+        )
+        updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        params, opt_state = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(finite, new, old), (new_params, new_opt_state), (params, opt_state)
+        )
+        return params, opt_state, finite
+
+    # ---------------------------------------------------------------------------------------------------------
+    # LOLA-DiCE
+    def lola_dice_loss(
+        self,
+        params: Any,
+        batch: MetaEpisode,
+        meta_params: Any,
+        naive_params: Any,
+        run_key: jax.Array,
+        *,
+        look_ahead: bool = True,
+    ) -> tuple[jax.Array, tuple[LossOutput, jax.Array, jax.Array]]:
+        """A LOLA-DiCE agent's loss on its meta-batch [N, B, L] (paper.md Eq. 4; `rl.dice`).
+
+        The episodes are played again from their keys (`Rollout.replay`) with `params` as the ego's, so that every
+        log-probability, and through the naive co-players' A2C steps (`look_ahead`) their parameters, are functions
+        of `params`. Loss = −(inner-episode DiCE objective, mean over episodes) + c_v · 0.5 · mean (V − G)², with
+        rewards × reward_scale, the replayed critic values as DiCE's baseline and TD(λ_td) targets G.
+
+        Returns:
+          (loss, (LossOutput, advantage mean, value-target mean)); the entropy is the policy's on the actors' batch
+          (a statistic only), approx_kl and clip_fraction are 0.
+        """
+        s = self.settings
+        assert self.rollout is not None  # checked by `lola_dice`
+
+        def replay(version, episode_index):
+            return self.rollout.replay(
+                params, meta_params, naive_params, run_key, version, episode_index, look_ahead=look_ahead
+            )
+
+        trajectory, coplayer_is_naive = jax.vmap(replay)(batch.policy_version, batch.episode_index)
+        rewards = trajectory["rewards"] * s.reward_scale
+        values = trajectory["behaviour_values"]
+        baselines = jax.lax.stop_gradient(values)
+        targets = self._value_targets(rewards, baselines, coplayer_is_naive)
+
+        def objective(ego_logp, co_logp, r, b):
+            return dice.inner_episode_dice_objective(ego_logp, co_logp, r, b, s.inner_episode_length, s.discount)
+
+        policy_loss = -jnp.mean(
+            jax.vmap(objective)(trajectory["behaviour_logp"], trajectory["coplayer_logp"], rewards, baselines)
+        )
+        value_loss = 0.5 * jnp.mean(jnp.square(values - targets))
+        loss = policy_loss + s.value_coefficient * value_loss
+        zero = jnp.zeros((), loss.dtype)
+        _, entropy, _ = self.evaluate_actions(jax.lax.stop_gradient(params), batch)
+        out = LossOutput(loss, policy_loss, value_loss, jnp.mean(entropy), zero, zero)
+        return loss, (out, jnp.mean(targets - baselines), jnp.mean(targets))
+
+    def _update_agent_lola_dice(self, params, opt_state, batch: MetaEpisode, meta_params, naive_params, run_key):
+        """One LOLA-DiCE step of one meta agent on its meta-batch [N, B, L]. Returns params, opt_state, stats."""
+        value_and_grad = jax.value_and_grad(self.lola_dice_loss, has_aux=True)
+        (loss, (out, advantage_mean, target_mean)), grads = value_and_grad(
+            params, batch, meta_params, naive_params, run_key
+        )
+        params, opt_state, finite = self._step_if_finite(params, opt_state, loss, grads)
+        stats = out._asdict() | {
+            "grad_norm": optax.global_norm(grads),
+            "advantage_mean": advantage_mean,
+            "value_target_mean": target_mean,
+        }
+        return params, opt_state, finite, stats
+
     def update(self, state: TrainState, batch: MetaEpisode) -> tuple[TrainState, dict[str, jax.Array]]:
         """One training iteration's update of all meta agents.
 
@@ -376,10 +467,24 @@ class Learner:
         per_agent = jax.tree_util.tree_map(
             lambda x: x.reshape((s.population_size_meta, s.meta_batch_size) + x.shape[1:]), batch
         )
-        agent_keys = jax.random.split(keys.update_key(state.run_key, state.version), s.population_size_meta)
-        params, opt_state, all_finite, stats = jax.vmap(self._update_agent)(
-            state.meta_params, state.opt_state, per_agent, agent_keys, self._rule_flags()
-        )
+        if self.lola_dice:
+            # Co-players and naive initialisations are those of the version being updated (the acting ones in a
+            # synchronous run, so the replay is the actors' episodes).
+            params, opt_state, all_finite, stats = jax.vmap(
+                self._update_agent_lola_dice, in_axes=(0, 0, 0, None, None, None)
+            )(
+                state.meta_params,
+                state.opt_state,
+                per_agent,
+                state.meta_params,
+                self.naive_initialisations(state),
+                state.run_key,
+            )
+        else:
+            agent_keys = jax.random.split(keys.update_key(state.run_key, state.version), s.population_size_meta)
+            params, opt_state, all_finite, stats = jax.vmap(self._update_agent)(
+                state.meta_params, state.opt_state, per_agent, agent_keys, self._rule_flags()
+            )
         skipped = jnp.sum(~all_finite).astype(jnp.int32)
         new_state = state._replace(
             meta_params=params,

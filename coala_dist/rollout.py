@@ -12,7 +12,7 @@ of T steps (L = M·T). The three time scales are explicit:
   learns inside a rollout.
 
 Randomness comes from `keys.episode_key(run_key, version, episode_index)`, never from a carried key, so an episode is
-the same whichever actor generates it.
+the same whichever actor generates it — and the learner can replay it (`Rollout.replay`, for LOLA-DiCE).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from coala_dist import keys
 from coala_dist.envs.base import TwoPlayerEnv, episode_metrics
 from coala_dist.networks.policy import HawkPolicy
 from coala_dist.pool import Pairing, coplayer_params, sample_pairing, select_params
+from coala_dist.rl.dice import magic_box
 from coala_dist.rl.naive import NaiveLearner
 
 
@@ -111,7 +112,13 @@ class Rollout:
         return jnp.arange(count, dtype=jnp.int32).reshape(self.population_size_meta, self.meta_batch_size)
 
     def play(
-        self, ego_params: Any, coplayer_start_params: Any, coplayer_is_naive: jax.Array, key: jax.Array
+        self,
+        ego_params: Any,
+        coplayer_start_params: Any,
+        coplayer_is_naive: jax.Array,
+        key: jax.Array,
+        *,
+        look_ahead: bool = False,
     ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
         """Plays one meta-episode (B meta-trajectories) between fixed ego parameters and a co-player.
 
@@ -120,10 +127,15 @@ class Rollout:
           coplayer_start_params: the co-player's parameters at the start (a naive learner's initialisation).
           coplayer_is_naive: [] bool; a naive co-player resets every inner episode and learns after each one.
           key: this episode's rollout key.
+          look_ahead: (static) LOLA-DiCE's look-ahead: each trajectory's share of a naive co-player's A2C loss is
+            weighted by DiCE's magic box of the log-probabilities of both players' actions in that trajectory's
+            inner episode, □(Σₜ log π_ego + log π_co) = 1, so every update keeps its value while the co-player's
+            later parameters become differentiable functions of the ego's (paper.md Eq. 4; `Rollout.replay`).
 
         Returns:
           (trajectory, metrics): trajectory arrays `obs` [B, L, o], `actions`, `rewards`, `behaviour_logp`,
-          `behaviour_values` [B, L]; metrics as in `MetaEpisode.metrics`, each [M].
+          `behaviour_values`, `coplayer_logp` (log π of the co-player's actions under its parameters of the moment)
+          [B, L]; metrics as in `MetaEpisode.metrics`, each [M].
         """
         env, policy = self.env, self.policy
         batch, length = self.batch_size, self.inner_episode_length
@@ -138,7 +150,7 @@ class Rollout:
             ego_action, ego_logp, ego_value, ego_cache = _act(
                 policy, ego_params, env_out.obs_player_1, ego_pos, ego_cache, ego_key
             )
-            co_action, _, _, co_cache = _act(policy, co_params, env_out.obs_player_2, co_pos, co_cache, co_key)
+            co_action, co_logp, _, co_cache = _act(policy, co_params, env_out.obs_player_2, co_pos, co_cache, co_key)
             next_out = env.step(env_out.state, ego_action, co_action)
             emitted = {
                 "obs": env_out.obs_player_1,
@@ -149,6 +161,7 @@ class Rollout:
                 "coplayer_obs": env_out.obs_player_2,
                 "coplayer_actions": co_action,
                 "coplayer_rewards": next_out.reward_player_2,
+                "coplayer_logp": co_logp,
                 "info": next_out.info,
             }
             return (next_out, ego_cache, co_cache, co_params, long_offset, episode_key_m), emitted
@@ -168,8 +181,16 @@ class Rollout:
             # step is computed for every co-player and kept where it applies: `episodes` vmaps this over episodes,
             # where a `lax.cond` would run both branches anyway, and batching a cond's branches roughly doubled the
             # time to trace the rollout (issue 16).
+            weights = None
+            if look_ahead:
+                weights = magic_box(jnp.sum(steps["behaviour_logp"] + steps["coplayer_logp"], axis=1))
             learned = self.naive_learner.update(
-                co_params, co_opt_state, steps["coplayer_obs"], steps["coplayer_actions"], steps["coplayer_rewards"]
+                co_params,
+                co_opt_state,
+                steps["coplayer_obs"],
+                steps["coplayer_actions"],
+                steps["coplayer_rewards"],
+                weights,
             )
             learns = jnp.logical_and(coplayer_is_naive, m < self.num_inner_episodes - 1)
             co_params, co_opt_state = jax.tree_util.tree_map(
@@ -182,7 +203,8 @@ class Rollout:
                 **episode_metrics(self.env, steps["info"]),
             }
             trajectory = {
-                name: steps[name] for name in ("obs", "actions", "rewards", "behaviour_logp", "behaviour_values")
+                name: steps[name]
+                for name in ("obs", "actions", "rewards", "behaviour_logp", "behaviour_values", "coplayer_logp")
             }
             return (ego_cache, co_cache, co_params, co_opt_state), (trajectory, metrics)
 
@@ -224,23 +246,14 @@ class Rollout:
           version: [] int32 policy version of `meta_params`.
           episode_index: [] int32 in [0, P · meta_batch_size).
         """
-        key = keys.episode_key(run_key, version, episode_index)
-        pairing_key, play_key = jax.random.split(key)
-        ego_id = (episode_index // self.meta_batch_size).astype(jnp.int32)
-        pairing: Pairing = sample_pairing(
-            pairing_key,
-            ego_id,
-            population_size_meta=self.population_size_meta,
-            population_size_naive=self.population_size_naive,
-            p_naive=self.p_naive,
-            meta_coplayer_mask=None if self.meta_coplayer_mask is None else jnp.asarray(self.meta_coplayer_mask),
-        )
+        pairing, play_key = self._pairing(run_key, version, episode_index)
         trajectory, metrics = self.play(
             ego_params,
             coplayer_params(meta_params, naive_params, pairing),
             pairing.coplayer_is_naive,
             play_key,
         )
+        del trajectory["coplayer_logp"]  # not part of the data contract (DESIGN.md §4)
         return MetaEpisode(
             **trajectory,
             ego_id=pairing.ego_id,
@@ -250,6 +263,47 @@ class Rollout:
             episode_index=jnp.asarray(episode_index, jnp.int32),
             metrics=metrics,
         )
+
+    def _pairing(self, run_key: jax.Array, version: jax.Array, episode_index: jax.Array) -> tuple[Pairing, jax.Array]:
+        """Episode `episode_index` of version `version`: its ego agent and co-player, and the key it is played with."""
+        key = keys.episode_key(run_key, version, episode_index)
+        pairing_key, play_key = jax.random.split(key)
+        ego_id = (episode_index // self.meta_batch_size).astype(jnp.int32)
+        pairing = sample_pairing(
+            pairing_key,
+            ego_id,
+            population_size_meta=self.population_size_meta,
+            population_size_naive=self.population_size_naive,
+            p_naive=self.p_naive,
+            meta_coplayer_mask=None if self.meta_coplayer_mask is None else jnp.asarray(self.meta_coplayer_mask),
+        )
+        return pairing, play_key
+
+    def replay(
+        self,
+        ego_params: Any,
+        meta_params: Any,
+        naive_params: Any,
+        run_key: jax.Array,
+        version: jax.Array,
+        episode_index: jax.Array,
+        *,
+        look_ahead: bool = True,
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """Plays episode `episode_index` of version `version` again, differentiably in `ego_params` (LOLA-DiCE).
+
+        With the parameters that generated it (a synchronous run's current ones) this is the same episode, action
+        for action, as `episode` gave the actor; with newer parameters it is a fresh on-policy sample from the same
+        key. The log-probabilities are functions of `ego_params` (the ego's directly, a naive co-player's through
+        its A2C updates when `look_ahead`, see `play`).
+
+        Returns:
+          (trajectory, coplayer_is_naive): `play`'s trajectory [B, L] and the co-player type [].
+        """
+        pairing, play_key = self._pairing(run_key, version, episode_index)
+        coplayer = jax.lax.stop_gradient(coplayer_params(meta_params, naive_params, pairing))
+        trajectory, _ = self.play(ego_params, coplayer, pairing.coplayer_is_naive, play_key, look_ahead=look_ahead)
+        return trajectory, pairing.coplayer_is_naive
 
     def episodes(
         self, meta_params: Any, naive_params: Any, run_key: jax.Array, version: jax.Array, episode_indices: jax.Array

@@ -115,7 +115,8 @@ def test_estimator_flags_follow_the_table():
     assert estimator_flags("mfos") == (True, False)
     assert estimator_flags("batch_unaware") == (False, False)
     assert estimator_flags("mfos_mean") == (True, False)
-    assert set(ESTIMATORS) == {"coala", "mfos", "batch_unaware", "mfos_mean"}
+    assert set(ESTIMATORS) == {"coala", "mfos", "batch_unaware", "mfos_mean", "lola_dice"}
+    assert [n for n in ESTIMATORS if get_estimator(n).lola_dice] == ["lola_dice"]
     # Σ over the B trajectories (Eq. 5) for COALA-PG and the M-FOS code's reading; the mean otherwise.
     assert [get_estimator(n).sum_over_batch for n in ("coala", "mfos", "batch_unaware", "mfos_mean")] == [
         True, True, False, False

@@ -127,7 +127,8 @@ class SnrSettings:
         if not self.estimators:
             raise ValueError("no estimator to compare")
         for name in self.estimators:
-            estimators.get_estimator(name)
+            if estimators.get_estimator(name).lola_dice:
+                raise ValueError("the diagnostic compares Algorithm 1 rules; lola_dice has no advantage-based gradient")
         if not self.target_snr > 0:
             raise ValueError(f"the target SNR must be > 0, got {self.target_snr}")
 

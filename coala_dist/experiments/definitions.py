@@ -126,11 +126,12 @@ EXPERIMENTS: dict[str, Experiment] = {
             name="ipd-fig5c",
             claim=(
                 "Mixed pool (p_naive = 0.75, 4 meta agents): COALA-PG meta agents cooperate with each other (reward "
-                "per step between meta agents near 1); M-FOS and batch-unaware fall into mutual defection (near 0)."
+                "per step between meta agents near 1); M-FOS and batch-unaware fall into mutual defection (near 0); "
+                "LOLA-DiCE also cooperates."
             ),
             config_file="ipd_cpu_mixed_pool.py",
             overrides={},
-            estimators=PAPER_ESTIMATORS,
+            estimators=PAPER_ESTIMATORS + ("lola_dice",),
             headline_metrics=_MIXED_POOL_METRICS,
         ),
         Experiment(

@@ -15,9 +15,16 @@ The functions here are small and pure, rlax-style:
   trajectories in RL; exact expectations in the tests, where the gradient is checked against the analytic LOLA
   gradient of `coala_dist.rl.analytic_rules.lola_gradient`).
 
-Not yet wired into the learner: a LOLA-DiCE meta agent needs look-ahead rollouts against its co-player's Hawk policy
-(the co-player's actions, log-probabilities and rewards, which the meta-episode data contract does not carry); this
-module is the estimator those rollouts will feed.
+* `inner_episode_dice_objective`: the LOLA-DiCE meta agent's objective on one replayed meta-episode (estimator
+  "lola_dice"; `coala_dist.learner.Learner` replays the episode with `coala_dist.rollout.Rollout.replay`).
+
+LOLA-DiCE meta agent (our reading; the paper gives no RL details, paper.md §3): Eq. 4's look-ahead steps are the
+naive co-player's own M − 1 A2C updates inside the meta-episode (its real rule: Adam, clipping, advantage
+normalisation), made differentiable in the ego's parameters by DiCE (`Rollout.play(look_ahead=True)`). The agent
+ascends Σₘ Jⁱ(φⁱ, θₘ(φⁱ)): each inner episode's DiCE surrogate, whose stochastic dependencies are the actions of that
+inner episode only. So the agent learns through the co-player's parameter updates (LOLA's white-box model), not
+through the in-context (recurrent-state) effects across inner episodes that COALA-PG credits; against a meta
+co-player, which does not update inside a meta-episode, it is a per-inner-episode REINFORCE with a baseline.
 """
 
 from __future__ import annotations
@@ -141,3 +148,43 @@ def lola_dice_gradient(
         return own_objective(own, lola_look_ahead(own, params_other, co_player_objective, learning_rate, steps))
 
     return jax.grad(objective)(params_own)
+
+
+def inner_episode_dice_objective(
+    ego_log_probs: Array,
+    coplayer_log_probs: Array,
+    rewards: Array,
+    baselines: Array,
+    inner_episode_length: int,
+    discount: float | Array,
+) -> Array:
+    """Σₘ of each inner episode's DiCE surrogate (`dice_objective`) over B meta-trajectories of M inner episodes.
+
+        L = (1/B) Σ_b Σ_m Σ_t γᵗ r_{b,m,t} □(Σ_{k≤t} w_{b,m,k}) + baseline terms,   w = log π_ego + log π_co
+
+    with t counted from each inner episode's start. Its value is the mean over b of the discounted return summed
+    over the inner episodes; its gradient is the LOLA-DiCE gradient when the co-player's log-probabilities depend on
+    the ego's parameters through its look-ahead updates (`coala_dist.rollout.Rollout.play`).
+
+    Args:
+      ego_log_probs: [B, L] log-probabilities of the ego's actions (L = M·T).
+      coplayer_log_probs: [B, L] log-probabilities of the co-player's actions.
+      rewards: [B, L] the ego's rewards (constants).
+      baselines: [B, L] baselines, e.g. the critic's V(h_t) (constants).
+      inner_episode_length: T.
+      discount: γ within an inner episode.
+
+    Returns:
+      Scalar surrogate to ascend.
+    """
+    chex.assert_equal_shape([ego_log_probs, coplayer_log_probs, rewards, baselines])
+    batch, length = rewards.shape
+    if length % inner_episode_length:
+        raise ValueError(f"meta-trajectory length {length} is not a multiple of T = {inner_episode_length}")
+    episodes = length // inner_episode_length
+
+    def rows(x: Array) -> Array:  # [B, M·T] -> [B·M, T]: one row per inner episode
+        return x.reshape((batch * episodes, inner_episode_length))
+
+    per_row = dice_objective(rows(ego_log_probs + coplayer_log_probs), rows(rewards), discount, rows(baselines))
+    return per_row * episodes  # mean over B·M rows × M = mean over b of the sum over m

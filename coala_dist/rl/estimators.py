@@ -47,6 +47,9 @@ class Estimator:
         (Eq. 5, Eq. 26) instead of averaged (Eq. 6); see `coala_dist.rl.losses`.
       label: the name reports and plots print.
       color: its matplotlib colour in every plot (kept here so all figures agree).
+      lola_dice: not an Algorithm 1 rule but LOLA-DiCE (paper.md Eq. 4, `coala_dist.rl.dice`): the learner replays
+        the meta-batch and ascends the DiCE objective through the naive co-player's updates; the three flags above
+        are then unused.
     """
 
     name: str
@@ -55,6 +58,7 @@ class Estimator:
     sum_over_batch: bool
     label: str
     color: str
+    lola_dice: bool = False
 
 
 REGISTRY: dict[str, Estimator] = {
@@ -64,6 +68,7 @@ REGISTRY: dict[str, Estimator] = {
         Estimator("mfos", True, False, True, "M-FOS", "tab:orange"),
         Estimator("batch_unaware", False, False, False, "batch-unaware", "tab:green"),
         Estimator("mfos_mean", True, False, False, "M-FOS (mean over B)", "tab:red"),
+        Estimator("lola_dice", False, False, False, "LOLA-DiCE", "tab:purple", lola_dice=True),
     )
 }
 

@@ -64,7 +64,14 @@ class NaiveLearner:
         """A fresh optimiser state (one per meta-trajectory)."""
         return self.optimizer.init(params)
 
-    def loss(self, params: Any, obs: jax.Array, actions: jax.Array, rewards: jax.Array) -> jax.Array:
+    def loss(
+        self,
+        params: Any,
+        obs: jax.Array,
+        actions: jax.Array,
+        rewards: jax.Array,
+        trajectory_weights: jax.Array | None = None,
+    ) -> jax.Array:
         """A2C loss on one inner episode.
 
         Args:
@@ -72,6 +79,10 @@ class NaiveLearner:
           obs: [B, T, obs_dim] its observations.
           actions: [B, T] int its actions.
           rewards: [B, T] its rewards (unscaled).
+          trajectory_weights: optional [B] weights of each trajectory's share of the loss (the advantage
+            normalisation's statistics stay those of the whole batch): mean_b w_b · ℓ_b. LOLA-DiCE passes DiCE's
+            magic boxes, which evaluate to 1, so that the update keeps its value and gains the derivative of how
+            the trajectories were drawn (`coala_dist.rl.dice`). None: the plain loss.
         """
         batch, length = actions.shape
         segment_pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
@@ -83,16 +94,20 @@ class NaiveLearner:
         advantages = jax.lax.stop_gradient(returns - output.value)
         if self.advantage_normalization:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        return a2c_loss(
-            logp,
-            entropy,
-            output.value,
-            advantages,
-            returns,
-            sum_over_batch=False,
-            value_coefficient=self.value_coefficient,
-            entropy_coefficient=self.entropy_coefficient,
-        ).loss
+        def loss_of(*rows: jax.Array) -> jax.Array:
+            return a2c_loss(
+                *rows,
+                sum_over_batch=False,
+                value_coefficient=self.value_coefficient,
+                entropy_coefficient=self.entropy_coefficient,
+            ).loss
+
+        inputs = (logp, entropy, output.value, advantages, returns)
+        if trajectory_weights is None:
+            return loss_of(*inputs)
+        # a2c_loss is a mean over [B, T]: with equal lengths it is the mean over b of each trajectory's own loss.
+        per_trajectory = jax.vmap(lambda *row: loss_of(*(x[None] for x in row)))(*inputs)
+        return jnp.mean(trajectory_weights * per_trajectory)
 
     def update(
         self,
@@ -101,8 +116,9 @@ class NaiveLearner:
         obs: jax.Array,
         actions: jax.Array,
         rewards: jax.Array,
+        trajectory_weights: jax.Array | None = None,
     ) -> tuple[Any, optax.OptState]:
-        """One A2C step on the B trajectories of the inner episode just played. Shapes as in `loss`."""
-        grads = jax.grad(self.loss)(params, obs, actions, rewards)
+        """One A2C step on the B trajectories of the inner episode just played. Arguments as in `loss`."""
+        grads = jax.grad(self.loss)(params, obs, actions, rewards, trajectory_weights)
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
