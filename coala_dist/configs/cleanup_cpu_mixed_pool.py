@@ -6,7 +6,13 @@ M = 5, T = 64, A2C + SGD) except, to fit a shared 2-core CPU (the paper runs 300
   * meta_batch_size 512 -> 8 per meta agent, batch_size B 64 -> 8,
   * training_iterations 30000 -> 150,
   * meta learning rates 10× the paper's (COALA-PG 0.1 -> 1.0, M-FOS / batch-unaware 0.03 -> 0.3; 1.0 is the largest
-    value of Table 6's sweep), keeping the paper's ratio between estimators, to make up for 200× fewer updates.
+    value of Table 6's sweep), keeping the paper's ratio between estimators, to make up for 200× fewer updates,
+  * value_coefficient 0.5 -> 0.05: the critic keeps the paper's step size. With SGD one update moves the parameters
+    by lr · (∇L_policy + c_v ∇L_value), so c_v = 0.05 at 10× the learning rate is exactly the paper's value step
+    (lr · c_v = 0.05 for COALA-PG, 0.015 for M-FOS / batch-unaware). At 10× with c_v = 0.5 one step moved V by
+    ≈ 16× its error (V at step 0 swung +1.9, −3.0, +0.85 against a target ≈ 0.2; value loss 0.65–5.3), so every
+    step was clipped and only M-FOS's large Σ_b policy gradient survived (issue 18's audit; added 2026-12-03).
+    `--config.meta.value_coefficient=0.5` gives the earlier runs' setting.
 """
 
 from coala_dist.configs import load_shipped
@@ -24,5 +30,6 @@ def get_config():
     config.batch_size = 8
     config.training_iterations = 150
     config.meta.learning_rate = 1.0
+    config.meta.value_coefficient = 0.05
     config.log_every = 10
     return config
