@@ -85,6 +85,8 @@ def learner_settings(config: ml_collections.ConfigDict) -> LearnerSettings:
         ppo_num_minibatches=m.ppo_num_minibatches,
         ppo_num_epochs=m.ppo_num_epochs,
         gradient_chunk_trajectories=config.compute.gradient_chunk_trajectories,
+        lola_look_ahead_steps=m.lola_look_ahead_steps,
+        lola_look_ahead_lr=m.lola_look_ahead_lr,
     )
 
 

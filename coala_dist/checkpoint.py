@@ -114,8 +114,17 @@ def config_hash(config: ml_collections.ConfigDict) -> str:
 
 
 def check_compatible(saved: dict, config: ml_collections.ConfigDict, path: str) -> None:
-    """Raises IncompatibleCheckpointError naming every experiment field that differs from the saved config."""
+    """Raises IncompatibleCheckpointError naming every experiment field that differs from the saved config.
+
+    A field the saved config lacks (added to `default_config` after the checkpoint was written) counts as equal
+    when it holds its default now: a new field's default keeps the old behaviour."""
+    from coala_dist.config import default_config
+
     old, new = _experiment_fields(saved), _experiment_fields(config.to_dict())
+    defaults = _experiment_fields(default_config().to_dict())
+    for key in new.keys() - old.keys():
+        if key in defaults and new[key] == defaults[key]:
+            old[key] = new[key]
     differing = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>"))
     if differing:
         details = ", ".join(

@@ -84,6 +84,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.meta.adam_epsilon = 1e-5
     c.meta.learning_rate = 3e-4
     c.meta.max_grad_norm = 1.0
+    # LOLA-DiCE only (estimator lola_dice): look-ahead through a META co-player's own learning step, which LOLA models
+    # as plain gradient ascent on its inner-episode DiCE objective: this many steps (0: none) of this step size.
+    # [not found] in the paper (paper.md §3): our choice, switchable. Naive co-players are looked through by their
+    # real A2C steps inside the meta-episode, whatever these are.
+    c.meta.lola_look_ahead_steps = 1
+    c.meta.lola_look_ahead_lr = 1.0
 
     c.naive = ml_collections.ConfigDict()  # Table 8, IPD columns
     c.naive.advantage_normalization = True
@@ -300,6 +306,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check_in(config.meta.optimizer, "meta.optimizer", OPTIMIZERS)
     _check_in(config.naive.optimizer, "naive.optimizer", OPTIMIZERS)
     _check_range(config.p_naive, "p_naive", 0.0, 1.0)
+    _check_int_at_least(config.meta.lola_look_ahead_steps, "meta.lola_look_ahead_steps", 0)
+    _check_range(config.meta.lola_look_ahead_lr, "meta.lola_look_ahead_lr", 0.0, float("inf"))
     for group in ("meta", "naive"):
         _check_range(config[group].discount, f"{group}.discount", 0.0, 1.0)
         _check_range(config[group].learning_rate, f"{group}.learning_rate", 0.0, float("inf"), low_open=True)

@@ -98,6 +98,8 @@ class LearnerSettings:
       ppo_num_minibatches: minibatches per PPO epoch.
       ppo_num_epochs: PPO epochs.
       gradient_chunk_trajectories: at most this many trajectories per backward pass (0: the whole minibatch).
+      lola_look_ahead_steps: LOLA-DiCE's gradient-ascent look-ahead steps through a meta co-player's learning.
+      lola_look_ahead_lr: their step size.
     """
 
     population_size_meta: int
@@ -122,6 +124,8 @@ class LearnerSettings:
     ppo_num_minibatches: int
     ppo_num_epochs: int
     gradient_chunk_trajectories: int
+    lola_look_ahead_steps: int = 1
+    lola_look_ahead_lr: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,13 +294,20 @@ class Learner:
     def evaluate_actions(self, params: Any, batch: MetaEpisode) -> tuple[jax.Array, jax.Array, jax.Array]:
         """The policy on a batch's whole meta-trajectories: log π(aₜ | hₜ) of the taken actions, the entropy and the
         value at each step, each [n, B, L] for a batch [n, B, L] (no cache: every trajectory starts fresh)."""
-        n, batch_size, length = batch.actions.shape
-        obs = batch.obs.reshape((n * batch_size, length, -1))
-        segment_pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (n * batch_size, length))
-        output, _ = self.policy.apply({"params": params}, obs, segment_pos)
-        log_probs = jax.nn.log_softmax(output.logits).reshape((n, batch_size, length, -1))
-        values = output.value.reshape((n, batch_size, length))
-        logp = jnp.take_along_axis(log_probs, batch.actions[..., None], axis=-1)[..., 0]
+        return self.sequence_log_probs(params, batch.obs, batch.actions)
+
+    def sequence_log_probs(
+        self, params: Any, obs: jax.Array, actions: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """log π(aₗ | hₗ), entropy and value of a meta agent's policy along whole meta-trajectories: obs [..., L, o],
+        actions [..., L] -> three [..., L] arrays (segment position l, no cache)."""
+        lead, length = actions.shape[:-1], actions.shape[-1]
+        rows = obs.reshape((-1, length, obs.shape[-1]))
+        segment_pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), rows.shape[:2])
+        output, _ = self.policy.apply({"params": params}, rows, segment_pos)
+        log_probs = jax.nn.log_softmax(output.logits).reshape(lead + (length, -1))
+        values = output.value.reshape(lead + (length,))
+        logp = jnp.take_along_axis(log_probs, actions[..., None], axis=-1)[..., 0]
         entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
         return logp, entropy, values
 
@@ -403,9 +414,13 @@ class Learner:
         """A LOLA-DiCE agent's loss on its meta-batch [N, B, L] (paper.md Eq. 4; `rl.dice`).
 
         The episodes are played again from their keys (`Rollout.replay`) with `params` as the ego's, so that every
-        log-probability, and through the naive co-players' A2C steps (`look_ahead`) their parameters, are functions
-        of `params`. Loss = −(inner-episode DiCE objective, mean over episodes) + c_v · 0.5 · mean (V − G)², with
-        rewards × reward_scale, the replayed critic values as DiCE's baseline and TD(λ_td) targets G.
+        log-probability is a function of `params`, and with `look_ahead` so are the co-players' parameters: a naive
+        co-player's through its own A2C steps inside the meta-episode, a meta co-player's (which does not learn
+        inside a meta-episode) through LOLA's model of its learning, `lola_look_ahead_steps` steps of gradient ascent
+        (size `lola_look_ahead_lr`) on its inner-episode DiCE objective of the same episode, whose log-probabilities
+        are then re-evaluated along the episode at the looked-ahead parameters. Loss = −(inner-episode DiCE
+        objective, mean over episodes) + c_v · 0.5 · mean (V − G)², with rewards × reward_scale, the replayed critic
+        values as DiCE's baseline and TD(λ_td) targets G.
 
         Returns:
           (loss, (LossOutput, advantage mean, value-target mean)); the entropy is the policy's on the actors' batch
@@ -419,7 +434,7 @@ class Learner:
                 params, meta_params, naive_params, run_key, version, episode_index, look_ahead=look_ahead
             )
 
-        trajectory, coplayer_is_naive = jax.vmap(replay)(batch.policy_version, batch.episode_index)
+        trajectory, coplayer_is_naive, coplayer = jax.vmap(replay)(batch.policy_version, batch.episode_index)
         rewards = trajectory["rewards"] * s.reward_scale
         values = trajectory["behaviour_values"]
         baselines = jax.lax.stop_gradient(values)
@@ -428,9 +443,28 @@ class Learner:
         def objective(ego_logp, co_logp, r, b):
             return dice.inner_episode_dice_objective(ego_logp, co_logp, r, b, s.inner_episode_length, s.discount)
 
-        policy_loss = -jnp.mean(
-            jax.vmap(objective)(trajectory["behaviour_logp"], trajectory["coplayer_logp"], rewards, baselines)
-        )
+        co_logp = trajectory["coplayer_logp"]
+        if look_ahead and s.lola_look_ahead_steps > 0:
+
+            def meta_coplayer_logp(ego_logp, theta, co_obs, co_actions, co_rewards):
+                def coplayer_objective(ego, th):
+                    logp, _, co_values = self.sequence_log_probs(th, co_obs, co_actions)
+                    return objective(ego, logp, co_rewards * s.reward_scale, jax.lax.stop_gradient(co_values))
+
+                ahead = dice.lola_look_ahead(
+                    ego_logp, theta, coplayer_objective, s.lola_look_ahead_lr, s.lola_look_ahead_steps
+                )
+                return self.sequence_log_probs(ahead, co_obs, co_actions)[0]
+
+            looked_ahead = jax.vmap(meta_coplayer_logp)(
+                trajectory["behaviour_logp"],
+                coplayer,
+                trajectory["coplayer_obs"],
+                trajectory["coplayer_actions"],
+                trajectory["coplayer_rewards"],
+            )
+            co_logp = jnp.where(coplayer_is_naive[:, None, None], co_logp, looked_ahead)
+        policy_loss = -jnp.mean(jax.vmap(objective)(trajectory["behaviour_logp"], co_logp, rewards, baselines))
         value_loss = 0.5 * jnp.mean(jnp.square(values - targets))
         loss = policy_loss + s.value_coefficient * value_loss
         zero = jnp.zeros((), loss.dtype)

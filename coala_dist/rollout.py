@@ -134,8 +134,9 @@ class Rollout:
 
         Returns:
           (trajectory, metrics): trajectory arrays `obs` [B, L, o], `actions`, `rewards`, `behaviour_logp`,
-          `behaviour_values`, `coplayer_logp` (log π of the co-player's actions under its parameters of the moment)
-          [B, L]; metrics as in `MetaEpisode.metrics`, each [M].
+          `behaviour_values` [B, L], and the co-player's `coplayer_obs`, `coplayer_actions`, `coplayer_rewards`,
+          `coplayer_logp` (log π of its actions under its parameters of the moment); metrics as in
+          `MetaEpisode.metrics`, each [M].
         """
         env, policy = self.env, self.policy
         batch, length = self.batch_size, self.inner_episode_length
@@ -202,10 +203,7 @@ class Rollout:
                 **{name: value.mean() for name, value in steps["info"].items()},
                 **episode_metrics(self.env, steps["info"]),
             }
-            trajectory = {
-                name: steps[name]
-                for name in ("obs", "actions", "rewards", "behaviour_logp", "behaviour_values", "coplayer_logp")
-            }
+            trajectory = {name: value for name, value in steps.items() if name != "info"}
             return (ego_cache, co_cache, co_params, co_opt_state), (trajectory, metrics)
 
         init = (
@@ -253,9 +251,9 @@ class Rollout:
             pairing.coplayer_is_naive,
             play_key,
         )
-        del trajectory["coplayer_logp"]  # not part of the data contract (DESIGN.md §4)
         return MetaEpisode(
-            **trajectory,
+            # The co-player's arrays are not part of the data contract (DESIGN.md §4); jit drops them.
+            **{name: value for name, value in trajectory.items() if not name.startswith("coplayer_")},
             ego_id=pairing.ego_id,
             coplayer_is_naive=pairing.coplayer_is_naive,
             coplayer_id=pairing.coplayer_id,
@@ -289,7 +287,7 @@ class Rollout:
         episode_index: jax.Array,
         *,
         look_ahead: bool = True,
-    ) -> tuple[dict[str, jax.Array], jax.Array]:
+    ) -> tuple[dict[str, jax.Array], jax.Array, Any]:
         """Plays episode `episode_index` of version `version` again, differentiably in `ego_params` (LOLA-DiCE).
 
         With the parameters that generated it (a synchronous run's current ones) this is the same episode, action
@@ -298,12 +296,13 @@ class Rollout:
         its A2C updates when `look_ahead`, see `play`).
 
         Returns:
-          (trajectory, coplayer_is_naive): `play`'s trajectory [B, L] and the co-player type [].
+          (trajectory, coplayer_is_naive, coplayer): `play`'s trajectory [B, L], the co-player type [] and its
+          parameters at the start.
         """
         pairing, play_key = self._pairing(run_key, version, episode_index)
         coplayer = jax.lax.stop_gradient(coplayer_params(meta_params, naive_params, pairing))
         trajectory, _ = self.play(ego_params, coplayer, pairing.coplayer_is_naive, play_key, look_ahead=look_ahead)
-        return trajectory, pairing.coplayer_is_naive
+        return trajectory, pairing.coplayer_is_naive, coplayer
 
     def episodes(
         self, meta_params: Any, naive_params: Any, run_key: jax.Array, version: jax.Array, episode_indices: jax.Array

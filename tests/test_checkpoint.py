@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 from helpers import coala_train_command
 
-from coala_dist.checkpoint import Checkpointer, IncompatibleCheckpointError, abstract_train_state
+from coala_dist.checkpoint import (
+    Checkpointer,
+    IncompatibleCheckpointError,
+    abstract_train_state,
+    check_compatible,
+)
 from coala_dist.train import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -157,6 +162,18 @@ def test_incompatible_config_names_the_fields(tiny_config, tiny_components, tmp_
     # Only compatible changes: restores.
     compatible = _with(tiny_config, log_every=7, training_iterations=99, checkpoint__save_every=5)
     assert int(checkpointer.restore_latest(abstract, compatible).step) == 1
+
+
+def test_a_field_added_after_the_checkpoint_is_compatible_only_at_its_default(tiny_config):
+    saved = tiny_config.to_dict()
+    del saved["meta"]["lola_look_ahead_lr"]  # a checkpoint written before the field existed
+    check_compatible(saved, tiny_config, "CKPT")  # the default: the old behaviour
+    expected = r"meta.lola_look_ahead_lr \(checkpoint '<absent>', now 0.5\)"
+    with pytest.raises(IncompatibleCheckpointError, match=expected):
+        check_compatible(saved, _with(tiny_config, meta__lola_look_ahead_lr=0.5), "CKPT")
+    del saved["population_size_meta"]  # not a new field with its default: still a difference
+    with pytest.raises(IncompatibleCheckpointError, match="population_size_meta"):
+        check_compatible(saved, tiny_config, "CKPT")
 
 
 @pytest.mark.slow

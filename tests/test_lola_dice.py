@@ -14,7 +14,7 @@ from conftest import load_config
 
 from coala_dist.builder import build
 from coala_dist.networks.policy import HawkPolicy, init_policy_params
-from coala_dist.rl.dice import inner_episode_dice_objective
+from coala_dist.rl.dice import inner_episode_dice_objective, lola_dice_gradient
 from coala_dist.rl.naive import NaiveLearner
 
 
@@ -60,7 +60,7 @@ def test_the_learner_replays_the_actors_episodes_action_for_action(lola):
         ego = _agent_params(state, index // config.meta_batch_size)
         return components.rollout.replay(ego, state.meta_params, naive_params, state.run_key, version, index)
 
-    trajectory, naive = jax.vmap(replay)(batch.policy_version, batch.episode_index)
+    trajectory, naive, coplayer = jax.vmap(replay)(batch.policy_version, batch.episode_index)
     np.testing.assert_array_equal(naive, batch.coplayer_is_naive)
     np.testing.assert_array_equal(trajectory["actions"], batch.actions)
     np.testing.assert_array_equal(trajectory["rewards"], batch.rewards)
@@ -68,6 +68,13 @@ def test_the_learner_replays_the_actors_episodes_action_for_action(lola):
     np.testing.assert_allclose(trajectory["behaviour_logp"], batch.behaviour_logp, atol=1e-6)
     np.testing.assert_allclose(trajectory["behaviour_values"], batch.behaviour_values, atol=1e-6)
     assert bool(batch.coplayer_is_naive.any()) and not bool(batch.coplayer_is_naive.all())
+    # A meta co-player's log-probabilities re-evaluated along its whole meta-trajectory (what its look-ahead uses)
+    # are the ones it acted with step by step.
+    meta = ~np.asarray(naive)
+    relogp, _, _ = jax.vmap(components.learner.sequence_log_probs)(
+        coplayer, trajectory["coplayer_obs"], trajectory["coplayer_actions"]
+    )
+    np.testing.assert_allclose(np.asarray(relogp)[meta], np.asarray(trajectory["coplayer_logp"])[meta], atol=1e-5)
 
 
 def _reinforce_gradient(learner, params, episode, config):
@@ -95,10 +102,36 @@ def _flat(tree):
     return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(tree)])
 
 
+def _lola_reference(learner, params, episode, replayed, coplayer, config):
+    """Eq. 4 assembled independently for an episode against a meta co-player: the generic, separately tested
+    `lola_dice_gradient` (one look-ahead step) on inner-episode DiCE surrogates whose log-probabilities come from
+    whole-sequence forward passes of both players (not from the rollout's step-by-step replay)."""
+    scale, length, gamma = config.meta.reward_scale, config.env.inner_episode_length, config.meta.discount
+    rewards = episode.rewards[0] * scale
+    baselines = episode.behaviour_values[0]
+    co_obs, co_actions = replayed["coplayer_obs"], replayed["coplayer_actions"]
+    co_rewards = replayed["coplayer_rewards"] * scale
+
+    def ego_logp(phi):
+        return learner.sequence_log_probs(phi, episode.obs[0], episode.actions[0])[0]
+
+    def own(phi, theta):
+        co_logp = learner.sequence_log_probs(theta, co_obs, co_actions)[0]
+        return inner_episode_dice_objective(ego_logp(phi), co_logp, rewards, baselines, length, gamma)
+
+    def co_player(phi, theta):
+        co_logp, _, co_values = learner.sequence_log_probs(theta, co_obs, co_actions)
+        co_baselines = jax.lax.stop_gradient(co_values)
+        return inner_episode_dice_objective(ego_logp(phi), co_logp, co_rewards, co_baselines, length, gamma)
+
+    gradient = lola_dice_gradient(params, coplayer, own, co_player, config.meta.lola_look_ahead_lr, 1)
+    return jax.tree_util.tree_map(jnp.negative, gradient)  # of the loss, −objective
+
+
 @pytest.fixture(scope="module")
 def lola_gradients(lola):
     """The LOLA-DiCE gradient with and without the look-ahead on one episode against a meta co-player and one
-    against a naive learner (same program shapes: two compilations)."""
+    against a naive learner (same program shapes: two compilations), with the independent references."""
     config, components, state, batch = lola
     learner = components.learner
     naive_params = learner.naive_initialisations(state)
@@ -122,6 +155,17 @@ def lola_gradients(lola):
             "first_order": _flat(gradient(False)(params, episode)),
             "reinforce": _flat(_reinforce_gradient(learner, params, episode, config)),
         }
+        if name == "meta":
+            replayed, _, coplayer = components.rollout.replay(
+                params,
+                state.meta_params,
+                naive_params,
+                state.run_key,
+                episode.policy_version[0],
+                episode.episode_index[0],
+            )
+            reference = _lola_reference(learner, params, episode, replayed, coplayer, config)
+            grads[name]["lola_reference"] = _flat(reference)
     return grads
 
 
@@ -134,11 +178,18 @@ def test_without_look_ahead_the_gradient_is_per_inner_episode_reinforce(lola_gra
 
 
 @pytest.mark.slow
-def test_the_look_ahead_adds_a_term_only_against_a_naive_learner(lola_gradients):
-    meta, naive = lola_gradients["meta"], lola_gradients["naive"]
-    # A meta co-player does not learn inside a meta-episode: nothing to look ahead through.
-    np.testing.assert_allclose(meta["look_ahead"], meta["first_order"], atol=1e-6 * np.linalg.norm(meta["first_order"]))
-    # Against a naive learner the co-player's later log-probabilities depend on the ego's parameters.
+def test_against_a_meta_coplayer_the_look_ahead_is_lolas_eq4(lola_gradients):
+    meta = lola_gradients["meta"]
+    term = meta["look_ahead"] - meta["first_order"]
+    assert np.linalg.norm(term) > 1e-3 * np.linalg.norm(meta["first_order"])
+    reference = meta["lola_reference"]
+    np.testing.assert_allclose(meta["look_ahead"], reference, atol=1e-4 * np.linalg.norm(reference))
+
+
+@pytest.mark.slow
+def test_against_a_naive_learner_the_look_ahead_goes_through_its_a2c_steps(lola_gradients):
+    naive = lola_gradients["naive"]
+    # The co-player's later log-probabilities depend on the ego's parameters through its updates.
     term = naive["look_ahead"] - naive["first_order"]
     assert np.linalg.norm(term) > 1e-3 * np.linalg.norm(naive["first_order"])
 

@@ -23,8 +23,11 @@ naive co-player's own M − 1 A2C updates inside the meta-episode (its real rule
 normalisation), made differentiable in the ego's parameters by DiCE (`Rollout.play(look_ahead=True)`). The agent
 ascends Σₘ Jⁱ(φⁱ, θₘ(φⁱ)): each inner episode's DiCE surrogate, whose stochastic dependencies are the actions of that
 inner episode only. So the agent learns through the co-player's parameter updates (LOLA's white-box model), not
-through the in-context (recurrent-state) effects across inner episodes that COALA-PG credits; against a meta
-co-player, which does not update inside a meta-episode, it is a per-inner-episode REINFORCE with a baseline.
+through the in-context (recurrent-state) effects across inner episodes that COALA-PG credits. A meta co-player does
+not update inside a meta-episode; LOLA then models its learning as Eq. 4 does in the analytic game:
+`config.meta.lola_look_ahead_steps` (default 1) steps of gradient ascent of size `config.meta.lola_look_ahead_lr`
+(default 1.0; the paper gives neither) on its own inner-episode DiCE objective of the same episode
+(`Learner.lola_dice_loss`); with 0 steps it is a per-inner-episode REINFORCE with a baseline.
 """
 
 from __future__ import annotations
