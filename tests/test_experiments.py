@@ -114,6 +114,10 @@ def test_experiment_configs_are_the_claims():
     assert (fig5c.p_naive, fig5c.population_size_meta) == (0.75, 4)
     ablation = experiment_config(EXPERIMENTS["ipd-ablation-pnaive0"], "coala", 0)
     assert (ablation.p_naive, ablation.population_size_meta) == (0.0, 4)
+    # The larger-meta-batch Fig. 5C differs from Fig. 5C in the meta-batch alone.
+    larger = experiment_config(EXPERIMENTS["ipd-fig5c-mb32"], "coala", 0).to_dict()
+    assert larger.pop("meta_batch_size") == 32 and fig5c.meta_batch_size == 8
+    assert larger == {k: v for k, v in fig5c.to_dict().items() if k != "meta_batch_size"}
     with pytest.raises(ValueError, match="estimators"):
         experiment_config(EXPERIMENTS["ipd-ablation-pnaive0"], "mfos", 0)
 
@@ -392,3 +396,10 @@ def test_smoke_refuses_an_out_inside_results(tmp_path, monkeypatch):
     assert "results/coala-test-refused/ipd-fig5a" in lines[0]
     assert not (tmp_path / "w").exists() and not (tmp_path / "cli").exists()
     assert results_snapshot() == before
+
+
+def test_experiment_help_names_every_experiment():
+    from coala_dist.commands import experiment as experiment_command
+
+    missing = [name for name in EXPERIMENTS if name not in experiment_command.__doc__]
+    assert not missing, f"`coala experiment --help` does not name {missing}"
