@@ -15,6 +15,7 @@ import ml_collections
 from coala_dist.config import agent_estimators, meta_coplayer_mask, validate
 from coala_dist.envs import TwoPlayerEnv, make_env
 from coala_dist.learner import Learner, LearnerSettings
+from coala_dist.lola_dice_learner import LolaDiceLearner
 from coala_dist.networks.policy import HawkPolicy
 from coala_dist.rl.estimators import get_estimator
 from coala_dist.rl.naive import NaiveLearner
@@ -97,7 +98,10 @@ def make_learner(
     `rollout` for LOLA-DiCE agents, whose update replays their episodes."""
     m = config.meta
     optimizer = make_optimizer(m.optimizer, m.learning_rate, m.max_grad_norm, m.adam_epsilon)
-    return Learner(policy, optimizer, learner_settings(config), obs_dim, rollout)
+    settings = learner_settings(config)
+    if any(get_estimator(name).lola_dice for name in settings.agent_estimators):
+        return LolaDiceLearner(policy, optimizer, settings, obs_dim, rollout)
+    return Learner(policy, optimizer, settings, obs_dim)
 
 
 def build(config: ml_collections.ConfigDict) -> Components:

@@ -13,9 +13,8 @@ at once with `vmap` over their stacked parameters:
    naive-opponent episodes of the COALA/M-FOS rules sum the policy gradient over the B trajectories (Eq. 5);
 5. global-norm clipping and Adam/SGD; an update whose loss or gradient is not finite is skipped and counted.
 
-LOLA-DiCE agents (estimator "lola_dice", `coala_dist.rl.dice`) skip 2–4: the learner replays their meta-batch from
-the episodes' keys (`Rollout.replay`), differentiably through the naive co-players' updates, and takes one step on
-the negated DiCE objective plus the value loss.
+LOLA-DiCE agents (estimator "lola_dice") have a learner of their own with the same interface,
+`coala_dist.lola_dice_learner.LolaDiceLearner`, which replaces 2–4 by one step on the DiCE objective.
 """
 
 from __future__ import annotations
@@ -28,10 +27,10 @@ import jax.numpy as jnp
 import optax
 
 from coala_dist import compat, keys
-from coala_dist.networks.policy import HawkPolicy, init_policy_params
-from coala_dist.rl import dice, estimators
+from coala_dist.networks.policy import HawkPolicy, evaluate_actions, init_policy_params
+from coala_dist.rl import estimators
 from coala_dist.rl.losses import LossOutput, a2c_loss, ppo_loss
-from coala_dist.rollout import MetaEpisode, Rollout
+from coala_dist.rollout import MetaEpisode
 
 
 class TrainState(NamedTuple):
@@ -130,26 +129,14 @@ class LearnerSettings:
 
 @dataclasses.dataclass(frozen=True)
 class Learner:
-    """Builds the initial TrainState and applies updates. `coala_dist.builder.build` constructs it.
-
-    `rollout` is needed only by LOLA-DiCE agents, whose update replays their episodes.
+    """Builds the initial TrainState and applies updates of Algorithm 1's rules (COALA-PG, M-FOS, batch-unaware).
+    `coala_dist.builder.build` constructs it; LOLA-DiCE agents have their own (`coala_dist.lola_dice_learner`).
     """
 
     policy: HawkPolicy
     optimizer: optax.GradientTransformation
     settings: LearnerSettings
     obs_dim: int
-    rollout: Rollout | None = None
-
-    @property
-    def lola_dice(self) -> bool:
-        """Whether the agents are LOLA-DiCE agents (all of them: the config refuses a mix)."""
-        flags = {estimators.get_estimator(name).lola_dice for name in self.settings.agent_estimators}
-        if len(flags) > 1:
-            raise ValueError("lola_dice cannot be mixed with other estimators in agent_estimators")
-        if flags == {True} and self.rollout is None:
-            raise ValueError("LOLA-DiCE agents need the learner built with its rollout (coala_dist.builder)")
-        return flags == {True}
 
     def init(self, key: jax.Array) -> TrainState:
         """Fresh meta agents and naive initialisations (Hawk init, zero readouts: uniform policies). Jitted: one
@@ -181,50 +168,36 @@ class Learner:
 
     # ---------------------------------------------------------------------------------------------------------
     # Targets
-    def _rule_flags(self) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Per meta agent [P] bools of its naive-opponent rule: (average_future, normalize_current, sum_over_batch)."""
-        rules = [estimators.get_estimator(name) for name in self.settings.agent_estimators]
-        return (
-            jnp.array([rule.average_future_episodes for rule in rules]),
-            jnp.array([rule.normalize_current_episode for rule in rules]),
-            jnp.array([rule.sum_over_batch for rule in rules]),
-        )
+    def scale_rewards(self, rewards: jax.Array) -> jax.Array:
+        """Rewards as every target and objective of the update sees them: × `reward_scale`."""
+        return rewards * self.settings.reward_scale
 
-    def advantages(self, batch: MetaEpisode, rule_flags, *, current_episode_only: bool = False) -> jax.Array:
+    def raw_advantages(self, batch: MetaEpisode, rule_flags) -> jax.Array:
         """The advantages of one agent's meta-batch [N, B, L] under a rule's flags (avg_future, normalize_current,
-        sum_over_batch; see `_rule_flags`), as the update uses them: rewards × reward_scale, GAE under the rule's
-        Algorithm 1 flags against naive co-players and the batch-unaware ones against meta co-players, then the
-        optional centring per co-player type.
-
-        `current_episode_only` keeps only the part from the action's own inner episode
-        (`estimators.current_episode_advantages`; the gradient diagnostic splits the policy gradient with it). The
-        centring is linear and the optional division uses the full advantages' standard deviation, so the advantages
-        minus their current-episode part are exactly the (centred, scaled) future-episode part.
-        """
+        sum_over_batch; `estimators.rule_flags`) before any centring: rewards × reward_scale, GAE under the rule's
+        Algorithm 1 flags against naive co-players and the batch-unaware ones against meta co-players."""
         s = self.settings
         avg_future, normalize_current, _ = rule_flags
-        common = dict(discount=s.discount, gae_lambda=s.gae_lambda, inner_episode_length=s.inner_episode_length)
 
-        def full(r, v, naive):
+        def per_episode(r, v, naive):
             return estimators.advantages(
                 r,
                 v,
+                discount=s.discount,
+                gae_lambda=s.gae_lambda,
                 average_future_episodes=jnp.logical_and(naive, avg_future),
                 normalize_current_episode=jnp.logical_and(naive, normalize_current),
-                **common,
+                inner_episode_length=s.inner_episode_length,
             )
 
-        def current(r, v, naive):
-            normalize = jnp.logical_and(naive, normalize_current)
-            return estimators.current_episode_advantages(r, v, normalize_current_episode=normalize, **common)
+        return jax.vmap(per_episode)(self.scale_rewards(batch.rewards), batch.behaviour_values, batch.coplayer_is_naive)
 
-        inputs = (batch.rewards * s.reward_scale, batch.behaviour_values, batch.coplayer_is_naive)
-        adv = jax.vmap(current if current_episode_only else full)(*inputs)
+    def advantages(self, batch: MetaEpisode, rule_flags) -> jax.Array:
+        """The advantages as the update uses them: `raw_advantages`, then the optional centring per co-player type."""
+        s = self.settings
+        adv = self.raw_advantages(batch, rule_flags)
         if s.advantage_normalization:
-            std_of = jax.vmap(full)(*inputs) if current_episode_only and s.advantage_divide_by_std else None
-            adv = estimators.center_advantages(
-                adv, batch.coplayer_is_naive, divide_by_std=s.advantage_divide_by_std, std_of=std_of
-            )
+            adv = estimators.center_advantages(adv, batch.coplayer_is_naive, divide_by_std=s.advantage_divide_by_std)
         return adv
 
     def _value_targets(self, scaled_rewards: jax.Array, values: jax.Array, coplayer_is_naive: jax.Array) -> jax.Array:
@@ -245,7 +218,7 @@ class Learner:
 
     def _targets(self, batch: MetaEpisode, rule_flags) -> tuple[jax.Array, jax.Array]:
         """Advantages (`advantages`) and value targets for one agent's meta-batch [N, B, L] under its rule's flags."""
-        scaled_rewards = batch.rewards * self.settings.reward_scale
+        scaled_rewards = self.scale_rewards(batch.rewards)
         targets = self._value_targets(scaled_rewards, batch.behaviour_values, batch.coplayer_is_naive)
         return self.advantages(batch, rule_flags), targets
 
@@ -301,15 +274,7 @@ class Learner:
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """log π(aₗ | hₗ), entropy and value of a meta agent's policy along whole meta-trajectories: obs [..., L, o],
         actions [..., L] -> three [..., L] arrays (segment position l, no cache)."""
-        lead, length = actions.shape[:-1], actions.shape[-1]
-        rows = obs.reshape((-1, length, obs.shape[-1]))
-        segment_pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), rows.shape[:2])
-        output, _ = self.policy.apply({"params": params}, rows, segment_pos)
-        log_probs = jax.nn.log_softmax(output.logits).reshape(lead + (length, -1))
-        values = output.value.reshape(lead + (length,))
-        logp = jnp.take_along_axis(log_probs, actions[..., None], axis=-1)[..., 0]
-        entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
-        return logp, entropy, values
+        return evaluate_actions(self.policy, params, obs, actions)
 
     def _loss(self, params: Any, batch: MetaEpisode, adv: jax.Array, targets: jax.Array, sums_over_batch: jax.Array):
         """Mean over the meta-episodes of the per-episode PPO/A2C loss. Arrays [n, B, L]."""
@@ -401,90 +366,13 @@ class Learner:
 
     # ---------------------------------------------------------------------------------------------------------
     # LOLA-DiCE
-    def lola_dice_loss(
-        self,
-        params: Any,
-        batch: MetaEpisode,
-        meta_params: Any,
-        naive_params: Any,
-        run_key: jax.Array,
-        *,
-        look_ahead: bool = True,
-    ) -> tuple[jax.Array, tuple[LossOutput, jax.Array, jax.Array]]:
-        """A LOLA-DiCE agent's loss on its meta-batch [N, B, L] (paper.md Eq. 4; `rl.dice`).
-
-        The episodes are played again from their keys (`Rollout.replay`) with `params` as the ego's, so that every
-        log-probability is a function of `params`, and with `look_ahead` so are the co-players' parameters: a naive
-        co-player's through its own A2C steps inside the meta-episode, a meta co-player's (which does not learn
-        inside a meta-episode) through LOLA's model of its learning, `lola_look_ahead_steps` steps of gradient ascent
-        (size `lola_look_ahead_lr`) on its inner-episode DiCE objective of the same episode, whose log-probabilities
-        are then re-evaluated along the episode at the looked-ahead parameters. Loss = −(inner-episode DiCE
-        objective, mean over episodes) + c_v · 0.5 · mean (V − G)², with rewards × reward_scale, the replayed critic
-        values as DiCE's baseline and TD(λ_td) targets G.
-
-        Returns:
-          (loss, (LossOutput, advantage mean, value-target mean)); the entropy is the policy's on the actors' batch
-          (a statistic only), approx_kl and clip_fraction are 0.
-        """
+    def update_agents(self, state: TrainState, per_agent: MetaEpisode) -> tuple[Any, Any, jax.Array, dict]:
+        """Every meta agent's step on its own meta-batch ([P, N, ...]): new params and optimiser states [P], whether
+        each step was applied [P] and per-agent statistics."""
         s = self.settings
-        assert self.rollout is not None  # checked by `lola_dice`
-
-        def replay(version, episode_index):
-            return self.rollout.replay(
-                params, meta_params, naive_params, run_key, version, episode_index, look_ahead=look_ahead
-            )
-
-        trajectory, coplayer_is_naive, coplayer = jax.vmap(replay)(batch.policy_version, batch.episode_index)
-        rewards = trajectory["rewards"] * s.reward_scale
-        values = trajectory["behaviour_values"]
-        baselines = jax.lax.stop_gradient(values)
-        targets = self._value_targets(rewards, baselines, coplayer_is_naive)
-
-        def objective(ego_logp, co_logp, r, b):
-            return dice.inner_episode_dice_objective(ego_logp, co_logp, r, b, s.inner_episode_length, s.discount)
-
-        co_logp = trajectory["coplayer_logp"]
-        if look_ahead and s.lola_look_ahead_steps > 0:
-
-            def meta_coplayer_logp(ego_logp, theta, co_obs, co_actions, co_rewards):
-                def coplayer_objective(ego, th):
-                    logp, _, co_values = self.sequence_log_probs(th, co_obs, co_actions)
-                    return objective(ego, logp, co_rewards * s.reward_scale, jax.lax.stop_gradient(co_values))
-
-                ahead = dice.lola_look_ahead(
-                    ego_logp, theta, coplayer_objective, s.lola_look_ahead_lr, s.lola_look_ahead_steps
-                )
-                return self.sequence_log_probs(ahead, co_obs, co_actions)[0]
-
-            looked_ahead = jax.vmap(meta_coplayer_logp)(
-                trajectory["behaviour_logp"],
-                coplayer,
-                trajectory["coplayer_obs"],
-                trajectory["coplayer_actions"],
-                trajectory["coplayer_rewards"],
-            )
-            co_logp = jnp.where(coplayer_is_naive[:, None, None], co_logp, looked_ahead)
-        policy_loss = -jnp.mean(jax.vmap(objective)(trajectory["behaviour_logp"], co_logp, rewards, baselines))
-        value_loss = 0.5 * jnp.mean(jnp.square(values - targets))
-        loss = policy_loss + s.value_coefficient * value_loss
-        zero = jnp.zeros((), loss.dtype)
-        _, entropy, _ = self.evaluate_actions(jax.lax.stop_gradient(params), batch)
-        out = LossOutput(loss, policy_loss, value_loss, jnp.mean(entropy), zero, zero)
-        return loss, (out, jnp.mean(targets - baselines), jnp.mean(targets))
-
-    def _update_agent_lola_dice(self, params, opt_state, batch: MetaEpisode, meta_params, naive_params, run_key):
-        """One LOLA-DiCE step of one meta agent on its meta-batch [N, B, L]. Returns params, opt_state, stats."""
-        value_and_grad = jax.value_and_grad(self.lola_dice_loss, has_aux=True)
-        (loss, (out, advantage_mean, target_mean)), grads = value_and_grad(
-            params, batch, meta_params, naive_params, run_key
-        )
-        params, opt_state, finite = self._step_if_finite(params, opt_state, loss, grads)
-        stats = out._asdict() | {
-            "grad_norm": optax.global_norm(grads),
-            "advantage_mean": advantage_mean,
-            "value_target_mean": target_mean,
-        }
-        return params, opt_state, finite, stats
+        agent_keys = jax.random.split(keys.update_key(state.run_key, state.version), s.population_size_meta)
+        flags = estimators.rule_flags(s.agent_estimators)
+        return jax.vmap(self._update_agent)(state.meta_params, state.opt_state, per_agent, agent_keys, flags)
 
     def update(self, state: TrainState, batch: MetaEpisode) -> tuple[TrainState, dict[str, jax.Array]]:
         """One training iteration's update of all meta agents.
@@ -501,24 +389,7 @@ class Learner:
         per_agent = jax.tree_util.tree_map(
             lambda x: x.reshape((s.population_size_meta, s.meta_batch_size) + x.shape[1:]), batch
         )
-        if self.lola_dice:
-            # Co-players and naive initialisations are those of the version being updated (the acting ones in a
-            # synchronous run, so the replay is the actors' episodes).
-            params, opt_state, all_finite, stats = jax.vmap(
-                self._update_agent_lola_dice, in_axes=(0, 0, 0, None, None, None)
-            )(
-                state.meta_params,
-                state.opt_state,
-                per_agent,
-                state.meta_params,
-                self.naive_initialisations(state),
-                state.run_key,
-            )
-        else:
-            agent_keys = jax.random.split(keys.update_key(state.run_key, state.version), s.population_size_meta)
-            params, opt_state, all_finite, stats = jax.vmap(self._update_agent)(
-                state.meta_params, state.opt_state, per_agent, agent_keys, self._rule_flags()
-            )
+        params, opt_state, all_finite, stats = self.update_agents(state, per_agent)
         skipped = jnp.sum(~all_finite).astype(jnp.int32)
         new_state = state._replace(
             meta_params=params,

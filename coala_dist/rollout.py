@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from coala_dist import keys
 from coala_dist.envs.base import TwoPlayerEnv, episode_metrics
-from coala_dist.networks.policy import HawkPolicy
+from coala_dist.networks.policy import HawkPolicy, action_log_probs
 from coala_dist.pool import Pairing, coplayer_params, sample_pairing, select_params
 from coala_dist.rl.dice import magic_box
 from coala_dist.rl.naive import NaiveLearner
@@ -70,7 +70,7 @@ def _act(policy: HawkPolicy, params, obs, segment_pos, cache, key):
     output, cache = policy.apply({"params": params}, obs[:, None, :], segment_pos[:, None], cache)
     logits = output.logits[:, 0]
     action = jax.random.categorical(key, logits)
-    logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], axis=-1)[:, 0]
+    logp, _ = action_log_probs(logits, action)
     return action.astype(jnp.int32), logp, output.value[:, 0], cache
 
 

@@ -6,7 +6,7 @@ import ast
 import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "coala_dist"
-CORE = ("learner.py", "rollout.py", "pool.py", "keys.py", "rl", "networks", "envs")
+CORE = ("learner.py", "lola_dice_learner.py", "rollout.py", "pool.py", "keys.py", "rl", "networks", "envs")
 
 
 def _imports(path: pathlib.Path) -> set[str]:

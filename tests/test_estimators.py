@@ -13,8 +13,8 @@ from coala_dist.rl.estimators import (
     ESTIMATORS,
     advantages,
     center_advantages,
-    estimator_flags,
     get_estimator,
+    rule_flags,
     td_errors,
     value_targets,
 )
@@ -107,25 +107,30 @@ def td_lambda_target_oracle(rewards, values, discount, lambda_):
     return out
 
 
-# ----------------------------------------------------------------------------- estimator_flags
+# ----------------------------------------------------------------------------- rule_flags
 
 
-def test_estimator_flags_follow_the_table():
-    assert estimator_flags("coala") == (True, True)
-    assert estimator_flags("mfos") == (True, False)
-    assert estimator_flags("batch_unaware") == (False, False)
-    assert estimator_flags("mfos_mean") == (True, False)
+def test_rule_flags_follow_the_table():
+    # (average future episodes, own current episode / B, Σ over the B trajectories): Algorithm 1's switches and Eq. 5
+    # for COALA-PG; Eq. 7 for M-FOS, which sums over B in the M-FOS code's reading and averages in the other.
+    table = {
+        "coala": (True, True, True),
+        "mfos": (True, False, True),
+        "batch_unaware": (False, False, False),
+        "mfos_mean": (True, False, False),
+    }
+    for name, flags in table.items():
+        assert tuple(bool(f) for f in rule_flags(name)) == flags
+    per_agent = rule_flags(["coala", "mfos", "batch_unaware"])  # one rule per meta agent: [P] arrays
+    assert [f.shape for f in per_agent] == [(3,)] * 3
+    np.testing.assert_array_equal(np.stack(per_agent, axis=1), [table[n] for n in ("coala", "mfos", "batch_unaware")])
     assert set(ESTIMATORS) == {"coala", "mfos", "batch_unaware", "mfos_mean", "lola_dice"}
     assert [n for n in ESTIMATORS if get_estimator(n).lola_dice] == ["lola_dice"]
-    # Σ over the B trajectories (Eq. 5) for COALA-PG and the M-FOS code's reading; the mean otherwise.
-    assert [get_estimator(n).sum_over_batch for n in ("coala", "mfos", "batch_unaware", "mfos_mean")] == [
-        True, True, False, False
-    ]
 
 
 def test_unknown_estimator_lists_valid_names():
     with pytest.raises(ValueError, match="coala.*mfos.*batch_unaware"):
-        estimator_flags("lola")
+        rule_flags("lola")
 
 
 # ----------------------------------------------------------------------------- td_errors

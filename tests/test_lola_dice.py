@@ -140,7 +140,7 @@ def lola_gradients(lola):
 
     def gradient(look_ahead):
         def loss(params, episode):
-            return learner.lola_dice_loss(
+            return learner.loss(
                 params, episode, state.meta_params, naive_params, state.run_key, look_ahead=look_ahead
             )[0]
 
@@ -273,5 +273,5 @@ def test_inner_episode_dice_objective_value_and_gradient_by_loops():
     grad_ego, grad_co = jax.grad(objective, argnums=(0, 1))(ego, co)
     np.testing.assert_allclose(grad_ego, expected, atol=1e-5)
     np.testing.assert_allclose(grad_co, expected, atol=1e-5)
-    with pytest.raises(ValueError, match="multiple of T"):
+    with pytest.raises(ValueError, match="must be positive and divide"):
         inner_episode_dice_objective(ego, co, ego, ego, 5, gamma)

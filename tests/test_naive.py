@@ -8,6 +8,7 @@ import pytest
 
 from coala_dist.networks.policy import HawkPolicy, init_policy_params
 from coala_dist.rl.naive import NaiveLearner, discounted_returns
+from coala_dist.rl.returns import batch_lambda_returns
 
 
 def test_discounted_returns_brute_force():
@@ -19,6 +20,24 @@ def test_discounted_returns_brute_force():
         for t in range(7):
             expected[b, t] = sum(gamma ** (k - t) * rewards[b, k] for k in range(t, 7))
     np.testing.assert_allclose(discounted_returns(jnp.asarray(rewards), gamma), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_discounted_returns_are_algorithm_1_without_its_switches():
+    # The naive learner's Monte Carlo returns are Algorithm 1's batch λ-returns with λ = 1, a zero terminal value and
+    # both switches off. The closed form (one matrix product) is kept for the naive step because a scan sums in
+    # another order, which would change the trained parameters in their last bits.
+    rng = np.random.default_rng(1)
+    rewards = jnp.asarray(rng.normal(size=(4, 10)).astype(np.float32))
+    recursive = batch_lambda_returns(
+        rewards,
+        jnp.zeros_like(rewards),
+        discount=0.99,
+        lambda_=1.0,
+        average_future_episodes=False,
+        normalize_current_episode=False,
+        inner_episode_length=10,
+    )
+    np.testing.assert_allclose(discounted_returns(rewards, 0.99), recursive, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

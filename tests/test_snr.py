@@ -126,6 +126,10 @@ def agent_batch(tiny_components, tiny_state):
     return params, batch
 
 
+def _with(components, learner):
+    return dataclasses.replace(components, learner=learner)
+
+
 @pytest.mark.parametrize("divide_by_std", [False, True])
 def test_the_parts_of_centred_and_scaled_advantages_are_the_centred_and_scaled_parts(
     tiny_components, agent_batch, divide_by_std
@@ -140,9 +144,11 @@ def test_the_parts_of_centred_and_scaled_advantages_are_the_centred_and_scaled_p
             learner.settings, advantage_normalization=True, advantage_divide_by_std=divide_by_std
         ),
     )
-    flags = snr.rule_flags("coala")
-    raw_total, raw_current = (np.asarray(learner.advantages(batch, flags, current_episode_only=c)) for c in (0, 1))
-    total, current = (np.asarray(treated.advantages(batch, flags, current_episode_only=c)) for c in (0, 1))
+    untreated = dataclasses.replace(
+        learner, settings=dataclasses.replace(learner.settings, advantage_normalization=False)
+    )
+    raw_total, raw_current = map(np.asarray, snr.advantage_parts(_with(tiny_components, untreated), batch, "coala"))
+    total, current = map(np.asarray, snr.advantage_parts(_with(tiny_components, treated), batch, "coala"))
     naive = np.asarray(batch.coplayer_is_naive)
     expected_future = np.empty_like(raw_total)
     for group in (naive, ~naive):

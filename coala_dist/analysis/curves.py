@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from coala_dist.analysis.runs import Run
-from coala_dist.rl.estimators import REGISTRY
+from coala_dist.analysis.style import ESTIMATOR_STYLE
 
 # (metric key, panel title), in the order panels are filled; metrics no run has are skipped.
 CANDIDATE_METRICS = (
@@ -92,7 +92,7 @@ def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.group, []).append(run)
-    known = [rule.label for rule in REGISTRY.values() if rule.label in groups]
+    known = [label for label, _ in ESTIMATOR_STYLE.values() if label in groups]
     return {name: groups[name] for name in known + sorted(set(groups) - set(known))}
 
 
@@ -152,7 +152,7 @@ def plot_runs(
     summary: dict = {"metrics": metrics, "smoothing": smoothing, "groups": {}}
     ipd_only = all(run.config is not None and run.config.get("env", {}).get("name") == "ipd" for run in runs)
     other_colors = iter(OTHER_COLORS * 10)
-    known_colors = {rule.label: rule.color for rule in REGISTRY.values()}
+    known_colors = dict(ESTIMATOR_STYLE.values())
     colors = {name: known_colors.get(name) or next(other_colors) for name in groups}
     for name, members in groups.items():
         summary["groups"][name] = {"seeds": len(members), "workdirs": [r.workdir for r in members], "final": {}}

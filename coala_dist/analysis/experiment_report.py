@@ -19,7 +19,7 @@ import numpy as np
 from coala_dist.analysis.curves import moving_average
 from coala_dist.analysis.evaluation import defection_rates
 from coala_dist.analysis.runs import json_safe
-from coala_dist.rl.estimators import REGISTRY
+from coala_dist.analysis.style import color, label
 
 if TYPE_CHECKING:
     from coala_dist.experiments.definitions import Experiment
@@ -241,7 +241,7 @@ def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> 
         lines.append("|" + "---|" * len(header))
         for entry in summary["estimators"].values():
             for rule, numbers in entry["head_to_head"].items():
-                cells = [REGISTRY[rule].label, str(len(entry["seeds"]))]
+                cells = [label(rule), str(len(entry["seeds"]))]
                 cells += [_format(v["mean"], v["std"]) for v in numbers.values()]
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")  # then the training numbers of the whole pool
@@ -277,8 +277,8 @@ def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> 
 def _run_label(experiment: Experiment, estimator: str) -> str:
     """What one line of a plot is: the estimator, or the whole pool's rules for a head-to-head experiment."""
     if experiment.agent_estimators:
-        return " + ".join(REGISTRY[rule].label for rule in experiment.agent_estimators)
-    return REGISTRY[estimator].label
+        return " + ".join(label(rule) for rule in experiment.agent_estimators)
+    return label(estimator)
 
 
 def plot_training_curves(
@@ -309,15 +309,15 @@ def plot_training_curves(
             iterations = np.arange(1, length + 1)
             mean = np.nanmean(curves, axis=0)
             std = np.nanstd(curves, axis=0, ddof=1) if len(mine) > 1 else np.zeros_like(mean)
-            color = REGISTRY[estimator].color
+            line_color = color(estimator)
             ax.plot(
                 iterations,
                 mean,
-                color=color,
+                color=line_color,
                 label=f"{'pool ' if experiment.agent_estimators else ''}{_run_label(experiment, estimator)} "
                 f"({len(mine)} seeds)",
             )
-            ax.fill_between(iterations, mean - std, mean + std, color=color, alpha=0.2)
+            ax.fill_between(iterations, mean - std, mean + std, color=line_color, alpha=0.2)
         if "reward" in metric and experiment.results_group == "ipd":  # IPD: mutual cooperation / defection
             ax.axhline(1.0, color="gray", lw=0.8, ls="--")
             ax.axhline(0.0, color="gray", lw=0.8, ls=":")
@@ -346,16 +346,16 @@ def plot_within_meta_episode(experiment: Experiment, runs: list[dict], path: str
             mean = curves.mean(axis=0)
             std = curves.std(axis=0, ddof=1) if len(mine) > 1 else np.zeros_like(mean)
             episodes = np.arange(1, curves.shape[1] + 1)
-            color = REGISTRY[estimator].color
+            line_color = color(estimator)
             ax.plot(
                 episodes,
                 mean,
                 marker="o",
                 ms=3,
-                color=color,
-                label=f"{REGISTRY[estimator].label}",
+                color=line_color,
+                label=label(estimator),
             )
-            ax.fill_between(episodes, mean - std, mean + std, color=color, alpha=0.2)
+            ax.fill_between(episodes, mean - std, mean + std, color=line_color, alpha=0.2)
         ax.set_title(f"defection rate: {title}", fontsize=10)
         ax.set_xlabel("inner episode within the meta-episode")
         ax.set_ylim(-0.02, 1.02)

@@ -19,8 +19,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from coala_dist.analysis.style import label
 from coala_dist.config import default_config
-from coala_dist.rl import estimators
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Run:
     def group(self) -> str:
         """What runs are averaged over (seeds): the estimator's name, else the work directory's name."""
         if self.estimator is not None:
-            return estimators.label(self.estimator)
+            return label(self.estimator)
         return os.path.basename(os.path.normpath(self.workdir))
 
 

@@ -33,9 +33,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from coala_dist import keys
+from coala_dist.analysis import style
 from coala_dist.builder import Components
 from coala_dist.learner import TrainState, episodes_per_gradient_chunk
 from coala_dist.rl import estimators
+from coala_dist.rl.losses import policy_gradient_scale
 from coala_dist.rollout import MetaEpisode
 
 PARTS = ("total", "current_episode", "future_episodes")
@@ -133,19 +135,41 @@ class SnrSettings:
             raise ValueError(f"the target SNR must be > 0, got {self.target_snr}")
 
 
-def rule_flags(estimator: str) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The learner's (average_future, normalize_current, sum_over_batch) flags of one estimator."""
-    rule = estimators.get_estimator(estimator)
-    flags = (rule.average_future_episodes, rule.normalize_current_episode, rule.sum_over_batch)
-    return tuple(jnp.asarray(flag) for flag in flags)
-
-
 def advantage_parts(components: Components, batch: MetaEpisode, estimator: str) -> tuple[jax.Array, jax.Array]:
-    """The learner's advantages of one agent's meta-batch [N, B, L] under `estimator` and their current-episode part
-    (`Learner.advantages`)."""
-    flags = rule_flags(estimator)
+    """The learner's advantages of one agent's meta-batch [N, B, L] under `estimator` (`Learner.advantages`) and
+    their current-episode part (`estimators.current_episode_advantages`), treated alike.
+
+    The learner's centring is linear and its optional division uses the full advantages' standard deviation: the
+    current part is centred by its own group mean and divided by that same standard deviation, so the advantages
+    minus their current-episode part are exactly the (centred, scaled) future-episode part.
+    """
     learner = components.learner
-    return learner.advantages(batch, flags), learner.advantages(batch, flags, current_episode_only=True)
+    s = learner.settings
+    flags = estimators.rule_flags(estimator)
+    naive = batch.coplayer_is_naive
+
+    def current(r, v, against_naive):
+        return estimators.current_episode_advantages(
+            r,
+            v,
+            normalize_current_episode=jnp.logical_and(against_naive, flags[1]),
+            discount=s.discount,
+            gae_lambda=s.gae_lambda,
+            inner_episode_length=s.inner_episode_length,
+        )
+
+    part = jax.vmap(current)(learner.scale_rewards(batch.rewards), batch.behaviour_values, naive)
+    if s.advantage_normalization:
+        part = estimators.center_advantages(part, naive)
+        if s.advantage_divide_by_std:  # by the whole's per-group std, as `center_advantages` divides the whole
+            whole = estimators.center_advantages(learner.raw_advantages(batch, flags), naive)
+            part = part / (jnp.sqrt(_group_means(whole**2, naive)) + 1e-8)
+    return learner.advantages(batch, flags), part
+
+
+def _group_means(x: jax.Array, naive: jax.Array) -> jax.Array:
+    """[N, B, L]: each element replaced by the mean of its co-player group (naive or meta) over the meta-batch."""
+    return x - estimators.center_advantages(x, naive)
 
 
 def policy_gradients(
@@ -159,9 +183,10 @@ def policy_gradients(
     cotangents = []
     for name in estimator_names:
         rule = estimators.get_estimator(name)
-        scale = jnp.where(jnp.logical_and(batch.coplayer_is_naive, rule.sum_over_batch), batch_size, 1)
+        sums = jnp.logical_and(batch.coplayer_is_naive, rule.sum_over_batch)
+        scale = policy_gradient_scale(sums, batch_size, jnp.float32)
         # d/dlogp of meanₙ[−cₙ · mean_{b,l} logp · A]
-        weight = -scale[:, None, None].astype(jnp.float32) / (num_episodes * batch_size * length)
+        weight = -scale[:, None, None] / (num_episodes * batch_size * length)
         cotangents.extend(weight * part for part in advantage_parts(components, batch, name))
     cotangents = jnp.stack(cotangents)  # [2E, N, B, L]
     chunk = episodes_per_gradient_chunk(num_episodes, batch_size, learner.settings.gradient_chunk_trajectories)
@@ -258,7 +283,7 @@ def format_report(result: dict[str, Any]) -> str:
             cosine = f"{r['cosine_mean']:+.3f} ± {r['cosine_std']:.3f}"
             ratio = f"{r['snr']:.3g}" + ("" if r["snr_stderr"] is None else f" ± {r['snr_stderr']:.2g}")
             lines.append(
-                f"{estimators.label(name):<14} {part:<16} {r['norm_mean']:>9.3g} {cosine:>15} {ratio:>20} {needed:>13}"
+                f"{style.label(name):<14} {part:<16} {r['norm_mean']:>9.3g} {cosine:>15} {ratio:>20} {needed:>13}"
             )
     lines.append(
         "‖g‖: mean gradient norm; cosine: mean ± std over pairs of meta-batches; SNR = ‖E g‖² / tr Cov g of one "
@@ -284,7 +309,7 @@ def plot(result: dict[str, Any], out_path: str, title: str | None = None) -> Non
         left.bar(x, [r["cosine_mean"] for r in rows], width, yerr=[r["cosine_std"] for r in rows], label=part)
         right.bar(x, [r["snr"] for r in rows], width, yerr=[r["snr_stderr"] or 0.0 for r in rows], label=part)
     for ax, label in ((left, "cosine between meta-batches"), (right, "SNR of one meta-batch")):
-        ax.set_xticks(np.arange(len(names)), [estimators.label(n) for n in names])
+        ax.set_xticks(np.arange(len(names)), [style.label(n) for n in names])
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_ylabel(label)
     right.set_yscale("symlog", linthresh=0.1)

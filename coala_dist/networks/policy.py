@@ -174,6 +174,41 @@ def init_policy_params(policy: HawkPolicy, key: Array, obs_dim: int) -> Params:
     return jax.jit(policy.init)(key, dummy_obs, dummy_segment_pos)["params"]
 
 
+def action_log_probs(logits: Array, actions: Array) -> tuple[Array, Array]:
+    """log π(a | h) of the taken actions and the policy's entropy, from logits [..., |A|] and actions [...] (int).
+
+    Returns:
+      logp [...] and entropy [...], float32.
+    """
+    log_probs = jax.nn.log_softmax(logits)
+    logp = jnp.take_along_axis(log_probs, actions[..., None], axis=-1)[..., 0]
+    entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+    return logp, entropy
+
+
+def evaluate_actions(policy: HawkPolicy, params: Params, obs: Array, actions: Array) -> tuple[Array, Array, Array]:
+    """The policy along whole sequences that each start fresh (segment position l, no cache): log π(aₗ | hₗ) of the
+    taken actions, the entropy and the value at each step.
+
+    Serves the learner (meta-trajectories, l = M·T) and the naive learners (one inner episode, l = T) alike.
+
+    Args:
+      policy: the module.
+      params: its parameters.
+      obs: [..., L, obs_dim] observations.
+      actions: [..., L] int actions taken.
+
+    Returns:
+      logp, entropy and value, each [..., L].
+    """
+    lead, length = actions.shape[:-1], actions.shape[-1]
+    rows = obs.reshape((-1, length, obs.shape[-1]))
+    segment_pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), rows.shape[:2])
+    output, _ = policy.apply({"params": params}, rows, segment_pos)
+    logp, entropy = action_log_probs(output.logits.reshape(lead + (length, -1)), actions)
+    return logp, entropy, output.value.reshape(lead + (length,))
+
+
 def count_params(params: Params) -> int:
     """Total number of scalar parameters in a pytree."""
     return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(params))

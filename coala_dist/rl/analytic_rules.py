@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from coala_dist.envs import analytic_ipd as ipd
+from coala_dist.rl import dice
 
 
 def partial_gradient(logits_own: jax.Array, logits_other: jax.Array, gamma: float | jax.Array) -> jax.Array:
@@ -183,11 +184,18 @@ def lola_gradient(
       [5] gradient.
     """
 
-    def lola_objective(logits):
-        trajectory = naive_learning_trajectory(logits, logits_other, gamma, naive_learning_rate, look_ahead)
-        return ipd.own_average_reward(logits, trajectory[-1], gamma)
+    ipd.check_logits(logits_agent, logits_other)
 
-    return jax.grad(lola_objective)(logits_agent)
+    def own_return(own: jax.Array, other: jax.Array) -> jax.Array:
+        return ipd.own_average_reward(own, other, gamma)
+
+    def coplayer_return(own: jax.Array, other: jax.Array) -> jax.Array:
+        return ipd.own_average_reward(other, own, gamma)
+
+    # The look-ahead is the naive learner's own update (`naive_step`): gradient ascent on its exact return.
+    return dice.lola_dice_gradient(
+        logits_agent, logits_other, own_return, coplayer_return, naive_learning_rate, look_ahead
+    )
 
 
 def mixed_group_gradient(

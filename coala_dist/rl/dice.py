@@ -15,8 +15,9 @@ The functions here are small and pure, rlax-style:
   trajectories in RL; exact expectations in the tests, where the gradient is checked against the analytic LOLA
   gradient of `coala_dist.rl.analytic_rules.lola_gradient`).
 
-* `inner_episode_dice_objective`: the LOLA-DiCE meta agent's objective on one replayed meta-episode (estimator
-  "lola_dice"; `coala_dist.learner.Learner` replays the episode with `coala_dist.rollout.Rollout.replay`).
+* `inner_episode_dice_objective` / `lola_dice_objective`: the LOLA-DiCE meta agent's objective on one replayed
+  meta-episode / a meta-batch of them (estimator "lola_dice"; `coala_dist.lola_dice_learner.LolaDiceLearner`
+  replays the episodes with `coala_dist.rollout.Rollout.replay`).
 
 LOLA-DiCE meta agent (our reading; the paper gives no RL details, paper.md §3): Eq. 4's look-ahead steps are the
 naive co-player's own M − 1 A2C updates inside the meta-episode (its real rule: Adam, clipping, advantage
@@ -27,7 +28,7 @@ through the in-context (recurrent-state) effects across inner episodes that COAL
 not update inside a meta-episode; LOLA then models its learning as Eq. 4 does in the analytic game:
 `config.meta.lola_look_ahead_steps` (default 1) steps of gradient ascent of size `config.meta.lola_look_ahead_lr`
 (default 1.0; the paper gives neither) on its own inner-episode DiCE objective of the same episode
-(`Learner.lola_dice_loss`); with 0 steps it is a per-inner-episode REINFORCE with a baseline.
+(`LolaDiceLearner.loss`); with 0 steps it is a per-inner-episode REINFORCE with a baseline.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from typing import Any
 import chex
 import jax
 import jax.numpy as jnp
+
+from coala_dist.rl.returns import num_inner_episodes
 
 Array = jax.Array
 
@@ -182,12 +185,27 @@ def inner_episode_dice_objective(
     """
     chex.assert_equal_shape([ego_log_probs, coplayer_log_probs, rewards, baselines])
     batch, length = rewards.shape
-    if length % inner_episode_length:
-        raise ValueError(f"meta-trajectory length {length} is not a multiple of T = {inner_episode_length}")
-    episodes = length // inner_episode_length
+    episodes = num_inner_episodes(length, inner_episode_length)
 
     def rows(x: Array) -> Array:  # [B, M·T] -> [B·M, T]: one row per inner episode
         return x.reshape((batch * episodes, inner_episode_length))
 
     per_row = dice_objective(rows(ego_log_probs + coplayer_log_probs), rows(rewards), discount, rows(baselines))
     return per_row * episodes  # mean over B·M rows × M = mean over b of the sum over m
+
+
+def lola_dice_objective(
+    ego_log_probs: Array,
+    coplayer_log_probs: Array,
+    rewards: Array,
+    baselines: Array,
+    inner_episode_length: int,
+    discount: float | Array,
+) -> Array:
+    """The LOLA-DiCE meta agent's objective on a meta-batch: the mean over its N meta-episodes of
+    `inner_episode_dice_objective`; arrays [N, B, L]. Returns the scalar to ascend."""
+
+    def one_episode(ego: Array, coplayer: Array, r: Array, b: Array) -> Array:
+        return inner_episode_dice_objective(ego, coplayer, r, b, inner_episode_length, discount)
+
+    return jnp.mean(jax.vmap(one_episode)(ego_log_probs, coplayer_log_probs, rewards, baselines))

@@ -12,10 +12,10 @@ policy gradient over the B trajectories (as the M-FOS code does, "mfos") or aver
 batch-of-trajectories gradient. `PAPER_ESTIMATORS` are the three the paper's figures compare.
 
 `REGISTRY` is the one definition of each estimator (name → Algorithm 1 flags, Σ or mean of the policy
-gradient over the B trajectories of a naive-opponent episode, label and colour for reports); config
-validation, the learner, the experiments and every report read it. Adding an estimator is one entry
-here plus its own loss. Against another meta agent the learner always uses the batch-unaware flags:
-its B trajectories are independent (paper.md §2.2).
+gradient over the B trajectories of a naive-opponent episode); config validation, the learner, the
+experiments and every report read it (reports name and colour them in `coala_dist.analysis.style`).
+Adding an estimator is one entry here plus its own loss. Against another meta agent the learner always
+uses the batch-unaware flags: its B trajectories are independent (paper.md §2.2).
 
 Value convention in this module: `values[:, t]` = V̂(h_t), the critic's output at step t *before*
 acting, as the rollout records it. Only the end of the meta-trajectory is terminal; inner-episode
@@ -26,12 +26,13 @@ is the first value of the next inner episode of the same trajectory.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import chex
 import jax
 import jax.numpy as jnp
 
-from coala_dist.rl.returns import BoolLike, batch_lambda_returns
+from coala_dist.rl.returns import BoolLike, batch_lambda_returns, num_inner_episodes
 
 Array = jax.Array
 
@@ -45,8 +46,6 @@ class Estimator:
       normalize_current_episode: Algorithm 1 flag: the current inner episode's own return divided by B.
       sum_over_batch: the policy gradient of a naive-opponent episode is summed over its B trajectories
         (Eq. 5, Eq. 26) instead of averaged (Eq. 6); see `coala_dist.rl.losses`.
-      label: the name reports and plots print.
-      color: its matplotlib colour in every plot (kept here so all figures agree).
       lola_dice: not an Algorithm 1 rule but LOLA-DiCE (paper.md Eq. 4, `coala_dist.rl.dice`): the learner replays
         the meta-batch and ascends the DiCE objective through the naive co-player's updates; the three flags above
         are then unused.
@@ -56,19 +55,22 @@ class Estimator:
     average_future_episodes: bool
     normalize_current_episode: bool
     sum_over_batch: bool
-    label: str
-    color: str
     lola_dice: bool = False
+
+    @property
+    def flags(self) -> tuple[bool, bool, bool]:
+        """(average_future_episodes, normalize_current_episode, sum_over_batch): what the learner needs of a rule."""
+        return self.average_future_episodes, self.normalize_current_episode, self.sum_over_batch
 
 
 REGISTRY: dict[str, Estimator] = {
     e.name: e
     for e in (
-        Estimator("coala", True, True, True, "COALA-PG", "tab:blue"),
-        Estimator("mfos", True, False, True, "M-FOS", "tab:orange"),
-        Estimator("batch_unaware", False, False, False, "batch-unaware", "tab:green"),
-        Estimator("mfos_mean", True, False, False, "M-FOS (mean over B)", "tab:red"),
-        Estimator("lola_dice", False, False, False, "LOLA-DiCE", "tab:purple", lola_dice=True),
+        Estimator("coala", True, True, True),
+        Estimator("mfos", True, False, True),
+        Estimator("batch_unaware", False, False, False),
+        Estimator("mfos_mean", True, False, False),
+        Estimator("lola_dice", False, False, False, lola_dice=True),
     )
 }
 
@@ -87,22 +89,17 @@ def get_estimator(name: str) -> Estimator:
     return REGISTRY[name]
 
 
-def estimator_flags(estimator: str) -> tuple[bool, bool]:
-    """Algorithm 1 flags of a policy-gradient estimator (paper.md §2.2 table).
-
-    Returns:
-      (average_future_episodes, normalize_current_episode).
+def rule_flags(names: str | Sequence[str]) -> tuple[Array, Array, Array]:
+    """The learner's (average_future_episodes, normalize_current_episode, sum_over_batch) of one rule (three bool
+    scalars) or of one rule per meta agent (three [P] bool arrays), as arrays that can be selected under vmap.
 
     Raises:
       ValueError: for an unknown estimator name; the message lists the valid ones.
     """
-    rule = get_estimator(estimator)
-    return rule.average_future_episodes, rule.normalize_current_episode
-
-
-def label(name: str) -> str:
-    """The report label of estimator `name` (the name itself when it is not registered, e.g. a group of runs)."""
-    return REGISTRY[name].label if name in REGISTRY else name
+    if isinstance(names, str):
+        return tuple(jnp.asarray(flag) for flag in get_estimator(names).flags)
+    rules = [get_estimator(name).flags for name in names]
+    return tuple(jnp.array([rule[i] for rule in rules]) for i in range(3))
 
 
 def _next_values(values: Array) -> Array:
@@ -156,8 +153,8 @@ def advantages(
     Args:
       rewards: [B, L] rewards.
       values: [B, L] critic outputs V̂(hᵇₜ) before acting at step t.
-      average_future_episodes: bool scalar (Python or traced), see `estimator_flags`.
-      normalize_current_episode: bool scalar (Python or traced), see `estimator_flags`.
+      average_future_episodes: bool scalar (Python or traced), see `rule_flags`.
+      normalize_current_episode: bool scalar (Python or traced), see `rule_flags`.
       discount: scalar γ.
       gae_lambda: scalar λ_gae.
       inner_episode_length: T, divides L.
@@ -212,11 +209,8 @@ def current_episode_advantages(
     """
     deltas = td_errors(rewards, values, discount)
     batch_size, length = deltas.shape
-    if inner_episode_length <= 0 or length % inner_episode_length:
-        raise ValueError(
-            f"inner_episode_length={inner_episode_length} must be positive and divide the sequence length L={length}."
-        )
-    per_episode = jnp.swapaxes(deltas.reshape(batch_size, length // inner_episode_length, inner_episode_length), 0, 1)
+    episodes = num_inner_episodes(length, inner_episode_length)
+    per_episode = jnp.swapaxes(deltas.reshape(batch_size, episodes, inner_episode_length), 0, 1)
 
     def one_inner_episode(episode_deltas: Array) -> Array:
         return batch_lambda_returns(
@@ -282,9 +276,7 @@ def value_targets(
     )
 
 
-def center_advantages(
-    adv: Array, is_naive: Array, *, divide_by_std: bool = False, epsilon: float = 1e-8, std_of: Array | None = None
-) -> Array:
+def center_advantages(adv: Array, is_naive: Array, *, divide_by_std: bool = False, epsilon: float = 1e-8) -> Array:
     """Centres advantages separately for naive-opponent and meta-opponent episodes (paper.md §2.6).
 
     "Advantage normalization" is centring over the batched trajectories, applied "separately for the
@@ -298,8 +290,6 @@ def center_advantages(
       is_naive: [N] bool, whether episode n was played against a naive learner.
       divide_by_std: also divide each group by its standard deviation (+ `epsilon`).
       epsilon: added to the standard deviation.
-      std_of: [N, B, L] whose per-group standard deviation divides instead of `adv`'s own (default `adv`), so that a
-        part of an advantage (e.g. its current-episode part) is scaled exactly like the whole.
 
     Returns:
       [N, B, L] centred (and optionally scaled) advantages.
@@ -316,8 +306,7 @@ def center_advantages(
         count = jnp.maximum(jnp.sum(in_group) * elements_per_episode, 1).astype(adv.dtype)
         centred = adv - jnp.sum(weights * adv) / count
         if divide_by_std:
-            reference = centred if std_of is None else std_of - jnp.sum(weights * std_of) / count
-            std = jnp.sqrt(jnp.sum(weights * reference**2) / count)
+            std = jnp.sqrt(jnp.sum(weights * centred**2) / count)
             centred = centred / (std + epsilon)
         return centred
 

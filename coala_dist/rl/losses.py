@@ -45,9 +45,28 @@ class LossOutput(NamedTuple):
     clip_fraction: Array
 
 
-def _batch_sum_scale(sum_over_batch: BoolLike, batch_size: int, dtype) -> Array:
-    """B when the policy gradient is summed over the batch (Eq. 5), else 1 (Python/traced bool)."""
+def policy_gradient_scale(sum_over_batch: BoolLike, batch_size: int, dtype) -> Array:
+    """The factor on a mean-over-(b, l) policy term: B when the policy gradient is summed over the B trajectories
+    (Eq. 5), else 1. `sum_over_batch` is a Python or traced bool, or a bool array (one factor per element)."""
     return jnp.where(jnp.asarray(sum_over_batch, bool), batch_size, 1).astype(dtype)
+
+
+def value_loss(
+    values: Array,
+    value_targets: Array,
+    *,
+    behaviour_values: Array | None = None,
+    clip_epsilon: float = 0.0,
+    clip: BoolLike = False,
+) -> Array:
+    """The critic's loss, 0.5 · mean[(V − G)²]; with `clip` (PPO's value clipping, given the behaviour values V_μ):
+    0.5 · mean[max((V − G)², (V_μ + clip(V − V_μ, −ε_v, ε_v) − G)²)]."""
+    error = jnp.square(values - value_targets)
+    if behaviour_values is not None:
+        clipped_values = behaviour_values + jnp.clip(values - behaviour_values, -clip_epsilon, clip_epsilon)
+        clipped_error = jnp.square(clipped_values - value_targets)
+        error = jnp.where(jnp.asarray(clip, bool), jnp.maximum(error, clipped_error), error)
+    return 0.5 * jnp.mean(error)
 
 
 def ppo_loss(
@@ -110,27 +129,19 @@ def ppo_loss(
     surrogate = jnp.minimum(
         ratio * advantages, jnp.clip(ratio, 1.0 - clip_epsilon, 1.0 + clip_epsilon) * advantages
     )
-    policy_loss = -jnp.mean(surrogate) * _batch_sum_scale(sum_over_batch, batch_size, logp.dtype)
-
-    unclipped_error = jnp.square(values - value_targets)
-    clipped_values = behaviour_values + jnp.clip(
-        values - behaviour_values, -value_clip_epsilon, value_clip_epsilon
+    policy_loss = -jnp.mean(surrogate) * policy_gradient_scale(sum_over_batch, batch_size, logp.dtype)
+    critic_loss = value_loss(
+        values, value_targets, behaviour_values=behaviour_values, clip_epsilon=value_clip_epsilon, clip=clip_value
     )
-    clipped_error = jnp.square(clipped_values - value_targets)
-    value_error = jnp.where(
-        jnp.asarray(clip_value, bool), jnp.maximum(unclipped_error, clipped_error), unclipped_error
-    )
-    value_loss = 0.5 * jnp.mean(value_error)
-
     mean_entropy = jnp.mean(entropy)
-    loss = policy_loss + value_coefficient * value_loss - entropy_coefficient * mean_entropy
+    loss = policy_loss + value_coefficient * critic_loss - entropy_coefficient * mean_entropy
 
     # Diagnostics carry no gradient.
     approx_kl = jax.lax.stop_gradient(jnp.mean((ratio - 1.0) - log_ratio))
     clip_fraction = jax.lax.stop_gradient(
         jnp.mean((jnp.abs(ratio - 1.0) > clip_epsilon).astype(logp.dtype))
     )
-    return LossOutput(loss, policy_loss, value_loss, mean_entropy, approx_kl, clip_fraction)
+    return LossOutput(loss, policy_loss, critic_loss, mean_entropy, approx_kl, clip_fraction)
 
 
 def a2c_loss(
@@ -171,11 +182,9 @@ def a2c_loss(
     value_targets = jax.lax.stop_gradient(value_targets)
     batch_size = logp.shape[0]
 
-    policy_loss = -jnp.mean(logp * advantages) * _batch_sum_scale(
-        sum_over_batch, batch_size, logp.dtype
-    )
-    value_loss = 0.5 * jnp.mean(jnp.square(values - value_targets))
+    policy_loss = -jnp.mean(logp * advantages) * policy_gradient_scale(sum_over_batch, batch_size, logp.dtype)
+    critic_loss = value_loss(values, value_targets)
     mean_entropy = jnp.mean(entropy)
-    loss = policy_loss + value_coefficient * value_loss - entropy_coefficient * mean_entropy
+    loss = policy_loss + value_coefficient * critic_loss - entropy_coefficient * mean_entropy
     zero = jnp.zeros((), logp.dtype)
-    return LossOutput(loss, policy_loss, value_loss, mean_entropy, zero, zero)
+    return LossOutput(loss, policy_loss, critic_loss, mean_entropy, zero, zero)

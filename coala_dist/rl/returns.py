@@ -17,6 +17,19 @@ Array = jax.Array
 BoolLike = bool | Array
 
 
+def num_inner_episodes(length: int, inner_episode_length: int) -> int:
+    """M = L / T, the number of inner episodes of a meta-trajectory of L steps.
+
+    Raises:
+      ValueError: if `inner_episode_length` is not positive or does not divide L.
+    """
+    if inner_episode_length <= 0 or length % inner_episode_length:
+        raise ValueError(
+            f"inner_episode_length={inner_episode_length} must be positive and divide the sequence length L={length}."
+        )
+    return length // inner_episode_length
+
+
 def batch_lambda_returns(
     r_t: Array,
     v_t: Array,
@@ -87,11 +100,7 @@ def batch_lambda_returns(
     chex.assert_type([r_t, v_t], float)
     chex.assert_equal_shape([r_t, v_t])
     batch_size, length = r_t.shape
-    if inner_episode_length <= 0 or length % inner_episode_length:
-        raise ValueError(
-            f"inner_episode_length={inner_episode_length} must be positive and divide the sequence "
-            f"length L={length}."
-        )
+    num_inner_episodes(length, inner_episode_length)
 
     dtype = r_t.dtype
     discount = jnp.asarray(discount, dtype)
