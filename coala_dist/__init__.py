@@ -1,6 +1,6 @@
 """coala-dist: learning-aware multi-agent RL (COALA-PG) with a distributed actor-learner.
 
-Importing the package makes JAX's partitionable threefry lowering the default (issue 19): with it a random draw
+Importing the package makes JAX's partitionable threefry lowering the default: with it a random draw
 gives the same bits however its array is sharded, so the data-parallel update on N devices equals the 1-device one
 and every process of a run draws the same streams. jax >= 0.5 has it on by default; jax 0.4.34 (the reverb
 profile) does not, and there it changes every random stream compared with runs made before this default. A user

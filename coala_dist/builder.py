@@ -44,7 +44,7 @@ def make_policy(config: ml_collections.ConfigDict, num_actions: int) -> HawkPoli
 
 
 def make_naive_learner(config: ml_collections.ConfigDict, policy: HawkPolicy) -> NaiveLearner:
-    """The naive co-players' A2C learner (paper.md §1.4, Table 4 "naive" block). LOLA-DiCE agents differentiate
+    """The naive co-players' A2C learner (paper App. B.2, Table 8). LOLA-DiCE agents differentiate
     through its steps, which needs Adam's `eps_root` (`rl.optim.DIFFERENTIABLE_ADAM_EPS_ROOT`; 0 otherwise)."""
     n = config.naive
     lola_dice = any(get_estimator(name).lola_dice for name in agent_estimators(config))

@@ -1,4 +1,4 @@
-"""Orbax checkpoints of the whole training state, exact resume, and config compatibility (DESIGN.md §7).
+"""Orbax checkpoints of the whole training state, exact resume, and config compatibility.
 
 A checkpoint is one Orbax step directory `workdir/checkpoints/<step>/` with three items:
   * `state`  — the whole `TrainState`: every meta agent's parameters and optimiser state, the naive initialisation

@@ -18,7 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "play": ("coala_dist.commands.play", "play one batched IPD episode with fresh Hawk policies"),
     "train": ("coala_dist.commands.train", "train meta agents (--config, --workdir, --launch, --num_actors)"),
     "analytic": ("coala_dist.commands.analytic", "exact analytic IPD experiments (paper §4, Fig. 3, 4, 8-10)"),
-    "experiment": ("coala_dist.commands.experiment", "reproduce the paper's IPD experiments (Fig. 5, ablation, H.3)"),
+    "experiment": (
+        "coala_dist.commands.experiment",
+        "reproduce the paper's experiments: IPD (Fig. 5, ablation, H.3), Clean Up-lite (Fig. 6, 7)",
+    ),
     "scale": ("coala_dist.commands.scale", "change the actor count of a running job (--workdir, --num_actors)"),
     "plot": ("coala_dist.commands.plot", "training curves of runs, mean ± std over seeds (WORKDIR... --out)"),
     "eval": ("coala_dist.commands.eval", "trained agents vs fresh naive learners and each other (--workdir)"),

@@ -5,7 +5,7 @@ override fields). `validate(config)` runs before anything is built and raises a 
 the field, its value and what is allowed. Derived sizes (e.g. the meta-trajectory length L = M·T) are computed by
 functions here, never written back into the config.
 
-Paper references are to shared/spec/paper.md: Table 2 (IPD sizes), Table 4 (meta-agent PPO), Table 8 (naive A2C).
+Paper references are to arXiv 2410.18636: Table 2 (IPD sizes), Table 4 (meta-agent PPO), Table 8 (naive A2C).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.population_size_meta = 1
     c.population_size_naive = 10
     c.dynamic_naive_agents = False  # naive initialisations copied from the meta agents each iteration
-    # Naive-opponent rule: coala | mfos | batch_unaware | mfos_mean (paper.md §2.2; meta opponents always get standard
-    # PG), or lola_dice (paper.md Eq. 4, coala_dist/rl/dice.py: replaces PPO/A2C by one step on the DiCE objective).
+    # Naive-opponent rule: coala | mfos | batch_unaware | mfos_mean (paper App. A.1; meta opponents always get standard
+    # PG), or lola_dice (paper Eq. 4, coala_dist/rl/dice.py: replaces PPO/A2C by one step on the DiCE objective).
     c.estimator = "coala"
     # Per-agent naive-opponent rules, one per meta agent (App. H.3 head-to-head, e.g. ("coala", "coala", "mfos",
     # "mfos")); empty: every agent uses `estimator`.
@@ -69,16 +69,16 @@ def default_config() -> ml_collections.ConfigDict:
     c.meta.clip_epsilon = 0.2
     c.meta.value_coefficient = 0.5
     c.meta.clip_value = True
-    c.meta.value_clip_epsilon = 0.2  # [not found] in the paper; PPO's epsilon assumed (paper.md §2.3)
+    c.meta.value_clip_epsilon = 0.2  # not given in the paper (docs/choices.md#value-clipping)
     c.meta.entropy_coefficient = 0.0
-    c.meta.advantage_normalization = False  # centering, separately per co-player type (paper.md §2.6)
-    c.meta.advantage_divide_by_std = False  # [not found] whether the paper also divides by the std
+    c.meta.advantage_normalization = False  # centering, separately per co-player type (paper App. A.4)
+    c.meta.advantage_divide_by_std = False  # docs/choices.md#advantage-normalisation
     c.meta.reward_scale = 0.05
     c.meta.discount = 1.0
     c.meta.td_lambda = 1.0
     c.meta.gae_lambda = 1.0
-    # Value targets against naive co-players: average future episodes over the batch? [ambiguous] (paper.md §2.3);
-    # False is Eq. 10's own-trajectory definition.
+    # Value targets against naive co-players: average future episodes over the batch? (paper App. A.2,
+    # docs/choices.md#value-targets-against-naive-co-players); False is Eq. 10's own-trajectory definition.
     c.meta.value_targets_average_future = False
     c.meta.optimizer = "adam"
     c.meta.adam_epsilon = 1e-5
@@ -86,8 +86,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.meta.max_grad_norm = 1.0
     # LOLA-DiCE only (estimator lola_dice): look-ahead through a META co-player's own learning step, which LOLA models
     # as plain gradient ascent on its inner-episode DiCE objective: this many steps (0: none) of this step size.
-    # [not found] in the paper (paper.md §3): our choice, switchable. Naive co-players are looked through by their
-    # real A2C steps inside the meta-episode, whatever these are.
+    # Not given in the paper: our choice, switchable (docs/choices.md#lola-dice-in-the-rl-games). Naive co-players are
+    # looked through by their real A2C steps inside the meta-episode, whatever these are.
     c.meta.lola_look_ahead_steps = 1
     c.meta.lola_look_ahead_lr = 1.0
 
@@ -119,7 +119,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint.save_every = 50  # updates between checkpoints (a final one is always written at the end or on SIGTERM)
     c.checkpoint.max_to_keep = 3
 
-    # The actor-learner program (coala_dist/distributed; DESIGN.md §5-§6). `coala train` flags --mode and
+    # The actor-learner program (coala_dist/distributed; docs/architecture.md). `coala train` flags --mode and
     # --num_actors override the first two fields.
     c.distributed = ml_collections.ConfigDict()
     # sync: the learner consumes exactly the episodes of its current version (reproducible whatever the actor
@@ -144,8 +144,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.distributed.poll_interval_s = 0.02  # waiting nodes re-check their tables and the stop event this often
     c.distributed.rpc_timeout_s = 5.0  # every replay call gives up after this, re-checks the stop event, retries
     c.distributed.data_timeout_s = 600.0  # learner: this long without a new episode is an error
-    # The replay transport (distributed/replay.py): auto | reverb | ray | queues. auto: reverb where installed (the
-    # reverb profile), else queues (launch inprocess) or ray (launch local, ray).
+    # The replay transport (distributed/replay.py): auto | reverb | ray | queues. auto: queues (launch inprocess) or
+    # ray (launch local, ray) on both profiles; Reverb only when named (it listens on every interface).
     c.distributed.replay = "auto"
     c.distributed.replay_port = 0  # Reverb only; 0: any free port
     c.distributed.stop_grace_s = 15.0  # a stopping node gets this long to finish before it is killed

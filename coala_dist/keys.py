@@ -1,4 +1,4 @@
-"""Every PRNG stream of a run, in one place (DESIGN.md §5: "one key scheme").
+"""Every PRNG stream of a run, in one place (docs/architecture.md: "one key scheme").
 
 A run has one seed. Its streams:
 

@@ -1,4 +1,4 @@
-"""The learner: TrainState and the COALA-PG update of every meta agent (paper.md §2.6–§2.7; DESIGN.md §5–§6).
+"""The learner: TrainState and the COALA-PG update of every meta agent (paper App. A.4, B.2; docs/architecture.md).
 
 `Learner.update(state, batch)` is the one update implementation every launch type calls. It takes the meta-batch of
 every meta agent (episodes sorted by episode index, so agent i owns episodes [i·N, (i+1)·N)) and updates all P agents
@@ -70,7 +70,7 @@ def _stack_init(policy: HawkPolicy, key: jax.Array, count: int, obs_dim: int) ->
 
 @dataclasses.dataclass(frozen=True)
 class LearnerSettings:
-    """What the update of the meta agents depends on (paper.md §2.6, Tables 4 and 7), read once from the config by
+    """What the update of the meta agents depends on (paper App. A.4, Tables 4 and 7), read once from the config by
     `coala_dist.builder.learner_settings`.
 
     Attributes:
@@ -365,7 +365,7 @@ class Learner:
         return params, opt_state, finite
 
     # ---------------------------------------------------------------------------------------------------------
-    # LOLA-DiCE
+    # Update
     def update_agents(self, state: TrainState, per_agent: MetaEpisode) -> tuple[Any, Any, jax.Array, dict]:
         """Every meta agent's step on its own meta-batch ([P, N, ...]): new params and optimiser states [P], whether
         each step was applied [P] and per-agent statistics."""

@@ -76,7 +76,7 @@ ETA_WINDOW = 20
 
 
 def agent_steps_per_episode(config) -> int:
-    """Ego agent-steps in one meta-episode: B · M · T (paper.md §8).
+    """Ego agent-steps in one meta-episode: B · M · T (paper Tables 2 and 5).
 
     One agent-step is one step of one game as the ego meta agent sees it; its co-player acts in the same step.
     """
@@ -84,8 +84,9 @@ def agent_steps_per_episode(config) -> int:
 
 
 def agent_steps_per_iteration(config) -> int:
-    """Ego agent-steps consumed by one training iteration: P · meta_batch_size · B · M · T (paper.md §8 gives
-    meta_batch × B × M × T per meta agent; the P meta agents each get a meta-batch)."""
+    """Ego agent-steps consumed by one training iteration: P · meta_batch_size · B · M · T
+    (docs/choices.md#compute-scale gives meta_batch × B × M × T per meta agent; the P meta agents each get a
+    meta-batch)."""
     return episodes_per_iteration(config) * agent_steps_per_episode(config)
 
 

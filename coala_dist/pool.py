@@ -1,10 +1,10 @@
-"""The agent pool: who plays whom (paper.md §2.7, App. B.2).
+"""The agent pool: who plays whom (paper App. B.2).
 
 A pool holds `population_size_meta` learning-aware (meta) agents and `population_size_naive` naive initialisations.
 Each meta-episode pairs an ego meta agent with a co-player: a naive learner with probability `p_naive` (uniform over
 the naive initialisations), else another meta agent (uniform, never the ego itself). Sampling is with replacement.
 Pairings are drawn per meta-episode from that episode's own key, so a batch of episodes is the same whichever actor
-generated which episode (DESIGN.md §5).
+generated which episode (docs/architecture.md#rules-that-keep-the-parts-apart).
 """
 
 from __future__ import annotations

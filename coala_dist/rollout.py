@@ -1,4 +1,6 @@
-"""Meta-episode rollout: the one implementation every launch type uses (paper.md §1.4, §2.7; DESIGN.md §3–§5).
+"""Meta-episode rollout: the one implementation every launch type uses (paper Sec. 2.3, App. B.2).
+
+The three time scales it keeps apart: docs/choices.md#time-scales.
 
 A meta-episode is one ego meta agent against one co-player over B parallel meta-trajectories of M inner episodes
 of T steps (L = M·T). The three time scales are explicit:
@@ -32,7 +34,8 @@ from coala_dist.rl.naive import NaiveLearner
 
 
 class MetaEpisode(NamedTuple):
-    """One ego meta agent against one co-player: the unit actors write and the learner reads (DESIGN.md §4).
+    """One ego meta agent against one co-player: the unit actors write and the learner reads
+    (docs/architecture.md#the-data-contract).
 
     Shapes for a single episode; batched episodes add leading axes.
 
@@ -130,7 +133,7 @@ class Rollout:
           look_ahead: (static) LOLA-DiCE's look-ahead: each trajectory's share of a naive co-player's A2C loss is
             weighted by DiCE's magic box of the log-probabilities of both players' actions in that trajectory's
             inner episode, □(Σₜ log π_ego + log π_co) = 1, so every update keeps its value while the co-player's
-            later parameters become differentiable functions of the ego's (paper.md Eq. 4; `Rollout.replay`).
+            later parameters become differentiable functions of the ego's (paper Eq. 4; `Rollout.replay`).
 
         Returns:
           (trajectory, metrics): trajectory arrays `obs` [B, L, o], `actions`, `rewards`, `behaviour_logp`,
@@ -180,8 +183,8 @@ class Rollout:
 
             # A naive co-player learns after every inner episode but the last (that update would be unused). The
             # step is computed for every co-player and kept where it applies: `episodes` vmaps this over episodes,
-            # where a `lax.cond` would run both branches anyway, and batching a cond's branches roughly doubled the
-            # time to trace the rollout (issue 16).
+            # where a `lax.cond` would run both branches anyway, and batching a cond's branches roughly doubles the
+            # time to trace the rollout (docs/performance.md).
             weights = None
             if look_ahead:
                 weights = magic_box(jnp.sum(steps["behaviour_logp"] + steps["coplayer_logp"], axis=1))
@@ -252,7 +255,8 @@ class Rollout:
             play_key,
         )
         return MetaEpisode(
-            # The co-player's arrays are not part of the data contract (DESIGN.md §4); jit drops them.
+            # The co-player's arrays are not part of the data contract (docs/architecture.md#the-data-contract); jit
+            # drops them.
             **{name: value for name, value in trajectory.items() if not name.startswith("coplayer_")},
             ego_id=pairing.ego_id,
             coplayer_is_naive=pairing.coplayer_is_naive,

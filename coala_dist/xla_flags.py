@@ -2,14 +2,13 @@
 
 `--xla_cpu_use_thunk_runtime=false` selects XLA's older CPU runtime. With jax 0.4.34 (the reverb profile) the newer
 "thunk" runtime adds a large per-iteration overhead to `lax.scan` loops, which are this project's hot path (one
-rollout step per scan iteration, the RG-LRU recurrence in the learner): measured here, one IPD iteration of the paper
-config took 15.5 s with the thunk runtime and 9.0 s without it (`scripts/bench_iteration.py`, 2-core CPU, shared
-machine). Newer jaxlib releases removed the old runtime (jax 0.12 ignores the flag with a warning), and their thunk
+rollout step per scan iteration, the RG-LRU recurrence in the learner); results/profiles/README.md has the
+measurement. Newer jaxlib releases removed the old runtime (jax 0.12 ignores the flag with a warning), and their thunk
 runtime is the faster one, so the flag is only added on jaxlib 0.4.x.
 
 The version is read from the installed package's metadata, not by importing jax: importing it would be too late.
 
-JAX's persistent compilation cache is on by default (issue 16): compiling the paper config's rollout and update
+JAX's persistent compilation cache is on by default: compiling the paper config's rollout and update
 takes 15-30 s on a 2-core CPU, and a second run or a resume of the same config loads the programs from disk instead.
 Where: `$COALA_COMPILATION_CACHE` if set (a directory, or `off`), else `$XDG_CACHE_HOME/coala-dist/jax`
 (`~/.cache/coala-dist/jax`). `coala --compilation_cache=off|DIR COMMAND ...` sets the variable for one command (and

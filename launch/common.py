@@ -1,7 +1,7 @@
 """What every cloud launcher agrees on: node roles, their environment and Ray resources, the job.
 
-The contract between the launchers and the Ray program (`coala train --launch=ray`, DESIGN.md
-§1 and §5):
+The contract between the launchers and the Ray program (`coala train --launch=ray`,
+docs/architecture.md#processes-and-accelerators):
 
 * **Learner hosts** (every host of the TPU slice) run their Ray node in the learner image and carry
   the Ray resource `coala_learner_host: 1`; the cluster's total of it is the number of learner

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16's side-by-side speed measurement: the paper IPD config and the scaled Clean Up config
+# The side-by-side speed measurement of results/speed/README.md: the paper IPD config and the scaled Clean Up config
 # (scripts/bench_iteration.py), each with a cold and then a warm compilation cache, for every variant in turn:
 #   current         this checkout on the current profile   ($CURRENT_PYTHON, default .venv/bin/python)
 #   reverb          this checkout on the reverb profile    ($REVERB_PYTHON, default .venv-reverb/bin/python)

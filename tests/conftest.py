@@ -86,7 +86,85 @@ LONGEST_MODULES_FIRST = (
 )
 
 
+# The tests whose outcome can depend on the installed stack, marked `stack`: the reverb profile's CI leg runs only
+# these (`-m stack`, README "Tests"), the current profile's leg runs everything. What differs between the profiles is
+# Python, jax/jaxlib, flax, optax, orbax-checkpoint, numpy and Reverb/TensorFlow; Ray, psutil and absl are the same
+# versions. So the subset is: Reverb and the replay contract, the install profile, Orbax checkpoints, the
+# multi-device and multi-process learner (jax.distributed, collectives), the XLA/compilation-cache settings chosen per
+# jaxlib, the multi-process and fault tests run with Reverb, and a fast core subset of the numerics (the equations,
+# the keys, the environments, the rollout and the update on this jax). Left to the current leg: experiments, the
+# analytic game, reporting commands, the cloud launchers, Ray-only orchestration (scaling, clusters, the reaper),
+# which run the same code on both profiles.
+STACK_MODULES = frozenset({
+    "test_profiles.py",  # which profile is installed and what each refuses
+    "test_distributed.py",  # the replay contract and the learner's sources on queues and Reverb, the wire format
+    "test_checkpoint.py",  # Orbax save and restore, exact resume, 1 -> 8 devices
+    "test_distributed_sharding.py",  # the data-parallel update and jax.distributed groups
+    "test_compilation_cache.py",  # JAX's persistent cache and the XLA flags chosen per jaxlib
+})
+# The fast core subset (tests not marked `slow`): each equation against its oracle, the PRNG streams, the IPD, the
+# pool, the rollout and the update, on this jax, flax and optax.
+CORE_MODULES = frozenset({
+    "test_returns.py",
+    "test_estimators.py",
+    "test_losses.py",
+    "test_dice.py",
+    "test_keys.py",
+    "test_pool.py",
+    "test_ipd.py",
+    "test_naive.py",
+    "test_rollout.py",
+    "test_learner.py",
+})
+# Single tests of other modules: (module, test function, the parameter value it needs or None for every one).
+STACK_TESTS = frozenset({
+    (
+        "test_distributed_ray.py",
+        "test_local_ray_with_two_actor_processes_gives_the_plain_loop_parameters_even_after_a_sigkill",
+        "reverb",
+    ),
+    (
+        "test_distributed_ray.py",
+        "test_a_killed_replay_node_is_restarted_and_the_run_ends_as_an_uninterrupted_one",
+        "reverb",
+    ),
+    (
+        "test_distributed_ray.py",
+        "test_two_learner_processes_of_four_devices_save_resume_after_a_sigkill_and_match_the_plain_loop",
+        None,
+    ),
+    ("test_cli.py", "test_a_run_with_an_actor_prints_only_progress_lines", "reverb"),
+    ("test_cli.py", "test_native_chatter_is_dropped_and_everything_else_kept", None),
+    # Hawk on this flax: the numpy oracle, the parameter count, the initialisers; Clean Up's draws on this jax.random.
+    ("test_hawk.py", "test_policy_matches_numpy_oracle", None),
+    ("test_hawk.py", "test_parameter_count_at_paper_sizes", None),
+    ("test_hawk.py", "test_rg_lru_init_a_range_and_finite_gradient_at_a_equal_one", None),
+    ("test_hawk.py", "test_mlp_up_projection_initial_std_follows_its_fan_in", None),
+    ("test_cleanup_lite.py", "test_spawns_are_the_documented_draws_of_the_split_key", None),
+    ("test_faults.py", "test_every_checkpoint_unreadable_is_refused_unless_starting_over", None),
+    ("test_faults.py", "test_a_resumed_run_keeps_counting_consecutive_skipped_updates", None),
+    ("test_faults.py", "test_a_signal_saves_then_exits_with_128_plus_its_number", None),
+})
+
+
+def _depends_on_the_stack(item) -> bool:
+    if item.path.name in STACK_MODULES:
+        return True
+    if item.path.name in CORE_MODULES:
+        return item.get_closest_marker("slow") is None
+    params = list(getattr(getattr(item, "callspec", None), "params", {}).values())
+    name = getattr(item, "originalname", item.name)
+    return any(
+        (module, test) == (item.path.name, name) and (value is None or value in params)
+        for module, test, value in STACK_TESTS
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _depends_on_the_stack(item):
+            item.add_marker(pytest.mark.stack)
     if hasattr(config, "workerinput"):  # an xdist worker (every worker must collect the same order)
         rank = {name: i for i, name in enumerate(LONGEST_MODULES_FIRST)}
         items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_MODULES_FIRST)))

@@ -1,4 +1,4 @@
-"""Tests of the exact analytic IPD (paper.md §7.1, Eq. 4, 15–18) and of its experiment pipeline.
+"""Tests of the exact analytic IPD (paper Sec. 4, App. C, Eq. 4, 15–18) and of its experiment pipeline.
 
 Every quantity is checked against an independent computation written here from the paper's definitions: a Monte
 Carlo simulation of the two tabular policies, a truncated power series Σ γᵗ Mᵗ s0 built with explicit loops over
@@ -32,7 +32,7 @@ PAYOFF = {(0, 0): 1.0, (0, 1): -1.0, (1, 0): 2.0, (1, 1): 0.0}
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Independent numpy oracles (float64), written from paper.md §7.1.
+# Independent numpy oracles (float64), written from paper Sec. 4, App. C.
 
 
 def _sigmoid(x):

@@ -1,4 +1,4 @@
-"""Tests of the Clean Up-lite environment (paper.md §4.2, Table 5), one rule at a time.
+"""Tests of the Clean Up-lite environment (paper App. B.1.2, Table 5), one rule at a time.
 
 Single rules are tested on hand-built states (`make_state` draws the grid as text). Random rules are
 tested statistically over many batched games with fixed seeds: an observed frequency must lie within

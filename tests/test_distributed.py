@@ -448,7 +448,7 @@ def test_async_inprocess_consumes_no_episode_older_than_the_lag_bound(tiny_confi
     result = run_inprocess(program, components=tiny_components, log=lambda line: None)
     assert int(result.state.step) == 5 and len(result.history) == 5
     assert len(result.consumed_lags) == 5 * 8
-    assert min(result.consumed_lags) >= 0 and max(result.consumed_lags) <= 1
+    assert max(result.consumed_lags) <= 1  # (never negative: `episode_problem` drops episodes from the future)
     assert all(row["replay/policy_lag_max"] <= 1 for row in result.history)
     leaves = jax.tree_util.tree_leaves(result.state.meta_params)
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in leaves)

@@ -1,6 +1,6 @@
 """Tests of the estimators: TD errors, GAE advantages (Eq. 11–14), value targets, centring.
 
-Oracles are Python loops written from the paper's equations (paper.md §2.3, §2.4, §2.6), not from
+Oracles are Python loops written from the paper's equations (paper Eq. 10, Eq. 11–14, App. A.3, A.4), not from
 Algorithm 1's recursion.
 """
 

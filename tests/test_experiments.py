@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from helpers import results_snapshot
 
-from coala_dist.analysis.curves import moving_average
 from coala_dist.analysis.evaluation import defection_rates
 from coala_dist.analysis.experiment_report import final_window_mean, mean_and_std
 from coala_dist.analysis.experiment_report import report_json as json_safe
@@ -50,19 +49,6 @@ def test_mean_and_std_is_sample_std_over_seeds():
     assert mean == pytest.approx(statistics.mean(seeds))
     assert std == pytest.approx(statistics.stdev(seeds))
     assert mean_and_std([2.0]) == (2.0, 0.0)
-
-
-def test_moving_average_matches_a_loop():
-    rng = np.random.default_rng(0)
-    values = rng.normal(size=(2, 11))
-    values[1, 4] = np.nan
-    window = 3
-    expected = np.empty_like(values)
-    for i in range(values.shape[0]):
-        for t in range(values.shape[1]):
-            chunk = [v for v in values[i, max(0, t - window + 1) : t + 1] if not np.isnan(v)]
-            expected[i, t] = sum(chunk) / len(chunk)
-    np.testing.assert_allclose(moving_average(values, window), expected)
 
 
 def test_defection_rates_per_inner_episode():

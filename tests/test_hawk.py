@@ -1,7 +1,7 @@
-"""Tests of the Hawk (RG-LRU) policy (paper.md §5): equations vs numpy loops, resets, caches, scans.
+"""Tests of the Hawk (RG-LRU) policy (paper App. B.3): equations vs numpy loops, resets, caches, scans.
 
 The oracles below are plain float64 numpy loops over batch and time written from the equations in
-paper.md §5.2; they share no code with `coala_dist.networks`.
+paper App. B.3; they share no code with `coala_dist.networks`.
 """
 
 import jax
@@ -26,7 +26,7 @@ from coala_dist.networks.policy import (
     init_policy_params,
 )
 
-# Paper sizes (paper.md §5.1): embed 32, LRU 32, MLP 32, 2 heads, 1 block; IPD: 5 observations,
+# Paper sizes (paper App. B.3): embed 32, LRU 32, MLP 32, 2 heads, 1 block; IPD: 5 observations,
 # 2 actions.
 OBS_DIM = 5
 NUM_ACTIONS = 2

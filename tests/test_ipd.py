@@ -1,4 +1,4 @@
-"""Tests of the RL IPD environment (paper.md §4.1, Table 1)."""
+"""Tests of the RL IPD environment (paper App. B.1.1, Table 1)."""
 
 import itertools
 

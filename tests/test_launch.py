@@ -4,7 +4,7 @@ No cloud, network, Docker engine or Ray cluster is needed: the plans are printed
 inspected, the one real execution runs the generated script against a fake `gcloud` that records
 its arguments, the Ray cluster config is checked by Ray's own config validator, and the slice
 shapes are checked against Ray's TPU tables. Cases: a single-host v4-8 and a multi-host
-v5litepod-16 slice (DESIGN.md §1, §5; issue 11).
+v5litepod-16 slice (docs/architecture.md#processes-and-accelerators).
 """
 
 from __future__ import annotations

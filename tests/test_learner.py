@@ -70,7 +70,7 @@ def test_non_finite_update_is_skipped_and_counted(tiny_state, batch, update):
 @pytest.mark.slow
 def test_rule_only_matters_against_naive_coplayers(tiny_config, tiny_components, tiny_state, batch, update):
     """Against meta co-players every rule is standard PG, so COALA and batch-unaware updates coincide there;
-    against naive co-players they differ (paper.md §2.2, §2.6)."""
+    against naive co-players they differ (paper App. A.1, App. A.4)."""
     config = tiny_config.copy_and_resolve_references()
     config.estimator = "batch_unaware"
     other = make_learner(config, tiny_components.policy, tiny_components.env.obs_dim)
@@ -158,7 +158,7 @@ def test_jitted_init_matches_the_eager_initialisers(tiny_components):
     assert jax.tree_util.tree_structure(abstract) == jax.tree_util.tree_structure(jitted)
 
 
-# The paper's table (paper.md §2.2, Eq. 5-6), written out independently of rl.estimators.REGISTRY:
+# The paper's table (paper Eq. 5–7), written out independently of rl.estimators.REGISTRY:
 # rule -> (average_future_episodes, normalize_current_episode, policy gradient summed over the B trajectories).
 _PAPER_TABLE = {"coala": (True, True, True), "mfos": (True, False, True), "batch_unaware": (False, False, False)}
 

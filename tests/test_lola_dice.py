@@ -1,5 +1,5 @@
 """LOLA-DiCE meta agents (estimator "lola_dice"): the replay, the look-ahead through the naive learner's steps, and
-the gradient against independent computations (paper.md Eq. 4; coala_dist/rl/dice.py).
+the gradient against independent computations (paper Eq. 4; coala_dist/rl/dice.py).
 
 The DiCE estimator itself (values, gradients and LOLA-DiCE against exact enumeration of a tabular IPD) is tested in
 test_dice.py; here the pieces that connect it to the Hawk policy, the naive learners and the learner are.

@@ -1,4 +1,4 @@
-"""Tests of the PPO and A2C losses (paper.md §2.6): element-wise numpy oracles, gradient equivalence
+"""Tests of the PPO and A2C losses (paper App. A.4): element-wise numpy oracles, gradient equivalence
 at ratio 1, and the ×B realisation of Eq. 5's Σ over b."""
 
 import math

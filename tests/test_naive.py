@@ -1,4 +1,4 @@
-"""Naive learners: Monte Carlo returns and the A2C step (paper.md §1.6, Table 8)."""
+"""Naive learners: Monte Carlo returns and the A2C step (paper App. B.2, Table 8)."""
 
 import jax
 import jax.numpy as jnp

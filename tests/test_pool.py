@@ -1,4 +1,4 @@
-"""Pairing sampler: naive with probability p_naive, uniform within each pool, never self (paper.md §2.7)."""
+"""Pairing sampler: naive with probability p_naive, uniform within each pool, never self (paper App. B.2)."""
 
 import jax
 import jax.numpy as jnp

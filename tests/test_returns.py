@@ -1,4 +1,4 @@
-"""Tests of Algorithm 1, `batch_lambda_returns` (paper.md §2.5, Eq. 5).
+"""Tests of Algorithm 1, `batch_lambda_returns` (paper Algorithm 1, Eq. 5).
 
 Every oracle below is a double Python loop over (trajectory b, step l) written from an equation —
 Eq. 5, the M-FOS rule, the forward view of TD(λ) — never from the backward recursion under test.

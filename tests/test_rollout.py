@@ -1,4 +1,4 @@
-"""The rollout against an independent step-by-step oracle (DESIGN.md §3: the three time scales)."""
+"""The rollout against an independent step-by-step oracle (docs/choices.md#time-scales)."""
 
 from __future__ import annotations
 

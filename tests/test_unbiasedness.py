@@ -18,7 +18,7 @@ network or of Algorithm 1:
   so an ego action in episode m moves ψ for every trajectory of episodes m+1, …, M by O(1/B).
 
 ∇J̄ comes from `jax.grad` through the enumeration. The score-function estimators use
-`batch_lambda_returns` with γ = λ = 1 and no baseline (paper.md §2.2 table):
+`batch_lambda_returns` with γ = λ = 1 and no baseline (paper Eq. 5–7):
 
     COALA-PG:      Σ_b Σ_l ∇ log π(aᵇₗ) · Ψᵇₗ, flags (True, True)
     M-FOS:         Σ_b Σ_l ∇ log π(aᵇₗ) · Ψᵇₗ, flags (True, False)
@@ -175,7 +175,7 @@ class ShapingProblem:
             self.inner_episode_length,
         )
         gradient = jnp.einsum("bl,blm->m", weights, scores)
-        # paper.md §2.2: COALA and M-FOS sum over b, batch-unaware averages.
+        # paper Eq. 5–7: COALA and M-FOS sum over b, batch-unaware averages.
         return gradient / self.batch_size if estimator == "batch_unaware" else gradient
 
     def sample_episode(self, key):

@@ -21,11 +21,11 @@ TITLES = {
 HEADER = """# Analytic IPD results (paper §4; Figs. 3, 4, 8–10)
 
 Exact experiments in the infinitely iterated prisoner's dilemma with tabular memory-one policies
-(`coala_dist/envs/analytic_ipd.py`, paper.md §7.1): returns come from one linear solve (Eq. 15–16), gradients from
-JAX autodiff through the naive learners' updates (`coala_dist/rl/analytic_rules.py`: shaping objective Eq. 17, LOLA
+(`coala_dist/envs/analytic_ipd.py`, paper Sec. 4, App. C): returns come from one linear solve (Eq. 15–16), gradients
+from JAX autodiff through the naive learners' updates (`coala_dist/rl/analytic_rules.py`: shaping objective Eq. 17, LOLA
 Eq. 4). Nothing here is sampled except the naive learners' and agents' initial logits. This file is written by
-`coala analytic FIGURE --out=results/analytic`; rerun a figure with that --out to refresh its section (without
---out, the command writes to workdirs/analytic and leaves this folder alone).
+`coala analytic FIGURE --out=results/analytic`; rerun a figure with that --out to refresh its section (without --out,
+the command writes to workdirs/analytic and leaves this folder alone).
 
 Reproduce everything (CPU, a few minutes per figure):
 

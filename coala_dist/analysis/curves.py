@@ -3,7 +3,7 @@
 Runs are grouped by their estimator (read from the config saved with their checkpoints; runs without one are their
 own group, named after their work directory). Within a group every run is one seed: at each iteration the curve is
 the mean over the seeds that reached it and the band is ± the sample standard deviation (ddof = 1), as in the
-paper's RL figures (mean ± std over 5 seeds, paper.md §6.1, §7.2). Each run is first smoothed by a trailing moving
+paper's RL figures (mean ± std over 5 seeds, paper App. B.4, Figs. 5–7). Each run is first smoothed by a trailing moving
 average over iterations.
 """
 
@@ -57,7 +57,7 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def aggregate_over_seeds(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean ± std over seeds at every iteration (the paper's RL figures, paper.md §6.1).
+    """Mean ± std over seeds at every iteration (the paper's RL figures, paper App. B.4).
 
     Args:
       curves: [S, I] one row per seed, NaN where a seed has no value (not reached, or no episode of that kind).

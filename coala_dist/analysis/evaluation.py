@@ -12,16 +12,16 @@ arrays concatenated over batches):
 
   - IPD: the meta agent's probability of cooperating in each observed state (start, CC, CD, DC, DD; own action
     first), both players' cooperation rates and rewards per step, and the least-squares fit of the meta agent's
-    conditional cooperation probabilities to the zero-determinant extortion family (paper.md Eq. 18, Fig. 8).
-  - Clean Up: the paper's metrics (paper.md §4.2, §7.3): own and co-player return per inner episode, cleaning
+    conditional cooperation probabilities to the zero-determinant extortion family (paper Eq. 18, Fig. 8).
+  - Clean Up: the paper's metrics (paper App. B.1.2, App. H.2): own and co-player return per inner episode, cleaning
     discrepancy, zap rate, pollution and apple levels.
 
 * `evaluate_against_naive` and `evaluate_between_meta_agents` (the experiment runner, paper Fig. 5B and App. H.3):
   every meta agent against fresh naive learners from every naive initialisation (key stream
   `keys.EVALUATION_AGAINST_NAIVE`), and every ordered pair of meta agents (`keys.EVALUATION_BETWEEN_META_AGENTS`),
   through the same `Rollout.play` as training. A fresh naive learner starts from one of the static naive
-  initialisations (the ones it trained against, paper.md §1.6) and learns by A2C after each of the M inner
-  episodes; between meta agents nobody learns inside a meta-episode (paper.md §2.7).
+  initialisations (the ones it trained against, paper App. B.2) and learns by A2C after each of the M inner
+  episodes; between meta agents nobody learns inside a meta-episode (paper App. B.2).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def pooled_probability(probability: np.ndarray, visits: np.ndarray) -> np.ndarra
 
 
 def cleanup_paper_metrics(metrics: dict[str, np.ndarray], inner_episode_length: int) -> dict[str, Any]:
-    """The paper's Clean Up metrics (paper.md §4.2, §7.3) from per-inner-episode means.
+    """The paper's Clean Up metrics (paper App. B.1.2, Sec. 5.2, App. H.2) from per-inner-episode means.
 
     With ⟨x⟩ₙₘ the mean of `info[x]` over the B games and T steps of inner episode m of meta-episode n (what the
     rollout reports) and the ego as player 1:
@@ -165,7 +165,7 @@ def defection_rates(cooperation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_extortion(cooperate_after: np.ndarray, payoffs: tuple[float, float, float, float]) -> dict[str, list]:
-    """Least-squares fit of rows of (P(C|CC), P(C|CD), P(C|DC), P(C|DD)) to the ZD extortion family (paper.md
+    """Least-squares fit of rows of (P(C|CC), P(C|CD), P(C|DC), P(C|DD)) to the ZD extortion family (paper
     Eq. 18), with `coala_dist.envs.analytic_ipd.fit_zero_determinant_rows`; rows with an unobserved state give NaN.
 
     Args:

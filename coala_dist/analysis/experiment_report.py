@@ -2,7 +2,7 @@
 
 Numbers reported per run are the mean of a training metric over the last `final_window` iterations (each iteration's
 value is already a mean over that iteration's meta-batch); across seeds, mean ± sample std (ddof = 1) as in the
-paper's RL figures (mean ± std over 5 seeds, paper.md §6.1). Plots use matplotlib's Agg backend.
+paper's RL figures (mean ± std over 5 seeds, paper App. B.4). Plots use matplotlib's Agg backend.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""The FLOP model of the Hawk policy (paper.md §5) and this machine's dense-matmul speed: the benchmark's limit.
+"""The FLOP model of the Hawk policy (paper App. B.3) and this machine's dense-matmul speed: the benchmark's limit.
 
 Nearly all arithmetic of the policy is in its dense layers; per agent-step (one time step of one sequence, batch
 rows b) each `[b, k] × [k, n]` matmul costs 2·k·n FLOPs. Per residual block (d = embed_dim, e = lru_width,
-f = mlp_width, h = num_heads; paper.md §5.2):
+f = mlp_width, h = num_heads; paper App. B.3):
 
     linear_x, linear_y   d → e each                 2 · 2·d·e
     RG-LRU gates W_a, W_x   block-diagonal, h blocks of (e/h)²    2 · 2·e²/h   (dense e×e as executed: 2 · 2·e²)
@@ -18,7 +18,7 @@ backward pass is ≈ 2F, one matmul for the input gradient and one for the weigh
 
     acting            2F                     the ego and its co-player each run the policy once per step;
     naive learning    3F · p_naive · (M−1)/M a naive co-player re-runs forward + backward on its B·T steps after
-                                             each inner episode but the last (A2C, paper.md §1.6);
+                                             each inner episode but the last (A2C, paper App. B.2);
     meta update       3F · epochs            PPO: every epoch passes forward + backward over every step once
                                              (A2C: one pass).
 """

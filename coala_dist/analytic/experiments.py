@@ -1,11 +1,11 @@
-"""The analytic IPD experiments of the paper's §4 (paper.md §7.1): one `run_*` function per figure.
+"""The analytic IPD experiments of the paper's Sec. 4 and App. C: one `run_*` function per figure.
 
 Every trainer is a pure function of its key (and initial parameters) that scans over updates; seeds are batched with
 `jax.vmap` inside one `jax.jit`, as in purejaxrl. A `run_*` function returns a `FigureResult`: JSON-able summary
 numbers, the checks of the paper's claims, and the arrays the plots need.
 
-Learning-aware ("meta") agents are tabular 5-logit policies trained with Optax `adamw` (default arguments, paper.md
-§7.1) on one of the gradients of coala_dist/rl/analytic_rules.py:
+Learning-aware ("meta") agents are tabular 5-logit policies trained with Optax `adamw` (default arguments, paper
+Sec. 4, App. C) on one of the gradients of coala_dist/rl/analytic_rules.py:
   * against naive learners: the shaping gradient of Eq. 17 (fresh naive learners every update);
   * in a mixed group: p_naive · shaping + (1 − p_naive) · partial gradient against the other meta agents;
   * LOLA: p · ∇LOLA (Eq. 4) + (1 − p) · partial gradient against the other LOLA agent.
@@ -275,7 +275,7 @@ def make_mutual_trainer(
 ) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
     """Learning-aware agents trained against each other without naive learners (Fig. 3B).
 
-    Against another learning-aware agent the gradient is the partial gradient ∂Jⁱ/∂φⁱ (paper.md §7.1). Two
+    Against another learning-aware agent the gradient is the partial gradient ∂Jⁱ/∂φⁱ (paper Sec. 4, App. C). Two
     agents update simultaneously; in self-play one agent meets a frozen copy of itself (the copy is a separate
     player that the partial gradient holds fixed).
 

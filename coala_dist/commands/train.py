@@ -53,8 +53,8 @@ _MODE = flags.DEFINE_enum(
 _REPLAY = flags.DEFINE_string(
     "replay",
     None,
-    "Replay transport: auto (reverb where installed, else queues for inprocess, ray for local/ray) | reverb | ray "
-    "| queues (default config.distributed.replay).",
+    "Replay transport: auto (queues for inprocess, ray for local/ray, on both profiles; reverb is never chosen for "
+    "you) | reverb | ray | queues (default config.distributed.replay).",
 )
 _START_OVER = flags.DEFINE_bool(
     "start_over",

@@ -1,14 +1,14 @@
-"""Settings of the exact analytic IPD experiments (paper.md §7.1; paper §4, App. C; Figs. 3, 4, 8–10).
+"""Settings of the exact analytic IPD experiments (paper Sec. 4, App. C; Figs. 3, 4, 8–10).
 
 `coala analytic FIGURE` reads the sub-config named FIGURE and the shared `game`/`shaping` blocks, e.g.
 `coala analytic fig4 --config.fig4.num_steps=3000`.
 
-What the paper gives (paper.md §7.1): the model (Eq. 15–18), Optax `adamw` with default arguments for the
+What the paper gives (paper Sec. 4, App. C): the model (Eq. 15–18), Optax `adamw` with default arguments for the
 learning-aware agents, seed counts (Fig. 3: 32, Fig. 4: 64, Fig. 8: 64, Figs. 9–10: 8), the defection init
 (logits log 0.01), and for the LOLA runs γ = 0.95, meta lr 0.005, naive lr 5 (10 for one look-ahead) and the mixing
 factors 1, 1, 0.75, 0.6, 0.4 for look-aheads 1, 2, 3, 10, 20. The ZD section uses γ = 0.999 for shaping.
 
-What the paper does not give ([not found] in paper.md §7.1), chosen here:
+What the paper does not give (docs/choices.md#analytic-ipd-settings), chosen here:
   * M = 20 naive steps per shaping trajectory (Fig. 10C shows 20 naive learning steps).
   * Naive learning rate 5 for the Fig. 3/9/10 shaping experiments too (the one naive lr the paper states), in units
     of the normalised return (1 − γ)·J; see coala_dist/envs/analytic_ipd.py.
@@ -25,7 +25,7 @@ import math
 
 import ml_collections
 
-DEFECTION_LOGIT = math.log(0.01)  # paper.md §7.1, Fig. 9: "logits initialized at log 0.01"
+DEFECTION_LOGIT = math.log(0.01)  # paper Sec. 4, App. C, Fig. 9: "logits initialized at log 0.01"
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -38,11 +38,11 @@ def get_config() -> ml_collections.ConfigDict:
 
     # How a learning-aware agent meets naive learners (Eq. 17) in Figs. 3, 8, 9, 10.
     config.shaping = ml_collections.ConfigDict()
-    config.shaping.num_naive_steps = 20  # M [not found]; Fig. 10C shows 20 naive steps
-    config.shaping.naive_learning_rate = 5.0  # [not found] for Fig. 3; the paper's LOLA value
-    config.shaping.meta_batch_size = 16  # naive learners per update [not found]
-    config.shaping.naive_init_scale = 1.0  # naive logits ~ N(0, scale²), as the meta init [not found]
-    config.shaping.meta_learning_rate = 0.01  # adamw defaults otherwise [lr not found for Fig. 3]
+    config.shaping.num_naive_steps = 20  # M not given; Fig. 10C shows 20 naive steps
+    config.shaping.naive_learning_rate = 5.0  # not given for Fig. 3; the paper's LOLA value
+    config.shaping.meta_batch_size = 16  # naive learners per update (not given)
+    config.shaping.naive_init_scale = 1.0  # naive logits ~ N(0, scale²), as the meta init (not given)
+    config.shaping.meta_learning_rate = 0.01  # adamw defaults otherwise [lr not given for Fig. 3]
     config.shaping.meta_init_scale = 1.0  # random learning-aware init, logits ~ N(0, scale²)
     config.shaping.defection_logit = DEFECTION_LOGIT
 
@@ -85,13 +85,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.fig10.p_naive = 0.75  # the mixed pool's p_naive of the RL experiments (Table 2)
     config.fig10.tft_probability = 0.99  # σ(logits) of the initial TFT: 0.99 where TFT says C, 0.01 for D
 
-    # Fig. 4: LOLA with k look-ahead steps, two LOLA agents trained against each other (paper.md §7.1).
+    # Fig. 4: LOLA with k look-ahead steps, two LOLA agents trained against each other (paper Sec. 4, App. C).
     config.fig4 = ml_collections.ConfigDict()
     config.fig4.num_seeds = 64
     config.fig4.gamma = 0.95
     config.fig4.meta_learning_rate = 0.005
     config.fig4.meta_init_scale = 1.0
-    config.fig4.num_steps = 2000  # [not found]
+    config.fig4.num_steps = 2000  # not given
     config.fig4.look_aheads = (1, 2, 3, 10, 20)
     config.fig4.naive_learning_rates = (10.0, 5.0, 5.0, 5.0, 5.0)  # 10 for one look-ahead
     config.fig4.lola_weights = (1.0, 1.0, 0.75, 0.6, 0.4)  # Fig. 4C: weight of ∇LOLA vs the naive partial gradient

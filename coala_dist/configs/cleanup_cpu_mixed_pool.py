@@ -9,10 +9,8 @@ M = 5, T = 64, A2C + SGD) except, to fit a shared 2-core CPU (the paper runs 300
     value of Table 6's sweep), keeping the paper's ratio between estimators, to make up for 200× fewer updates,
   * value_coefficient 0.5 -> 0.05: the critic keeps the paper's step size. With SGD one update moves the parameters
     by lr · (∇L_policy + c_v ∇L_value), so c_v = 0.05 at 10× the learning rate is exactly the paper's value step
-    (lr · c_v = 0.05 for COALA-PG, 0.015 for M-FOS / batch-unaware). At 10× with c_v = 0.5 one step moved V by
-    ≈ 16× its error (V at step 0 swung +1.9, −3.0, +0.85 against a target ≈ 0.2; value loss 0.65–5.3), so every
-    step was clipped and only M-FOS's large Σ_b policy gradient survived (issue 18's audit; added 2026-12-03).
-    `--config.meta.value_coefficient=0.5` gives the earlier runs' setting.
+    (lr · c_v = 0.05 for COALA-PG, 0.015 for M-FOS / batch-unaware); at 10× with c_v = 0.5 the critic diverged
+    (results/cleanup/README.md). `--config.meta.value_coefficient=0.5` gives the earlier runs' setting.
 """
 
 from coala_dist.configs import load_shipped

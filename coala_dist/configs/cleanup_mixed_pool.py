@@ -4,9 +4,9 @@ Starts from the pure-shaping file (same environment, T = 64, the same PPO/A2C se
 and sets what differs. Naive learners are initialised each iteration from the current meta agents' parameters
 (`dynamic_naive_agents`, Table 5) and then learn with A2C + SGD (Table 8, Cleanup Mixed column: lr 1, γ 1). Meta
 agents use A2C + SGD (Table 7, Pool columns): reward scale 0.1 for every estimator, learning rate 0.1 for COALA-PG
-and 0.03 for M-FOS / batch-unaware (`ESTIMATOR_OVERRIDES`). paper.md §6.4 notes that 0.1 is outside Table 6's
-printed sweep set {0.03, 0.01, 0.5, 1.0}; Table 7's value is used. The pool's A2C value coefficient is [not found]
-(paper.md §6.5): the shaping columns' 0.5 is kept. `get_config()` returns the COALA-PG column.
+and 0.03 for M-FOS / batch-unaware (`ESTIMATOR_OVERRIDES`). 0.1 is outside Table 6's
+printed sweep set {0.03, 0.01, 0.5, 1.0}; Table 7's value is used. The pool's A2C value coefficient is not given
+(docs/choices.md#table-7): the shaping columns' 0.5 is kept. `get_config()` returns the COALA-PG column.
 """
 
 from coala_dist.configs import load_shipped

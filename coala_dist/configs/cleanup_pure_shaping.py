@@ -1,8 +1,8 @@
 """Clean Up-lite pure shaping (paper Fig. 6): one meta agent against naive learners. Tables 5, 7, 8 (paper values).
 
-Table 7 is garbled in the paper (paper.md §6.5). This file follows **reading 1** (the extracted row order):
-the "0.1" entries of the Shaping-COALA column are the *reward rescaling*, so COALA-PG scales rewards by 0.1 and
-M-FOS / batch-unaware by 1; λ_td = 1 everywhere. Per-estimator values (reward scale, learning rate) are in
+Table 7's row order is ambiguous in the paper (docs/choices.md#table-7). This file follows **reading 1** (the extracted
+row order): the "0.1" entries of the Shaping-COALA column are the *reward rescaling*, so COALA-PG scales rewards by 0.1
+and M-FOS / batch-unaware by 1; λ_td = 1 everywhere. Per-estimator values (reward scale, learning rate) are in
 `ESTIMATOR_OVERRIDES`; `get_config()` returns the COALA-PG column. Reading 2 (λ_td = 0.1, reward scale 1) is
 `config.meta.td_lambda = 0.1; config.meta.reward_scale = 1.0`.
 """

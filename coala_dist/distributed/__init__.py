@@ -1,4 +1,4 @@
-"""The distributed actor-learner program (DESIGN.md §1, §5, §6).
+"""The distributed actor-learner program (docs/architecture.md, docs/transport.md).
 
 Nodes (built in their own thread or process from uncalled factories, Acme style):
 

@@ -1,7 +1,7 @@
 """The two things that travel through the replay node, as flat lists of numpy arrays with static shapes.
 
-* one `MetaEpisode` (the data contract, DESIGN.md §4) — the shapes of a single episode, from `jax.eval_shape` of the
-  rollout, so a table's signature is fixed by the config;
+* one `MetaEpisode` (the data contract, docs/architecture.md#the-data-contract) — the shapes of a single episode,
+  from `jax.eval_shape` of the rollout, so a table's signature is fixed by the config;
 * `PublishedParams` — what an actor needs to roll out version v: every meta agent's parameters, the naive
   initialisations, the run key, v itself (the version travels with the parameters) and how many actors share v's
   work units (which changes when a running job is scaled).

@@ -1,4 +1,4 @@
-"""The replay node's transport: one narrow interface, three backends (DESIGN.md §5).
+"""The replay node's transport: one narrow interface, three backends (docs/transport.md).
 
 Everything that crosses between nodes goes through **tables** of items, each item a flat list of numpy arrays
 (`codec.TreeCodec`); nothing here knows JAX types. Two kinds of table:

@@ -1,4 +1,4 @@
-"""The data-parallel learner (DESIGN.md §6): the meta-batch axis sharded over a device mesh, parameters replicated.
+"""The data-parallel learner: the meta-batch axis sharded over a device mesh, parameters replicated.
 
 `data_parallel_update` is `Learner.update` itself, jitted with `NamedSharding`s: the state (parameters, optimiser
 states, keys, counters) replicated on every device, every leaf of the `MetaEpisode` batch split along its leading
@@ -32,8 +32,8 @@ def initialize_learner_group(coordinator_address: str | None, num_processes: int
 
     With `coordinator_address=None` and `$JAX_COORDINATOR_ADDRESS` set (the cloud launchers' learner hosts), JAX
     detects the group from the Cloud TPU metadata. CPU devices need a collectives implementation to talk across
-    processes; gloo is the one that works with this stack (DESIGN.md §1); it only affects the CPU backend, so it is
-    set unconditionally.
+    processes; gloo is the one that works with this stack (docs/architecture.md#processes-and-accelerators); it only
+    affects the CPU backend, so it is set unconditionally.
 
     Returns:
       This process's index in the group (which share of every meta-batch it reads).

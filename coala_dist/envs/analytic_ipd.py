@@ -1,4 +1,4 @@
-"""Exact, differentiable infinitely-iterated prisoner's dilemma with tabular policies (paper.md §7.1).
+"""Exact, differentiable infinitely-iterated prisoner's dilemma with tabular policies (paper Sec. 4, App. C).
 
 The analytic game of the paper's §4 (App. C). Each player has a 5-logit memory-one policy
 `logits = [φ0, φ1, φ2, φ3, φ4]`:
@@ -38,7 +38,7 @@ SUCKER = -1.0
 # Joint actions in player 1's order (player 1's action first), 0 = cooperate, 1 = defect: index = 2·a¹ + a².
 CC, CD, DC, DD = range(4)
 
-# Payoff vectors over (CC, CD, DC, DD) in player 1's order (paper.md §7.1): r¹ = [R, S, T, P], r² = [R, T, S, P].
+# Payoff vectors over (CC, CD, DC, DD) in player 1's order (paper Sec. 4, App. C): r¹ = [R, S, T, P], r² = [R, T, S, P].
 PAYOFF_PLAYER_1 = (REWARD, SUCKER, TEMPTATION, PUNISHMENT)
 PAYOFF_PLAYER_2 = (REWARD, TEMPTATION, SUCKER, PUNISHMENT)
 
@@ -67,7 +67,7 @@ def joint_action_distribution(cooperate_player_1: jax.Array, cooperate_player_2:
 
 
 def initial_state_distribution(logits_player_1: jax.Array, logits_player_2: jax.Array) -> jax.Array:
-    """Distribution of the first round's joint action, s0 of paper.md §7.1.
+    """Distribution of the first round's joint action, s0 of paper Sec. 4, App. C.
 
     s0 = [σ(φ¹0)σ(φ²0), σ(φ¹0)(1−σ(φ²0)), (1−σ(φ¹0))σ(φ²0), (1−σ(φ¹0))(1−σ(φ²0))]ᵀ.
 
@@ -83,7 +83,7 @@ def initial_state_distribution(logits_player_1: jax.Array, logits_player_2: jax.
 
 
 def transition_matrix(logits_player_1: jax.Array, logits_player_2: jax.Array) -> jax.Array:
-    """Markov matrix of the joint action from one round to the next (paper.md §7.1).
+    """Markov matrix of the joint action from one round to the next (paper Sec. 4, App. C).
 
     M[next, previous] = P(joint action `next` | previous joint action `previous`), so each *column* sums to 1 and
     the distribution evolves as s_{t+1} = M s_t. Player 2's cooperation logit in state `previous` is read at
@@ -106,7 +106,7 @@ def transition_matrix(logits_player_1: jax.Array, logits_player_2: jax.Array) ->
 def discounted_state_visitation(
     logits_player_1: jax.Array, logits_player_2: jax.Array, gamma: float | jax.Array
 ) -> jax.Array:
-    """Discounted visitation of the joint actions, Σ_{t≥0} γᵗ Mᵗ s0 = (I − γM)⁻¹ s0 (paper.md Eq. 15–16).
+    """Discounted visitation of the joint actions, Σ_{t≥0} γᵗ Mᵗ s0 = (I − γM)⁻¹ s0 (paper Eq. 15–16).
 
     Computed by one linear solve. Multiplied by (1 − γ) it is a probability distribution.
 
@@ -242,7 +242,7 @@ def own_average_reward(logits_own: jax.Array, logits_other: jax.Array, gamma: fl
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Zero-determinant strategies (Press & Dyson 2012), paper.md Eq. 18.
+# Zero-determinant strategies (Press & Dyson 2012), paper Eq. 18.
 
 
 def zero_determinant_phi_max(
@@ -274,7 +274,7 @@ def zero_determinant_strategy(
     punishment: float = PUNISHMENT,
     sucker: float = SUCKER,
 ) -> jax.Array:
-    """Cooperation probabilities of the ZD extortion strategy with parameters (χ, φ) (paper.md Eq. 18).
+    """Cooperation probabilities of the ZD extortion strategy with parameters (χ, φ) (paper Eq. 18).
 
     p1 = 1 − φ(χ − 1)(R − P)/(P − S)
     p2 = 1 − φ(1 + χ(T − P)/(P − S))
@@ -338,7 +338,7 @@ def fit_zero_determinant(
 ) -> ZeroDeterminantFit:
     """Least-squares fit of a strategy to the ZD extortion family: min_{χ≥1, 0≤φ≤φ_max(χ)} ‖p − p_ZD(χ, φ)‖².
 
-    (paper.md §7.1, Fig. 8: the fit of σ(φⁱ)[1:5].) For fixed χ the optimal φ is closed form; χ is searched on a
+    (paper Sec. 4, App. C, Fig. 8: the fit of σ(φⁱ)[1:5].) For fixed χ the optimal φ is closed form; χ is searched on a
     grid of u = 1/χ ∈ (0, 1] (covering χ ∈ [1, ∞)) that is refined `num_refinements` times around the best point.
 
     Args:

@@ -2,8 +2,8 @@
 
 An environment is a frozen (hashable) dataclass, so it can be closed over or passed as a static argument to
 `jax.jit`. It is batched: `reset` makes `batch_size` independent games, `step` advances all of them. It never
-resets itself: the rollout resets it at every inner-episode boundary (paper.md §1.4), which keeps the three time
-scales of DESIGN.md §3 explicit in one place.
+resets itself: the rollout resets it at every inner-episode boundary (paper Sec. 2.3), which keeps the three time
+scales (docs/choices.md#time-scales) explicit in one place.
 
 Notation: b = batch (parallel games), o = observation size.
 """

@@ -1,4 +1,4 @@
-"""Clean Up-lite: a two-player 5 × 4 public-goods grid world (paper.md §4.2, App. B.1.2, Table 5).
+"""Clean Up-lite: a two-player 5 × 4 public-goods grid world (paper App. B.1.2, Table 5).
 
 A simplified Melting Pot Clean Up. The orchard (leftmost column) grows apples, worth +1 to whoever
 harvests them, but only while the river (rightmost column) is clean: the apple spawn probability
@@ -13,7 +13,7 @@ APPLE (1), DIRT (2); apples only ever appear in the orchard and dirt only in the
 0 move right, 1 move left, 2 move up, 3 move down, 4 zap, 5 do nothing (the paper's order). Player
 axes inside the state are ordered (player 1, player 2).
 
-One step, in the order of paper.md §4.2 ("free" = not frozen at the start of the step):
+One step, in the order of paper App. B.1.2 ("free" = not frozen at the start of the step):
   1. If some river cell is clean, with probability `pollution_probability` (0.35) dirt appears on a
      uniformly random clean river cell.
   2. If some orchard cell has no apple, with probability p_apple = 1 − min(1, P / P_threshold)
@@ -27,7 +27,7 @@ One step, in the order of paper.md §4.2 ("free" = not frozen at the start of th
   6. Agents move (walls stop them).
 Because movement comes last, harvesting and cleaning at step t act on the cell reached at t − 1.
 
-Decisions where paper.md §4.2 is ambiguous or silent (switch = dataclass field):
+Decisions where paper App. B.1.2 is ambiguous or silent (docs/choices.md#clean-up-lite-rules; switch = dataclass field):
   - Orientation "5 × 4": read as 5 rows × 4 columns (matrix convention), so river and orchard have
     5 cells each and there are 2 middle columns. Switch: `grid_height`, `grid_width` (4 × 5 gives
     the other reading).
@@ -150,7 +150,7 @@ class CleanupLiteState(NamedTuple):
 
 
 def apple_spawn_probability(num_dirt: jax.Array, pollution_threshold: float) -> jax.Array:
-    """Apple spawn probability p_apple = 1 − min(1, P / P_threshold) (paper.md §4.2, step 2).
+    """Apple spawn probability p_apple = 1 − min(1, P / P_threshold) (paper App. B.1.2, step 2).
 
     Args:
       num_dirt: P, the number of dirt cells, any shape, int or float.

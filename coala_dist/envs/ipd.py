@@ -1,12 +1,12 @@
-"""Iterated prisoner's dilemma, RL version (paper.md §4.1, App. B.1.1, Table 1).
+"""Iterated prisoner's dilemma, RL version (paper App. B.1.1, Tables 1 and 2).
 
 Five observable states: start, CC, CD, DC, DD. The first letter is always the *observer's own* previous action and
 the second the co-player's (the "permutation of the tuple to ensure a symmetry of observation"), so both players
 run the same policy on the same kind of input. Action 0 = cooperate, 1 = defect.
 
 The game is deterministic; the state is the joint previous action (or "start") and the step counter `t` within the
-inner episode (int32, DESIGN.md §3). The environment does not end or reset itself: the rollout calls `reset` at
-every inner-episode boundary, after `inner_episode_length` steps.
+inner episode (int32, docs/choices.md#time-scales). The environment does not end or reset itself: the rollout calls
+`reset` at every inner-episode boundary, after `inner_episode_length` steps.
 """
 
 from __future__ import annotations

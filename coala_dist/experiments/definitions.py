@@ -1,4 +1,4 @@
-"""The paper's experiments (IPD: paper.md §7.2, §3; Clean Up-lite: §7.3) as data: config, estimators, numbers.
+"""The paper's experiments (IPD: Sec. 5.1, App. H.3; Clean Up-lite: Sec. 5.2) as data: config, estimators, numbers.
 
 Each `Experiment` names a CPU-scale config file (`configs/ipd_cpu_*.py`, `configs/cleanup_cpu_*.py`), the overrides
 that make it this claim (e.g. p_naive = 0 for the ablation), the naive-opponent estimators it compares, and the
@@ -25,7 +25,7 @@ class Experiment:
 
     Attributes:
       name: the command-line name, e.g. "ipd-fig5a".
-      claim: what the paper says should happen (paper.md §7.2), for the results table.
+      claim: what the paper says should happen (paper Sec. 5.1, Fig. 5), for the results table.
       config_file: file name in `configs/` holding the CPU-scale settings.
       overrides: dotted config field -> value applied on top of the config file.
       estimators: naive-opponent rules compared (config field `estimator`).

@@ -1,9 +1,9 @@
 """Hawk building blocks: RMSNorm, RG-LRU, causal Conv1D, recurrent / MLP / residual blocks.
 
-The paper (paper.md §5.1) uses one Hawk residual block (De et al., 2024, "Griffin: Mixing Gated
+The paper (App. B.3) uses one Hawk residual block (De et al., 2024, "Griffin: Mixing Gated
 Linear Recurrences with Local Attention for Efficient Language Models",
 https://arxiv.org/abs/2402.19427) as the policy backbone; the block internals follow the reference
-Griffin/Hawk implementation (paper.md §5.2, google-deepmind/recurrentgemma, `jax/layers.py` and
+Griffin/Hawk implementation (docs/choices.md#hawk-details, google-deepmind/recurrentgemma, `jax/layers.py` and
 `jax/modules.py`), re-written here for jax 0.4.34 and with resets honoured everywhere.
 
 Notation for array shapes:
@@ -123,7 +123,7 @@ def lecun_normal_fan_in(scale: float = 1.0) -> nn.initializers.Initializer:
 
 
 def rms_norm(x: Array, scale: Array, eps: float = 1e-6) -> Array:
-    """RMS normalisation with a zero-centred scale (paper.md §5.2).
+    """RMS normalisation with a zero-centred scale (recurrentgemma).
 
     y = x / sqrt(mean_d(x²) + eps) ⊙ (1 + scale)
 
@@ -140,7 +140,7 @@ def rms_norm(x: Array, scale: Array, eps: float = 1e-6) -> Array:
 
 
 def block_diagonal_linear(x: Array, kernel: Array, bias: Array) -> Array:
-    """Linear map with a block-diagonal weight matrix (the RG-LRU gates, paper.md §5.2).
+    """Linear map with a block-diagonal weight matrix (the RG-LRU gates, recurrentgemma).
 
     The width is split into h contiguous blocks of size i = e/h; block k maps x[k·i:(k+1)·i]
     through kernel[k]:
@@ -193,7 +193,7 @@ def _sqrt_bound_derivative_jvp(
 def rg_lru_a_param_init(
     min_radius: float = A_MIN_RADIUS, max_radius: float = A_MAX_RADIUS
 ) -> nn.initializers.Initializer:
-    """Initialiser for the RG-LRU parameter Λ (paper.md §5.2; recurrentgemma `rnn_param_init`).
+    """Initialiser for the RG-LRU parameter Λ (recurrentgemma `rnn_param_init`).
 
     a = exp(−softplus(Λ)) is drawn so that a² is uniform on [min_radius², max_radius²] (uniform by
     area on a ring of the complex plane), hence a ∈ [min_radius, max_radius], and then
@@ -216,7 +216,7 @@ def rg_lru_a_param_init(
 
 
 def rg_lru_coefficients(x: Array, gate_a: Array, gate_x: Array, a_param: Array, reset: Array) -> tuple[Array, Array]:
-    """Per-step coefficients of the RG-LRU recurrence h_t = a_t ⊙ h_{t−1} + b_t (paper.md §5.2).
+    """Per-step coefficients of the RG-LRU recurrence h_t = a_t ⊙ h_{t−1} + b_t (De et al., 2024).
 
     log a_t = −8 · r_t · softplus(Λ)
     b_t     = sqrt(1 − a_t²) ⊙ (i_t ⊙ x_t)
@@ -301,7 +301,7 @@ def linear_recurrence(
 
 
 def causal_conv1d(x: Array, kernel: Array, bias: Array, reset: Array, state: Array) -> tuple[Array, Array]:
-    """Causal temporal convolution that does not mix segments (paper.md §5.2, Conv1D).
+    """Causal temporal convolution that does not mix segments (recurrentgemma Conv1D).
 
     y_t = bias + Σ_{k=0}^{w−1} kernel[k] ⊙ x_{t−k} · [no segment starts in (t−k, t]]
 
@@ -356,7 +356,7 @@ def causal_conv1d(x: Array, kernel: Array, bias: Array, reset: Array, state: Arr
 
 
 def gated_mlp(x: Array, up_kernel: Array, up_bias: Array, down_kernel: Array, down_bias: Array) -> Array:
-    """Gated MLP of the Hawk residual block (paper.md §5.2, MLPBlock).
+    """Gated MLP of the Hawk residual block (recurrentgemma MLPBlock).
 
     y = W_down (GeLU(W_1 x + c_1) ⊙ (W_2 x + c_2)) + c_down, with the tanh approximation of GeLU
     (Flax's and Hawk's default).
@@ -570,7 +570,7 @@ class Conv1D(nn.Module):
 
 
 class RecurrentBlock(nn.Module):
-    """Hawk's temporal-mixing block (paper.md §5.2).
+    """Hawk's temporal-mixing block (recurrentgemma RecurrentBlock).
 
     y = GeLU(Linear_y(x)); u = RG-LRU(Conv1D(Linear_x(x))); out = Linear_out(u ⊙ y).
 
@@ -698,7 +698,7 @@ class MLPBlock(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """Hawk's pre-norm residual block (paper.md §5.2).
+    """Hawk's pre-norm residual block (recurrentgemma ResidualBlock).
 
     y = x + RecurrentBlock(RMSNorm(x)); out = y + MLPBlock(RMSNorm(y)).
 

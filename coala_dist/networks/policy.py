@@ -1,4 +1,4 @@
-"""The Hawk policy/value network shared by meta agents and naive learners (paper.md §5.1).
+"""The Hawk policy/value network shared by meta agents and naive learners (paper App. B.3).
 
 Observation → linear embedding (d = embed_dim) → `num_blocks` Hawk residual blocks → RMSNorm → two
 linear readouts, policy logits (|A|) and value (1). The readouts are initialised to zero ("The last
@@ -62,7 +62,7 @@ class PolicyCache(NamedTuple):
 
 
 class HawkPolicy(nn.Module):
-    """Hawk sequence policy with a value head (paper.md §5.1).
+    """Hawk sequence policy with a value head (paper App. B.3).
 
     Attributes:
       num_actions: |A|, number of discrete actions.

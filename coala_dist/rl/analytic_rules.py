@@ -1,4 +1,4 @@
-"""The learning rules of the analytic IPD (paper.md §7.1), on the exact return of coala_dist/envs/analytic_ipd.py.
+"""The learning rules of the analytic IPD (paper Sec. 4, App. C), on the exact return of envs/analytic_ipd.py.
 
 Every rule is built from one exact quantity, the normalised discounted return of two tabular policies (Eq. 15–16,
 `analytic_ipd.own_average_reward`), and differentiated with JAX:
@@ -35,7 +35,7 @@ from coala_dist.rl import dice
 
 def partial_gradient(logits_own: jax.Array, logits_other: jax.Array, gamma: float | jax.Array) -> jax.Array:
     """∂Jⁱ/∂φⁱ with the co-player held fixed: the naive learner's gradient and a meta agent's gradient against
-    another meta agent (paper.md §7.1 "Gradients used").
+    another meta agent (paper App. C).
 
     Args:
       logits_own: [5] the learner's logits φⁱ.
@@ -54,7 +54,7 @@ def naive_step(
     gamma: float | jax.Array,
     learning_rate: float | jax.Array,
 ) -> jax.Array:
-    """One naive-learner update: φ⁻ⁱ ← φ⁻ⁱ + η_naive ∂J⁻ⁱ/∂φ⁻ⁱ (plain gradient ascent, paper.md §7.1).
+    """One naive-learner update: φ⁻ⁱ ← φ⁻ⁱ + η_naive ∂J⁻ⁱ/∂φ⁻ⁱ (plain gradient ascent, paper Sec. 4, App. C).
 
     Args:
       logits_naive: [5] the naive learner's logits φ⁻ⁱ.
@@ -107,7 +107,7 @@ def shaping_objective(
     naive_learning_rate: float | jax.Array,
     num_naive_steps: int,
 ) -> jax.Array:
-    """Co-player shaping objective (paper.md Eq. 17), averaged over the M + 1 points of the learning trajectory.
+    """Co-player shaping objective (paper Eq. 17), averaged over the M + 1 points of the learning trajectory.
 
     J̄(φⁱ) = 1/(M+1) Σ_{m=0}^{M} Jⁱ(φⁱ, φ⁻ⁱ + Σ_{q=1}^{m} Δ_q φ⁻ⁱ),  Δ_q φ⁻ⁱ = η_naive ∂J⁻ⁱ/∂φ⁻ⁱ(·),
 
@@ -168,7 +168,7 @@ def lola_gradient(
 ) -> jax.Array:
     """∇^LOLA of Eq. 4: the total derivative with respect to φⁱ of the LOLA objective with k look-ahead steps,
 
-    Jⁱ(φⁱ, φ⁻ⁱ + Σ_{q=1}^{k} Δ_q φ⁻ⁱ),  Δ_q φ⁻ⁱ = α ∂/∂φ⁻ⁱ J⁻ⁱ(φⁱ, φ⁻ⁱ + Σ_{q'<q} Δ_{q'} φ⁻ⁱ) (paper.md Eq. 4):
+    Jⁱ(φⁱ, φ⁻ⁱ + Σ_{q=1}^{k} Δ_q φ⁻ⁱ),  Δ_q φ⁻ⁱ = α ∂/∂φ⁻ⁱ J⁻ⁱ(φⁱ, φ⁻ⁱ + Σ_{q'<q} Δ_{q'} φ⁻ⁱ) (paper Eq. 4):
 
     the agent's (normalised) return after the co-player, modelled as a naive learner with learning rate α, took
     k steps. Unlike Eq. 17 only the end point counts. k = 0 is the plain return (the partial gradient).
@@ -207,7 +207,7 @@ def mixed_group_gradient(
     naive_learning_rate: float | jax.Array,
     num_naive_steps: int,
 ) -> jax.Array:
-    """Gradient of a learning-aware agent in a group with a fraction p_naive of naive learners (paper.md §7.1).
+    """Gradient of a learning-aware agent in a group with a fraction p_naive of naive learners (paper Sec. 4, App. C).
 
     p_naive · ∇ mean_n J̄(φⁱ; φ⁻ⁱ_n)  +  (1 − p_naive) · mean_c ∂Jⁱ(φⁱ, φ^c)/∂φⁱ,
 

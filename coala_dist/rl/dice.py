@@ -1,4 +1,4 @@
-"""DiCE and LOLA-DiCE: the baseline of paper Fig. 5C, "LOLA-DiCE also cooperates" (paper.md §3, Eq. 4).
+"""DiCE and LOLA-DiCE: the baseline of paper Fig. 5C, "LOLA-DiCE also cooperates" (paper Sec. 5.1, Eq. 4).
 
 DiCE (Foerster et al. 2018, "DiCE: The Infinitely Differentiable Monte-Carlo Estimator",
 https://arxiv.org/abs/1802.05098) writes a sampled return as a surrogate whose value is the return and whose
@@ -19,13 +19,13 @@ The functions here are small and pure, rlax-style:
   meta-episode / a meta-batch of them (estimator "lola_dice"; `coala_dist.lola_dice_learner.LolaDiceLearner`
   replays the episodes with `coala_dist.rollout.Rollout.replay`).
 
-LOLA-DiCE meta agent (our reading; the paper gives no RL details, paper.md §3): Eq. 4's look-ahead steps are the
-naive co-player's own M − 1 A2C updates inside the meta-episode (its real rule: Adam, clipping, advantage
-normalisation), made differentiable in the ego's parameters by DiCE (`Rollout.play(look_ahead=True)`). The agent
-ascends Σₘ Jⁱ(φⁱ, θₘ(φⁱ)): each inner episode's DiCE surrogate, whose stochastic dependencies are the actions of that
-inner episode only. So the agent learns through the co-player's parameter updates (LOLA's white-box model), not
-through the in-context (recurrent-state) effects across inner episodes that COALA-PG credits. A meta co-player does
-not update inside a meta-episode; LOLA then models its learning as Eq. 4 does in the analytic game:
+LOLA-DiCE meta agent (our reading; the paper gives no RL details: docs/choices.md#lola-dice-in-the-rl-games): Eq. 4's
+look-ahead steps are the naive co-player's own M − 1 A2C updates inside the meta-episode (its real rule: Adam, clipping,
+advantage normalisation), made differentiable in the ego's parameters by DiCE (`Rollout.play(look_ahead=True)`). The
+agent ascends Σₘ Jⁱ(φⁱ, θₘ(φⁱ)): each inner episode's DiCE surrogate, whose stochastic dependencies are the actions of
+that inner episode only. So the agent learns through the co-player's parameter updates (LOLA's white-box model), not
+through the in-context (recurrent-state) effects across inner episodes that COALA-PG credits. A meta co-player does not
+update inside a meta-episode; LOLA then models its learning as Eq. 4 does in the analytic game:
 `config.meta.lola_look_ahead_steps` (default 1) steps of gradient ascent of size `config.meta.lola_look_ahead_lr`
 (default 1.0; the paper gives neither) on its own inner-episode DiCE objective of the same episode
 (`LolaDiceLearner.loss`); with 0 steps it is a per-inner-episode REINFORCE with a baseline.
@@ -101,7 +101,7 @@ def lola_look_ahead(
     steps: int,
 ) -> Any:
     """The co-player's parameters after `steps` naive look-ahead steps, as a differentiable function of
-    `params_own` (paper.md Eq. 4):
+    `params_own` (paper Eq. 4):
 
         φ⁻ⁱ_q = φ⁻ⁱ_{q−1} + α ∂/∂φ⁻ⁱ J⁻ⁱ(φⁱ, φ⁻ⁱ_{q−1}),  φ⁻ⁱ_0 = φ⁻ⁱ.
 
@@ -133,7 +133,7 @@ def lola_dice_gradient(
     learning_rate: float | Array,
     steps: int,
 ) -> Any:
-    """∇^LOLA of paper.md Eq. 4: d/dφⁱ Jⁱ(φⁱ, φ⁻ⁱ_k(φⁱ)), the total derivative through the co-player's look-ahead.
+    """∇^LOLA of paper Eq. 4: d/dφⁱ Jⁱ(φⁱ, φ⁻ⁱ_k(φⁱ)), the total derivative through the co-player's look-ahead.
 
     With DiCE surrogates as the objectives this is LOLA-DiCE; with exact returns it is exact LOLA (the analytic
     game's `lola_gradient`, which the tests compare against).

@@ -1,4 +1,4 @@
-"""Policy-gradient estimators as Algorithm 1 flag settings (paper.md §2.2–§2.6).
+"""Policy-gradient estimators as Algorithm 1 flag settings (paper Sec. 3, App. A).
 
 | estimator       | return weight of action aᵇₗ                     | flags (avg_future, norm_cur) | over b |
 |-----------------|-------------------------------------------------|------------------------------|--------|
@@ -15,12 +15,12 @@ batch-of-trajectories gradient. `PAPER_ESTIMATORS` are the three the paper's fig
 gradient over the B trajectories of a naive-opponent episode); config validation, the learner, the
 experiments and every report read it (reports name and colour them in `coala_dist.analysis.style`).
 Adding an estimator is one entry here plus its own loss. Against another meta agent the learner always
-uses the batch-unaware flags: its B trajectories are independent (paper.md §2.2).
+uses the batch-unaware flags: its B trajectories are independent (paper App. B.2.1).
 
 Value convention in this module: `values[:, t]` = V̂(h_t), the critic's output at step t *before*
 acting, as the rollout records it. Only the end of the meta-trajectory is terminal; inner-episode
-ends are ignored (paper.md §2.4, App. B.2.1), so the value after the last step of an inner episode
-is the first value of the next inner episode of the same trajectory.
+ends are ignored (paper App. B.2.1; docs/choices.md#time-scales), so the value after the last step of an
+inner episode is the first value of the next inner episode of the same trajectory.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ Array = jax.Array
 
 @dataclasses.dataclass(frozen=True)
 class Estimator:
-    """One naive-opponent policy-gradient rule (paper.md §2.2 table).
+    """One naive-opponent policy-gradient rule (paper Eq. 5–7).
 
     Attributes:
       name: the config value (`estimator`, `agent_estimators`).
@@ -46,7 +46,7 @@ class Estimator:
       normalize_current_episode: Algorithm 1 flag: the current inner episode's own return divided by B.
       sum_over_batch: the policy gradient of a naive-opponent episode is summed over its B trajectories
         (Eq. 5, Eq. 26) instead of averaged (Eq. 6); see `coala_dist.rl.losses`.
-      lola_dice: not an Algorithm 1 rule but LOLA-DiCE (paper.md Eq. 4, `coala_dist.rl.dice`): the learner replays
+      lola_dice: not an Algorithm 1 rule but LOLA-DiCE (paper Eq. 4, `coala_dist.rl.dice`): the learner replays
         the meta-batch and ascends the DiCE objective through the naive co-player's updates; the three flags above
         are then unused.
     """
@@ -108,7 +108,7 @@ def _next_values(values: Array) -> Array:
 
 
 def td_errors(rewards: Array, values: Array, discount: float | Array) -> Array:
-    """One-step TD errors across a whole meta-trajectory (paper.md §2.4, App. A.3).
+    """One-step TD errors across a whole meta-trajectory (paper Eq. 11–14, App. A.3).
 
         δᵇₜ = rᵇₜ + γ V̂(hᵇₜ₊₁) − V̂(hᵇₜ),   V̂(hᵇ_L) = 0.
 
@@ -140,7 +140,7 @@ def advantages(
     inner_episode_length: int,
     stop_target_gradients: bool = True,
 ) -> Array:
-    """GAE advantages under an estimator's flags (paper.md §2.4, App. A.3).
+    """GAE advantages under an estimator's flags (paper Eq. 11–14, App. A.3).
 
     Algorithm 1 runs on δᵇₜ (see `td_errors`) with discount γ·λ_gae, λ = 1 and a zero initial
     accumulator. With γ·λ_gae = 1 and the COALA flags the result telescopes to Eq. 13–14:
@@ -187,7 +187,7 @@ def current_episode_advantages(
     gae_lambda: float | Array,
     inner_episode_length: int,
 ) -> Array:
-    """The part of `advantages` that comes from the action's own inner episode (paper.md §2.4, Eq. 13).
+    """The part of `advantages` that comes from the action's own inner episode (paper Eq. 13).
 
     GAE sums discounted TD errors: Aᵇₗ = Σ_{k≥l} (γλ_gae)^{k−l} δᵇₖ / n over the action's own inner episode (n = B
     under `normalize_current_episode`, else 1), plus the discounted accumulator of every later inner episode
@@ -237,18 +237,18 @@ def value_targets(
     average_future_episodes: BoolLike = False,
     stop_target_gradients: bool = True,
 ) -> Array:
-    """TD(λ_td) targets of the batch-unaware value V̂ (Eq. 10) through Algorithm 1 (paper.md §2.3).
+    """TD(λ_td) targets of the batch-unaware value V̂ (Eq. 10) through Algorithm 1 (paper App. A.2).
 
     Algorithm 1 runs with `normalize_current_episode=False` on the rewards and the next-step values
     V̂(hᵇₜ₊₁) (0 after the final step):
 
         Gᵇₜ = rᵇₜ + γ [(1 − λ_td) V̂(hᵇₜ₊₁) + λ_td Gᵇₜ₊₁].
 
-    Choice on an ambiguity (paper.md §2.3): the paper states the flags only for meta-opponent
-    batches (both False). The default `average_future_episodes=False` is Eq. 10's own definition
-    (own-trajectory return to go) and is used for every batch; `True` replaces the future inner
-    episodes' own return by the batch average, an estimate of the same expectation against a naive
-    learner (Eq. 9's argument), and is left as a switch.
+    Choice on an ambiguity (paper App. A.2; docs/choices.md#value-targets-against-naive-co-players): the paper states
+    the flags only for meta-opponent batches (both False). The default `average_future_episodes=False` is Eq. 10's own
+    definition (own-trajectory return to go) and is used for every batch; `True` replaces the future inner episodes' own
+    return by the batch average, an estimate of the same expectation against a naive learner (Eq. 9's argument), and is
+    left as a switch.
 
     Args:
       rewards: [B, L] rewards.
@@ -277,7 +277,7 @@ def value_targets(
 
 
 def center_advantages(adv: Array, is_naive: Array, *, divide_by_std: bool = False, epsilon: float = 1e-8) -> Array:
-    """Centres advantages separately for naive-opponent and meta-opponent episodes (paper.md §2.6).
+    """Centres advantages separately for naive-opponent and meta-opponent episodes (paper App. A.4).
 
     "Advantage normalization" is centring over the batched trajectories, applied "separately for the
     2 types of meta-trajectories" in mixed pools. Each group's mean over all its episodes,

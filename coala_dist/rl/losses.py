@@ -1,14 +1,13 @@
-"""PPO and A2C losses for one meta-episode (paper.md §2.6, Tables 4 and 7).
+"""PPO and A2C losses for one meta-episode (paper App. A.4, Tables 4 and 7).
 
 Each function takes the `[B, L]` arrays of one meta-episode and returns scalars; the learner vmaps
 over the meta-batch and averages ("The gradient is then averaged, and the parameter updated",
 App. B.2.1).
 
-Σ over b (Eq. 5): for an episode against a naive learner, COALA-PG and M-FOS *sum* the policy
-gradient over the B trajectories. The policy term here is a mean over the B·L flattened elements,
-so `sum_over_batch=True` multiplies it by B (paper.md §2.6). Meta-opponent episodes and the
-batch-unaware rule keep the plain mean. The value loss and the entropy bonus are never multiplied
-by B: they are not part of Eq. 5's sum.
+Σ over b (Eq. 5): for an episode against a naive learner, COALA-PG and M-FOS *sum* the policy gradient over the B
+trajectories. The policy term here is a mean over the B·L flattened elements, so `sum_over_batch=True` multiplies it by
+B (paper App. A.4; docs/choices.md#summing-over-the-batch). Meta-opponent episodes and the batch-unaware rule keep the
+plain mean. The value loss and the entropy bonus are never multiplied by B: they are not part of Eq. 5's sum.
 """
 
 from __future__ import annotations
@@ -85,7 +84,7 @@ def ppo_loss(
     value_clip_epsilon: float,
     entropy_coefficient: float,
 ) -> LossOutput:
-    """Clipped PPO loss of one meta-episode, with COALA-PG's Σ over b (paper.md §2.6).
+    """Clipped PPO loss of one meta-episode, with COALA-PG's Σ over b (paper App. A.4).
 
         ρ = exp(log π − log μ)
         policy_loss = −n · mean[min(ρ A, clip(ρ, 1 − ε, 1 + ε) A)],   n = B if sum_over_batch else 1
@@ -155,7 +154,7 @@ def a2c_loss(
     value_coefficient: float,
     entropy_coefficient: float,
 ) -> LossOutput:
-    """Advantage actor-critic loss of one meta-episode, with COALA-PG's Σ over b (paper.md §2.6).
+    """Advantage actor-critic loss of one meta-episode, with COALA-PG's Σ over b (paper App. A.4).
 
         policy_loss = −n · mean[log π(aₜ | hₜ) · Aₜ],   n = B if sum_over_batch else 1
         value_loss  = 0.5 · mean[(V − G)²]

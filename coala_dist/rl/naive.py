@@ -1,9 +1,10 @@
-"""Naive learners: A2C on the B trajectories of one inner episode (paper.md §1.6, App. B.2, Table 8).
+"""Naive learners: A2C on the B trajectories of one inner episode (paper App. B.2, Table 8).
 
 A naive co-player has the same Hawk architecture as a meta agent but its context is one inner episode: its recurrent
 state is reset at every inner-episode start (segment position 0). After each inner episode it takes one A2C step on
 the batch of B length-T trajectories with Monte Carlo returns (the inner episode really terminates, so there is no
-bootstrapping). Its optimiser state is fresh at the start of every meta-trajectory (paper.md §6.6, [inferred]).
+bootstrapping). Its optimiser state is fresh at the start of every meta-trajectory (not stated in the paper:
+docs/choices.md#naive-learners).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Batch λ-returns: COALA-PG's Algorithm 1 (paper.md §2.5).
+"""Batch λ-returns: the paper's Algorithm 1 (COALA-PG).
 
 One function, `batch_lambda_returns`, computes every return and advantage the learner needs:
 COALA-PG returns (Eq. 5), M-FOS returns (Eq. 7), batch-unaware (per-trajectory) TD(λ) returns
@@ -57,7 +57,7 @@ def batch_lambda_returns(
 
         Gᵇₗ = (1/B) Σ_{k=l}^{T·mₗ} rᵇₖ + (1/B) Σ_{b'} Σ_{k=T·mₗ+1}^{MT} rᵇ'ₖ.
 
-    Special cases (paper.md §2.2, §2.4):
+    Special cases (paper Eq. 5–7, App. A.3):
       * flags (True, True): COALA-PG (Eq. 5);
       * flags (True, False): the M-FOS rule (Eq. 7), own current episode without the 1/B;
       * flags (False, False): rlax-style per-trajectory TD(λ) returns (batch-unaware PG, Eq. 6,
@@ -65,7 +65,7 @@ def batch_lambda_returns(
       * B = 1: all three coincide;
       * TD errors as `r_t`, zero `v_t`, discount γ·λ_gae and λ = 1: GAE (App. A.3).
 
-    Index convention (rlax `lambda_returns`, [RLAX] in paper.md): `r_t[:, t]` is the reward
+    Index convention (rlax `lambda_returns`, which Algorithm 1 copies): `r_t[:, t]` is the reward
     received after acting at step t, and `v_t[:, t]` is the value V̂(h_{t+1}) of the history AFTER
     step t, t ∈ [0, L−1]; so `v_t[:, L−1]` is the bootstrap value after the final step (0 when the
     meta-trajectory ends there).
