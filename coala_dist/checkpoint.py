@@ -22,8 +22,10 @@ the state was saved, so a resumed run keeps counting towards `config.max_consecu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -45,6 +47,61 @@ COMPATIBLE_FIELDS = (
     "distributed",
     "compute",
 )
+
+
+class WriteFailedError(SystemExit):
+    """Writing one of the run's files failed (no space left, a file-size limit, a vanished disk...).
+
+    A SystemExit: uncaught it ends the process with its one-line message (exit status 1) and no traceback; the loop
+    stops within the iteration, keeps the newest checkpoint that was written whole, and the same command resumes.
+
+    Attributes:
+      path: the file or folder whose write failed.
+      cause: why, in a few words (the OS error's text).
+    """
+
+    def __init__(self, path: str, error: BaseException):
+        self.path, self.cause = path, _first_line(error) if not isinstance(error, OSError) else _os_error(error)
+        super().__init__(f"writing {path} failed ({self.cause}); the run stopped")
+
+
+def _os_error(error: OSError) -> str:
+    return error.strerror or _first_line(error)
+
+
+TEMPORARY_MARK = ".orbax-checkpoint-tmp"
+
+
+def remove_temporary_saves(directory: str) -> list[str]:
+    """Removes the unfinished saves (`*.orbax-checkpoint-tmp*`) in a local `checkpoints/` folder: what a failed or
+    killed save leaves, which a later save of the same step would trip over. Returns the removed paths."""
+    import shutil
+
+    if "://" in directory or not os.path.isdir(directory):
+        return []
+    removed = []
+    for name in os.listdir(directory):
+        if TEMPORARY_MARK in name:
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+            removed.append(os.path.join(directory, name))
+    return removed
+
+
+class _OrbaxErrors(logging.Filter):
+    """Drops Orbax's error records (a failed background save logs several tracebacks; the run reports it in one
+    line instead) and keeps the newest one's cause, for that line."""
+
+    def __init__(self):
+        super().__init__()
+        self.last: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or f"{os.sep}orbax{os.sep}" not in record.pathname:
+            return True
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            self.last = _os_error(error) if isinstance(error, OSError) else _first_line(error)
+        return False
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -107,6 +164,12 @@ def _experiment_fields(config: dict) -> dict[str, Any]:
     }
 
 
+def experiment_fields(config: dict) -> dict[str, Any]:
+    """The fields of a config (as a plain dict) that must match on resume, flattened to dotted names: what defines
+    the experiment, as opposed to how it is run (`COMPATIBLE_FIELDS`)."""
+    return _experiment_fields(config)
+
+
 def config_hash(config: ml_collections.ConfigDict) -> str:
     """A short hash of the experiment-defining fields (stable across compatible changes)."""
     text = json.dumps(_experiment_fields(config.to_dict()), sort_keys=True, default=str)
@@ -149,13 +212,21 @@ class Checkpointer:
       workdir: the run's directory.
       save_every: save after every `save_every` updates (and when `save(..., force=True)`).
       max_to_keep: number of most recent checkpoints kept on disk.
+      owner: this is the run that writes the workdir: unfinished saves left by an earlier, dead writer are removed
+        at once (a reader, e.g. `coala eval` on a live run, must not remove the save in flight).
     """
 
-    def __init__(self, workdir: str, *, save_every: int, max_to_keep: int):
+    def __init__(self, workdir: str, *, save_every: int, max_to_keep: int, owner: bool = False):
         directory = workdir if "://" in workdir else os.path.abspath(workdir)
         self.directory = os.path.join(directory, "checkpoints")
         self.save_every, self.max_to_keep = save_every, max_to_keep
+        if owner and jax.process_index() == 0:  # one process cleans the shared folder, before anyone saves
+            remove_temporary_saves(self.directory)
         self._manager = self._open()
+        self._failed: WriteFailedError | None = None
+        self._last_step: int | None = None  # the newest save asked for: what a failure names
+        self._orbax_errors = _OrbaxErrors()
+        logging.getLogger("absl").addFilter(self._orbax_errors)
 
     def _open(self) -> ocp.CheckpointManager:
         return ocp.CheckpointManager(
@@ -193,15 +264,45 @@ class Checkpointer:
             "saved_at": time.time(),
             "consecutive_skipped_updates": int(consecutive_skipped_updates),
         }
-        return self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                config=ocp.args.JsonSave(config.to_dict()),
-                meta=ocp.args.JsonSave(meta),
-            ),
-            force=True,
-        )
+        self.check()  # a failure of the previous save is named as its own, not as this one's
+        self._last_step = step
+        try:
+            return self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    config=ocp.args.JsonSave(config.to_dict()),
+                    meta=ocp.args.JsonSave(meta),
+                ),
+                force=True,
+            )
+        except Exception as error:  # noqa: BLE001 — any failed write stops the run in one line
+            raise self._failure(os.path.join(self.directory, str(step)), error) from None
+
+    def _failure(self, path: str, error: BaseException) -> WriteFailedError:
+        """Records and returns the failure of a save to `path`; its unfinished folder is removed."""
+        if self._failed is None:
+            self._failed = WriteFailedError(path, error)
+        remove_temporary_saves(self.directory)
+        return self._failed
+
+    def check(self) -> None:
+        """Waits for the save in flight (started an iteration ago: usually written by now) and raises
+        `WriteFailedError` if it failed. Orbax only logs a failed asynchronous save and leaves its unfinished folder,
+        so a save counts as failed when its step's folder is missing once it ended."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            self._manager.wait_until_finished()
+        except Exception as error:  # noqa: BLE001
+            raise self._failure(self._newest_path(), error) from None
+        step = self._last_step
+        if step is not None and "://" not in self.directory and not os.path.isdir(self._newest_path()):
+            raise self._failure(self._newest_path(), OSError(self._orbax_errors.last or "the save did not finish"))
+
+    def _newest_path(self) -> str:
+        """The folder of the newest save asked for (for a failure's message)."""
+        return self.directory if self._last_step is None else os.path.join(self.directory, str(self._last_step))
 
     def restore_latest(
         self, abstract_state: TrainState, config: ml_collections.ConfigDict, *, start_over: bool = False
@@ -294,8 +395,17 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Waits for the save in flight and closes; raises `WriteFailedError` (after closing) if a save failed."""
+        try:
+            self.check()
+            try:
+                self._manager.wait_until_finished()
+            except Exception as error:  # noqa: BLE001
+                raise self._failure(self._newest_path(), error) from None
+        finally:
+            with contextlib.suppress(Exception):
+                self._manager.close()
+            logging.getLogger("absl").removeFilter(self._orbax_errors)
 
 
 def abstract_train_state(init_fn, key: jax.Array, sharding: jax.sharding.Sharding | None = None) -> TrainState:

@@ -115,6 +115,8 @@ def preflight(module: ModuleType, args: list[str]) -> list[str]:
         path = configs.resolve(value)
         args[index] = f"--config={path}" if args[index].startswith("--config=") else path
         config = configs.load(path)
+        reference = flags.FLAGS["config"].default  # the command's default config (absl may still hold its path)
+        configs.check_complete(config, configs.load(reference) if isinstance(reference, str) else reference, path)
     for arg in args:
         if arg.startswith("--config."):
             check_override(config, arg[len("--config.") :].partition("=")[0])

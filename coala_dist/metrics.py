@@ -12,12 +12,16 @@ launch type. The CSV (`workdir/metrics.csv`) is written by `MetricsCsvWriter`.
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
+import dataclasses
 import json
 import math
 import numbers
 import os
 import shutil
+import socket
+import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +30,7 @@ from typing import TextIO
 import jax
 import jax.numpy as jnp
 
-from coala_dist.checkpoint import timestamped_aside
+from coala_dist.checkpoint import WriteFailedError, timestamped_aside
 from coala_dist.config import episodes_per_iteration, meta_trajectory_length
 from coala_dist.rollout import MetaEpisode
 
@@ -142,7 +146,11 @@ class ThroughputMetrics:
 
 
 class TensorBoardWriter:
-    """Writes every finite scalar metric of every iteration to TensorBoard event files in `logdir`.
+    """Writes every finite scalar metric of every iteration to a TensorBoard event file in `logdir`.
+
+    Written in the learner's own thread, flushed every iteration (and synced to disk every `flush_every_s`): a write
+    that fails (no space left, a file-size limit) raises `WriteFailedError` naming the file in that iteration,
+    instead of killing a background writer thread that the learner would then wait for forever.
 
     On resume (`start_iteration` > 0), and when a run starts over in a folder that already holds events, TensorBoard is
     told to purge the events of iterations after the restored one (written before an interruption or by the replaced
@@ -152,33 +160,73 @@ class TensorBoardWriter:
       logdir: the event directory (a run uses `workdir/tensorboard`).
       start_iteration: iterations already done (the restored checkpoint's step).
       config: if given, written once as text (tag `config`) so a run's settings sit next to its curves.
-      flush_every_s: seconds between flushes to disk.
+      flush_every_s: seconds between syncs to disk.
     """
 
     def __init__(self, logdir: str, start_iteration: int = 0, config=None, flush_every_s: float = 10.0):
-        from tensorboardX import SummaryWriter  # imported here so `coala --help` and JAX-only users skip it
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
 
         os.makedirs(logdir, exist_ok=True)
         has_events = any(name.startswith("events.out.tfevents") for name in os.listdir(logdir))
-        self._writer = SummaryWriter(
-            logdir=logdir,
-            purge_step=start_iteration + 1 if start_iteration > 0 or has_events else None,
-            flush_secs=max(1, int(flush_every_s)),
-        )
+        # The pid keeps two writers started within one second (a quick resume) from sharing, and truncating, a file.
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
+        self.path = os.path.join(logdir, name)
+        self._file = None
+        self._sync_every_s, self._last_sync = flush_every_s, time.monotonic()
+        try:
+            self._file = open(self.path, "ab")  # noqa: SIM115  (closed in close())
+        except OSError as error:
+            raise WriteFailedError(self.path, error) from None
+        events = [Event(wall_time=time.time(), file_version="brain.Event:2")]
+        if start_iteration > 0 or has_events:
+            purge = start_iteration + 1
+            events.append(Event(wall_time=time.time(), step=purge, session_log=SessionLog(status=SessionLog.START)))
         if config is not None and start_iteration == 0:
-            text = json.dumps(config.to_dict(), indent=1, sort_keys=True, default=str)
-            self._writer.add_text("config", f"```\n{text}\n```", global_step=0)
+            from tensorboardX.summary import text
+
+            body = json.dumps(config.to_dict(), indent=1, sort_keys=True, default=str)
+            events.append(Event(wall_time=time.time(), step=0, summary=text("config", f"```\n{body}\n```")))
+        self._write(events)
+
+    def _write(self, events) -> None:
+        """Appends `events` as TFRecords and flushes; a failure is `WriteFailedError` naming the file."""
+        from tensorboardX.record_writer import masked_crc32c
+
+        records = []
+        for event in events:
+            data = event.SerializeToString()
+            header = struct.pack("Q", len(data))
+            records += [header, struct.pack("I", masked_crc32c(header)), data, struct.pack("I", masked_crc32c(data))]
+        try:
+            self._file.write(b"".join(records))
+            self._file.flush()
+            if time.monotonic() - self._last_sync >= self._sync_every_s:
+                os.fsync(self._file.fileno())
+                self._last_sync = time.monotonic()
+        except OSError as error:
+            raise WriteFailedError(self.path, error) from None
 
     def on_iteration(self, iteration: int, state, metrics: dict[str, float]) -> None:
         del state
-        for key, value in metrics.items():
-            if _is_finite_number(value):  # NaN marks "no episode of that kind": no point rather than a gap marker
-                self._writer.add_scalar(key, value, global_step=iteration)
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+
+        now = time.time()
+        self._write(
+            [
+                Event(wall_time=now, step=iteration, summary=scalar(key, value))
+                for key, value in metrics.items()
+                if _is_finite_number(value)  # NaN marks "no episode of that kind": no point rather than a gap marker
+            ]
+        )
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._file is not None:
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError as error:
+                raise WriteFailedError(self.path, error) from None
 
 
 def format_duration(seconds: float) -> str:
@@ -238,6 +286,7 @@ class ProgressReporter:
       stream: the terminal (default sys.stdout).
       clock: seconds, monotonic (tests pass a fake one).
       redraw_every_s: minimum seconds between redraws on a terminal (the last iteration is always drawn).
+      learning_rate: the meta agents' learning rate, named in the line about the first skipped update.
     """
 
     def __init__(
@@ -251,8 +300,10 @@ class ProgressReporter:
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.perf_counter,
         redraw_every_s: float = 0.1,
+        learning_rate: float | None = None,
     ):
         self.total, self.log_every, self.start = total_iterations, max(1, log_every), start_iteration
+        self._learning_rate, self._told_skipped = learning_rate, False
         self.log, self.tty, self.stream = log, tty, stream
         self._clock, self._redraw_every_s = clock, redraw_every_s
         # Durations between consecutive iterations: the first iteration (which compiles) has none, so never counts.
@@ -274,6 +325,7 @@ class ProgressReporter:
         if self._last_time is not None:
             self._durations.append(now - self._last_time)
         self._last_time = now
+        self._tell_first_skip(iteration, metrics)
         if self.tty:
             last = iteration >= self.total
             if last or now - self._last_draw >= self._redraw_every_s:
@@ -281,6 +333,23 @@ class ProgressReporter:
                 self._last_draw = now
         elif iteration == self.start + 1 or iteration % self.log_every == 0 or iteration >= self.total:
             self.log(self.log_line(iteration, metrics))
+
+    def _tell_first_skip(self, iteration: int, metrics: dict[str, float]) -> None:
+        """Once per process, on the first iteration that skipped an update: a line saying why and the likely cause."""
+        in_a_row = metrics.get("learner/consecutive_skipped_updates", 0)
+        if self._told_skipped or not _is_finite_number(in_a_row) or in_a_row <= 0:
+            return
+        self._told_skipped = True
+        rate = f" (config.meta.learning_rate={self._learning_rate:g})" if self._learning_rate is not None else ""
+        line = (
+            f"iteration {iteration}: an update was skipped because its loss or a gradient was not finite; the likely "
+            f"cause is a learning rate too large{rate}, else a reward scale too large"
+        )
+        if self.tty:
+            (self.stream or sys.stdout).write(("\n" if self._drawn else "") + line + "\n")
+            self._drawn = False
+        else:
+            self.log(line)
 
     def _rates(self) -> str:
         durations = self._recent_durations()
@@ -352,35 +421,67 @@ class MetricsCsvWriter:
             self._path = os.path.join(workdir, "metrics.csv")
             if os.path.exists(self._path):
                 self._keep_rows_up_to(start_iteration)
-            if self._rows:
-                self._rewrite()
-            else:
-                self._file = open(self._path, "w", newline="")  # noqa: SIM115  (closed in close())
+            with self._failure_named():
+                if self._rows:
+                    self._rewrite()
+                else:
+                    self._file = open(self._path, "w", newline="")  # noqa: SIM115  (closed in close())
+
+    @contextlib.contextmanager
+    def _failure_named(self):
+        """Turns a failed write into `WriteFailedError` naming metrics.csv; the file is closed, never written again
+        (what was written stays: a torn last row is dropped on resume)."""
+        try:
+            yield
+        except OSError as error:
+            file, self._file = self._file, None
+            if file is not None:
+                with contextlib.suppress(OSError):
+                    file.close()
+            raise WriteFailedError(self._path, error) from None
 
     def _keep_rows_up_to(self, start_iteration: int) -> None:
-        """Reads the existing CSV; keeps its rows up to `start_iteration`; moves the file aside if it held more."""
-        try:
-            with open(self._path, newline="") as f:
-                reader = csv.DictReader(f)
-                rows = list(reader)
-                fields = list(reader.fieldnames or [])
-            kept = [row for row in rows if int(row["iteration"]) <= start_iteration]
-            why = f"holds rows after iteration {start_iteration}, which this run writes again"
-        except (ValueError, KeyError, TypeError, csv.Error):  # not our CSV any more: keep all of it aside
-            rows, kept, fields, why = [None], [], [], "cannot be read as this run's metrics"
-        if len(kept) < len(rows):
+        """Reads the existing CSV and keeps its whole, parseable rows up to `start_iteration`.
+
+        Whatever else it finds (a torn last row, unreadable lines, rows after the restored iteration, missing rows,
+        an empty or foreign file) is said in one line on stderr; whenever a row is dropped the previous file is first
+        moved aside (`*.bak`), so no row is ever lost.
+        """
+        with open(self._path, newline="") as f:
+            text = f.read()
+        found = read_metrics_rows(text)
+        kept = [row for row in found.rows if int(row["iteration"]) <= start_iteration]
+        # An empty file before the first iteration loses nothing.
+        problems = [] if start_iteration == 0 and not found.rows and not found.dropped else list(found.problems)
+        later = len(found.rows) - len(kept)
+        if later:
+            problems.append(f"holds {later} rows after iteration {start_iteration}, which this run writes again")
+        missing = missing_iterations([int(row["iteration"]) for row in kept], start_iteration)
+        if found.dropped or later:
             self.set_aside = timestamped_aside(self._path)
             os.replace(self._path, self.set_aside)
-            print(f"{self._path} {why}; the previous file is kept as {self.set_aside}", file=sys.stderr)
-        self._rows, self._fields = kept, fields if kept else []
+        if missing:
+            problems.append(
+                f"lacks the rows of iterations {format_ranges(missing)} of the checkpoint it resumes from, which "
+                "cannot be recovered (TensorBoard may still hold them)"
+            )
+        if problems:
+            kept_as = f"; the previous file is kept as {self.set_aside}" if self.set_aside else ""
+            print(f"warning: {self._path} {'; '.join(problems)}{kept_as}", file=sys.stderr)
+        self._rows, self._fields = kept, found.fields if kept else []
 
     def _rewrite(self) -> None:
         """Writes the whole file again with the current columns (metrics absent from a row stay empty), atomically."""
         temporary = f"{self._path}.tmp"
-        with open(temporary, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self._fields, restval="")
-            writer.writeheader()
-            writer.writerows(self._rows)
+        try:
+            with open(temporary, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self._fields, restval="")
+                writer.writeheader()
+                writer.writerows(self._rows)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)  # the old file stays whole
+            raise
         if self._file is not None:
             self._file.close()
         os.replace(temporary, self._path)
@@ -392,14 +493,92 @@ class MetricsCsvWriter:
         if self._file is not None:
             self._rows.append(row)
             new_fields = [k for k in row if k not in self._fields]
-            if new_fields:  # e.g. checkpoint/save_blocking_s first appears at the first save
-                self._fields += new_fields
-                self._rewrite()
-            else:
-                csv.DictWriter(self._file, fieldnames=self._fields, restval="").writerow(row)
-                self._file.flush()
+            with self._failure_named():
+                if new_fields:  # e.g. checkpoint/save_blocking_s first appears at the first save
+                    self._fields += new_fields
+                    self._rewrite()
+                else:
+                    csv.DictWriter(self._file, fieldnames=self._fields, restval="").writerow(row)
+                    self._file.flush()
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        with self._failure_named():
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+@dataclasses.dataclass
+class MetricsRows:
+    """What `read_metrics_rows` found in a metrics.csv: its columns, its whole rows, what it could not read."""
+
+    fields: list[str]
+    rows: list[dict[str, str]]
+    problems: list[str]
+    dropped: int  # lines that held something and are not among `rows`
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _whole_row(cells: list[str], fields: list[str]) -> bool:
+    """Whether `cells` is a complete row: one cell per column, a positive integer iteration, numbers or empty."""
+    if len(cells) != len(fields) or not cells[0].isdigit() or int(cells[0]) < 1:
+        return False
+    return all(cell == "" or _is_number(cell) for cell in cells[1:])
+
+
+def read_metrics_rows(text: str) -> MetricsRows:
+    """Parses a metrics.csv's `text`, keeping only whole rows (one per iteration, the first of each) and naming what
+    it skipped: a torn last row (the file ends inside it: a write interrupted), lines that are not rows of this
+    file, repeated iterations, an empty file or one without this file's header."""
+    if not text.strip():
+        return MetricsRows([], [], ["is empty"], 0)
+    lines = text.splitlines(keepends=True)
+    fields = next(csv.reader([lines[0]]))
+    if not fields or fields[0] != "iteration":
+        return MetricsRows([], [], ["cannot be read as this run's metrics (no 'iteration' header)"], len(lines))
+    rows, seen, problems, unreadable, repeated = [], set(), [], 0, 0
+    torn = not lines[-1].endswith("\n")
+    body = lines[1:-1] if torn else lines[1:]
+    for line in body:
+        cells = next(csv.reader([line]), [])
+        if not _whole_row(cells, fields):
+            unreadable += bool(line.strip())
+            continue
+        if int(cells[0]) in seen:
+            repeated += 1
+            continue
+        seen.add(int(cells[0]))
+        rows.append(dict(zip(fields, cells, strict=True)))
+    if torn and len(lines) > 1:
+        problems.append("ends in a torn row (a write was interrupted), dropped")
+    if unreadable:
+        problems.append(f"holds {unreadable} unreadable line{'s' if unreadable > 1 else ''}, dropped")
+    if repeated:
+        problems.append(f"holds {repeated} repeated iteration{'s' if repeated > 1 else ''}, the first kept")
+    rows.sort(key=lambda row: int(row["iteration"]))
+    return MetricsRows(fields, rows, problems, unreadable + repeated + (torn and len(lines) > 1))
+
+
+def missing_iterations(iterations: Sequence[int], last: int) -> list[int]:
+    """The iterations among 1..`last` that `iterations` lacks."""
+    present = set(iterations)
+    return [i for i in range(1, last + 1) if i not in present]
+
+
+def format_ranges(numbers: Sequence[int]) -> str:
+    """`[1, 2, 3, 7]` as `1-3, 7` (at most 5 ranges, then `...`)."""
+    ranges: list[list[int]] = []
+    for n in numbers:
+        if ranges and n == ranges[-1][1] + 1:
+            ranges[-1][1] = n
+        else:
+            ranges.append([n, n])
+    parts = [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges[:5]]
+    return ", ".join(parts) + (", ..." if len(ranges) > 5 else "")

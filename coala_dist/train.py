@@ -15,6 +15,10 @@ How a run ends early, and what its process exits with (`RunStopped`, a SystemExi
     `StoppedBySignal`: exit status 128 + the signal's number (130 / 143), so `coala train ... && next` stops too;
   * `config.max_consecutive_skipped_updates` iterations in a row with a skipped (non-finite) update: the last good
     state is saved as the newest checkpoint, then `SkippedUpdatesError`: one line, exit status 1;
+  * a write of the run's files fails (checkpoint, metrics.csv, TensorBoard events; no space left, a file-size
+    limit): the loop stops within that iteration without a final save (the newest whole checkpoint stays the one to
+    resume from, and unfinished saves are removed), then `WriteFailedError`: one line naming the file and the cause,
+    exit status 1;
   * (launch `local`/`ray`) the replay node's or a learner's process dies, or an actor's restarts are used up: a
     living learner finishes or abandons the iteration in flight and saves, every node stops, then `NodeFailedError`:
     one line, exit status 1; the same command resumes (in sync mode with the parameters an uninterrupted run would
@@ -39,7 +43,7 @@ import ml_collections
 
 from coala_dist import keys
 from coala_dist.builder import Components, build
-from coala_dist.checkpoint import Checkpointer, abstract_train_state
+from coala_dist.checkpoint import Checkpointer, WriteFailedError, abstract_train_state
 from coala_dist.learner import TrainState
 from coala_dist.metrics import (
     MetricsCsvWriter,
@@ -125,6 +129,31 @@ def inprocess_batch_source(components: Components) -> BatchSource:
     return next_batch
 
 
+def _run_callbacks(callbacks: Sequence[Callback], iteration: int, state: TrainState, metrics: dict) -> None:
+    """Calls every callback; a failed write is told to every callback (`write_failed`, e.g. no final checkpoint
+    save on a failing disk) before it ends the loop."""
+    try:
+        for callback in callbacks:
+            callback.on_iteration(iteration, state, metrics)
+    except WriteFailedError as error:
+        for callback in callbacks:
+            getattr(callback, "write_failed", lambda error: None)(error)
+        raise
+
+
+def _close_all(callbacks: Sequence[Callback]) -> None:
+    """Closes every callback, even when one fails; then raises the first failure, unless an exception is already on
+    its way out (the one a run ends with: a second one would only hide it)."""
+    first: BaseException | None = None
+    for callback in callbacks:
+        try:
+            callback.close()
+        except BaseException as error:  # noqa: BLE001 — every writer is closed, whatever the others do
+            first = first or error
+    if first is not None and sys.exc_info()[1] is None:
+        raise first
+
+
 def learner_loop(
     components: Components,
     state: TrainState,
@@ -180,15 +209,13 @@ def learner_loop(
             consecutive = consecutive + 1 if skipped_now > 0 else 0
             metrics[CONSECUTIVE_SKIPPED_KEY] = float(consecutive)
             iteration = int(state.step)
-            for callback in callbacks:
-                callback.on_iteration(iteration, state, metrics)
+            _run_callbacks(callbacks, iteration, state, metrics)
             if limit and consecutive >= limit:
                 raise SkippedUpdatesError(
                     _consecutive_skipped_message(iteration, consecutive, limit, iteration - consecutive)
                 )
     finally:
-        for callback in callbacks:
-            callback.close()
+        _close_all(callbacks)
     return state
 
 
@@ -223,10 +250,17 @@ class CheckpointCallback:
         # Unknown when the run resumed inside a streak: its start lies before this process.
         self._last_good: TrainState | None = state if consecutive_skipped_updates == 0 else None
         self._deferred = False
+        self._write_failed = False
         self.saved_step: int | None = None
+
+    def write_failed(self, error: WriteFailedError) -> None:
+        """A write of the run failed: no final save (the disk is suspect; the newest whole checkpoint stays)."""
+        del error
+        self._write_failed = True
 
     def on_iteration(self, iteration: int, state: TrainState, metrics: dict[str, float]) -> None:
         consecutive = int(metrics.get(CONSECUTIVE_SKIPPED_KEY, 0))
+        self.checkpointer.check()  # a save of an earlier iteration that failed stops the run now, not at the next
         start = time.perf_counter()
         if consecutive:
             self._deferred = self._deferred or self.checkpointer.is_due(iteration)
@@ -239,6 +273,13 @@ class CheckpointCallback:
         self._last_state, self._consecutive = state, consecutive
 
     def close(self) -> None:
+        try:
+            if not self._write_failed:
+                self._final_save()
+        finally:
+            self.checkpointer.close()
+
+    def _final_save(self) -> None:
         if self._limit and self._consecutive >= self._limit:
             if self._last_good is not None:
                 self.checkpointer.save(self._last_good, self.config, force=True)
@@ -248,7 +289,6 @@ class CheckpointCallback:
                 self._last_state, self.config, force=True, consecutive_skipped_updates=self._consecutive
             )
             self.saved_step = int(self._last_state.step)
-        self.checkpointer.close()
 
 
 class SignalEvent(threading.Event):
@@ -358,7 +398,7 @@ def prepare_learner(
     checkpointer = None
     if workdir:
         checkpointer = Checkpointer(
-            workdir, save_every=config.checkpoint.save_every, max_to_keep=config.checkpoint.max_to_keep
+            workdir, save_every=config.checkpoint.save_every, max_to_keep=config.checkpoint.max_to_keep, owner=True
         )
         try:
             state = checkpointer.restore_latest(
@@ -390,6 +430,7 @@ def prepare_learner(
             start_iteration=start_iteration,
             log=log,
             tty=log is print and sys.stdout.isatty(),  # a caller's own `log` always gets whole lines
+            learning_rate=config.meta.learning_rate,
         )
     )
     metrics_csv = MetricsCsvWriter(metrics_dir, start_iteration=start_iteration)
@@ -404,6 +445,23 @@ def with_checkpoint_location(error: SkippedUpdatesError, checkpoint: CheckpointC
         return SkippedUpdatesError(f"{error.code}, from before this process resumed (an older checkpoint)")
     path = os.path.join(checkpoint.checkpointer.directory, str(checkpoint.saved_step))
     return SkippedUpdatesError(f"{error.code}, saved as {path}")
+
+
+def with_resume_hint(error: WriteFailedError, checkpoint: CheckpointCallback | None) -> WriteFailedError:
+    """`error` with the checkpoint a rerun resumes from (the newest whole one) appended to its one line."""
+    if checkpoint is not None:
+        directory = checkpoint.checkpointer.directory
+        steps = whole_checkpoints(directory)
+        where = f"{directory}/{steps[-1]}" if steps else "none yet: it starts at iteration 1"
+        error.code = f"{error.code}; the newest whole checkpoint is {where}; free space and rerun the same command"
+    return error
+
+
+def whole_checkpoints(directory: str) -> list[int]:
+    """The steps of the finished saves in a local `checkpoints/` folder (unfinished ones carry a suffix)."""
+    if "://" in directory or not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
 
 
 def train(
@@ -453,6 +511,8 @@ def train(
             )
         except SkippedUpdatesError as error:
             raise with_checkpoint_location(error, prepared.checkpoint) from None
+        except WriteFailedError as error:
+            raise with_resume_hint(error, prepared.checkpoint) from None
     if stop.signum is not None:
         where = f"; rerun the same command to resume from {workdir}" if workdir else ""
         print(f"stopped by signal {stop.signum} after iteration {int(state.step)}{where}", file=sys.stderr)

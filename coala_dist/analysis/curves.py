@@ -1,15 +1,17 @@
 """Training curves of several runs in the style of the paper's Fig. 5: mean ± std over seeds, one colour per estimator.
 
 Runs are grouped by their estimator (read from the config saved with their checkpoints; runs without one are their
-own group, named after their work directory). Within a group every run is one seed: at each iteration the curve is
-the mean over the seeds that reached it and the band is ± the sample standard deviation (ddof = 1), as in the
-paper's RL figures (mean ± std over 5 seeds, paper App. B.4, Figs. 5–7). Each run is first smoothed by a trailing moving
-average over iterations.
+own group, named after their work directory); runs whose configs differ in more than the seed are never averaged
+together (`group_runs`), and a folder given twice counts once (`distinct_workdirs`). Within a group every run is
+one seed: at each iteration the curve is the mean over the seeds that reached it and the band is ± the sample
+standard deviation (ddof = 1), as in the paper's RL figures (mean ± std over 5 seeds, paper App. B.4, Figs. 5–7).
+Each run is first smoothed by a trailing moving average over iterations.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -87,13 +89,58 @@ def metric_matrix(runs: Sequence[Run], metric: str) -> np.ndarray:
     return matrix
 
 
+def _experiment_without_seed(run: Run) -> dict:
+    """The run's experiment-defining config fields (as a resume compares them) except the seed: what its seeds share.
+    Empty for a run without a saved config."""
+    from coala_dist.checkpoint import experiment_fields
+
+    if run.config is None:
+        return {}
+    fields = experiment_fields(run.config)
+    fields.pop("seed", None)
+    return fields
+
+
+def _differing_fields(configs: Sequence[dict]) -> list[str]:
+    """The fields whose value is not the same in all of `configs`, sorted."""
+    keys = set().union(*configs)
+    return sorted(k for k in keys if len({repr(c.get(k, "<absent>")) for c in configs}) > 1)
+
+
 def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
-    """Runs by group (estimator), in a stable order: the paper's estimators first, then others by name."""
-    groups: dict[str, list[Run]] = {}
+    """Runs by group, in a stable order: the paper's estimators first, then others by name.
+
+    A group holds the seeds of one experiment: runs with the same estimator but configs that differ in another
+    experiment-defining field than the seed (another game, another meta-batch...) are separate groups, named after
+    the estimator and the first differing fields' values, never averaged together.
+    """
+    by_label: dict[str, dict[str, list[Run]]] = {}
     for run in runs:
-        groups.setdefault(run.group, []).append(run)
-    known = [label for label, _ in ESTIMATOR_STYLE.values() if label in groups]
-    return {name: groups[name] for name in known + sorted(set(groups) - set(known))}
+        fingerprint = repr(sorted(_experiment_without_seed(run).items()))
+        by_label.setdefault(run.group, {}).setdefault(fingerprint, []).append(run)
+    groups: dict[str, list[Run]] = {}
+    for label, variants in by_label.items():
+        if len(variants) == 1:
+            groups[label] = next(iter(variants.values()))
+            continue
+        configs = [_experiment_without_seed(members[0]) for members in variants.values()]
+        shown = _differing_fields(configs)[:2]
+        for config, members in zip(configs, variants.values(), strict=True):
+            values = ", ".join(f"{k}={config.get(k, '<absent>')}" for k in shown)
+            groups[f"{label} [{values}]"] = members
+    order = {label: i for i, (label, _) in enumerate(ESTIMATOR_STYLE.values())}
+    return dict(sorted(groups.items(), key=lambda item: (order.get(item[1][0].group, len(order)), item[0])))
+
+
+def distinct_workdirs(workdirs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(`workdirs` with each folder once, in order; those given again, by another spelling or a link included)."""
+    seen: set[str] = set()
+    kept, repeated = [], []
+    for workdir in workdirs:
+        real = os.path.realpath(workdir)
+        (repeated if real in seen else kept).append(workdir)
+        seen.add(real)
+    return kept, repeated
 
 
 def available_metrics(runs: Sequence[Run]) -> list[str]:

@@ -6,6 +6,8 @@ their checkpoint's config. `--metrics` picks the panels (metric keys of metrics.
 
 from __future__ import annotations
 
+import sys
+
 from absl import flags
 
 _OUT = flags.DEFINE_string("out", "fig.png", "PNG to write.")
@@ -17,12 +19,15 @@ _TITLE = flags.DEFINE_string("title", None, "Figure title.")
 def main(argv: list[str]) -> None:
     import os
 
-    from coala_dist.analysis.curves import plot_runs
+    from coala_dist.analysis.curves import distinct_workdirs, plot_runs
     from coala_dist.analysis.runs import load_run
 
     workdirs = argv[1:]
     if not workdirs:
         raise SystemExit("coala plot: give one or more WORKDIRs (each a run's --workdir holding metrics.csv)")
+    workdirs, repeated = distinct_workdirs(workdirs)
+    if repeated:
+        print(f"coala plot: counted once: {', '.join(repeated)} (given more than once)", file=sys.stderr)
     try:
         runs = [load_run(workdir) for workdir in workdirs]
         if os.path.dirname(_OUT.value):

@@ -114,6 +114,19 @@ def check_ray_address(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) ->
         ) from None
 
 
+def _own_workdir(workdir: str) -> None:
+    """Owns the workdir until this process ends (coala_dist/workdir_lock.py); a live owner is one line, status 1.
+    A `ray` launch with a local path writes on the learner's host, which this process cannot lock."""
+    from coala_dist import workdir_lock
+
+    if _LAUNCH.value == "ray" and "://" not in workdir:
+        return
+    try:
+        workdir_lock.acquire(workdir)
+    except workdir_lock.WorkdirBusyError as error:
+        raise SystemExit(f"coala train: {error}") from None
+
+
 def main(argv: list[str]) -> None:
     del argv
     from coala_dist.config import validate
@@ -124,6 +137,9 @@ def main(argv: list[str]) -> None:
     try:  # a bad option is one line, not a traceback
         _check_flags(num_actors)
         validate(config)
+        from coala_dist.capacity import check_fits
+
+        check_fits(config, launch=_LAUNCH.value, num_actors=num_actors)  # sizes this machine cannot hold or host
         program = None
         if not (_LAUNCH.value == "inprocess" and num_actors == 0):
             from coala_dist.distributed.program import make_program
@@ -156,10 +172,11 @@ def main(argv: list[str]) -> None:
             check_resumable(workdir, config, start_over=_START_OVER.value)
     except ValueError as error:
         raise SystemExit(f"coala train: {error}") from None
+    _own_workdir(workdir)
     if _WORKDIR.value is None:
         print(f"coala train: no --workdir given: writing to {workdir} (--workdir={workdir} resumes)", file=sys.stderr)
 
-    from coala_dist.checkpoint import IncompatibleCheckpointError, UnreadableCheckpointsError
+    from coala_dist.checkpoint import IncompatibleCheckpointError, UnreadableCheckpointsError, WriteFailedError
     from coala_dist.train import SkippedUpdatesError
 
     try:  # what the early look could not see (every state corrupt while its config reads) is one line too
@@ -177,5 +194,5 @@ def main(argv: list[str]) -> None:
         launch(program, ray_address=_RAY_ADDRESS.value or os.environ.get("RAY_ADDRESS"))
     except (IncompatibleCheckpointError, UnreadableCheckpointsError) as error:
         raise SystemExit(f"coala train: {error}") from None
-    except SkippedUpdatesError as error:  # its message is the one line (exit status 1); signals keep their codes
+    except (SkippedUpdatesError, WriteFailedError) as error:  # one line (exit status 1); signals keep their codes
         raise SystemExit(f"coala train: {error.code}") from None

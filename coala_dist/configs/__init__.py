@@ -67,9 +67,48 @@ def load(spec: str):
     path = resolve(spec)
     module = load_module(path)
     try:
-        return module.get_config()
+        config = module.get_config()
     except Exception as error:  # noqa: BLE001
         raise ConfigFileError(f"config file {path!r}: get_config() raised {_one_line(error)}") from None
+    check_type(config, path)
+    return config
+
+
+def check_type(config, path: str) -> None:
+    """Raises a one-line ConfigFileError unless `get_config()` of `path` returned an `ml_collections.ConfigDict`."""
+    import ml_collections
+
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigFileError(
+            f"config file {path!r}: get_config() returned {type(config).__name__}, not an ml_collections.ConfigDict "
+            "(start from coala_dist.config.default_config() and change fields)"
+        )
+
+
+def missing_fields(config, reference, prefix: str = "") -> list[str]:
+    """Dotted names of the fields of `reference` (a ConfigDict) that `config` lacks, sections included."""
+    import ml_collections
+
+    missing = []
+    for key, value in reference.items():
+        name = f"{prefix}{key}"
+        if key not in config:
+            missing.append(name)
+        elif isinstance(value, ml_collections.ConfigDict) and isinstance(config[key], ml_collections.ConfigDict):
+            missing.extend(missing_fields(config[key], value, name + "."))
+    return missing
+
+
+def check_complete(config, reference, path: str) -> None:
+    """Raises a one-line ConfigFileError naming the fields of `reference` (the command's default config) that the
+    config of `path` lacks: a partial config would fail deep inside the run."""
+    missing = missing_fields(config, reference)
+    if missing:
+        listed = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        raise ConfigFileError(
+            f"config file {path!r}: get_config() returned a config without {listed} "
+            "(start from coala_dist.config.default_config() and change fields)"
+        )
 
 
 def load_shipped_module(file_name: str) -> ModuleType:

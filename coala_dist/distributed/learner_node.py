@@ -39,6 +39,7 @@ import ml_collections
 import numpy as np
 
 from coala_dist.builder import Components, build
+from coala_dist.checkpoint import WriteFailedError
 from coala_dist.config import episodes_per_iteration, episodes_per_work_unit
 from coala_dist.distributed.codec import TreeCodec, episode_codec, params_codec
 from coala_dist.distributed.params import NodeStoppedError, ParamsPublisher
@@ -60,10 +61,15 @@ from coala_dist.train import (
     learner_loop,
     prepare_learner,
     with_checkpoint_location,
+    with_resume_hint,
 )
 
 # Console lines naming rejected episodes: the first few, then only the count in the metrics.
 MALFORMED_LINES = 5
+# A wait for episodes is said on the console once it exceeds this many times the previous collection (and at least
+# STALL_REPORT_MIN_S, or a quarter of the timeout if that is shorter).
+STALL_ITERATIONS = 3
+STALL_REPORT_MIN_S = 10.0
 
 
 def episode_problem(
@@ -176,6 +182,7 @@ class ReplayBatchSource:
         self.dropped_malformed = 0
         self.replay_restarts = 0
         self.consumed_lags: list[int] = []
+        self._collect_started, self._typical_collect_s, self._next_report_s = time.monotonic(), 0.0, 0.0
 
     def _malformed(self, item: list[np.ndarray], table: str, version: int) -> bool:
         """Checks one received item; counts and (the first few) names a rejected one."""
@@ -231,23 +238,54 @@ class ReplayBatchSource:
             return []
 
     def _waited(self, progressed: bool, last_progress: float, missing: str) -> float:
-        """Book-keeping of one polling round: returns the new time of last progress; sleeps or times out."""
+        """Book-keeping of one polling round: returns the new time of last progress; sleeps, says what it waits for
+        once the wait grows long (`_report_wait`), or times out."""
         now = time.monotonic()
         if progressed:
             return now
-        if now - last_progress > self.config.distributed.data_timeout_s:
+        timeout = self.config.distributed.data_timeout_s
+        if now - last_progress > timeout:
             raise TimeoutError(
-                f"the learner received no episode for {self.config.distributed.data_timeout_s:g} s "
-                f"(still missing: {missing}); are the actors alive?"
+                f"the learner received no episode for {timeout:g} s (still missing: {missing}); are the actors alive?"
             )
+        self._report_wait(now - self._collect_started, missing)
         time.sleep(self.config.distributed.poll_interval_s)
         return last_progress
+
+    def _report_wait(self, waited: float, missing: str) -> None:
+        """A line saying what the learner waits for, once the wait exceeds a few iterations' collection time (at
+        least `STALL_REPORT_MIN_S`, at most a quarter of the timeout), then each time the wait doubles."""
+        if waited < self._next_report_s:
+            return
+        timeout = self.config.distributed.data_timeout_s
+        self.log(f"learner: waiting {waited:.0f} s for {missing} (the run stops after {timeout:g} s without any)")
+        self._next_report_s = 2 * waited
+
+    def _start_collecting(self) -> None:
+        self._collect_started = time.monotonic()
+        timeout = self.config.distributed.data_timeout_s
+        self._next_report_s = max(STALL_ITERATIONS * self._typical_collect_s, min(STALL_REPORT_MIN_S, timeout / 4))
+
+    def _end_collecting(self) -> None:
+        self._typical_collect_s = time.monotonic() - self._collect_started
+
+    def _missing_sync(self, missing: list[int], version: int) -> str:
+        """`missing` episodes of `version` with the work units holding them and the actors that roll those out."""
+        size = episodes_per_work_unit(self.config)
+        units = sorted({index // size for index in missing})  # work units are consecutive blocks, in order
+        text = f"episodes {missing[:8]}{' ...' if len(missing) > 8 else ''} of version {version}"
+        actors = self.publisher.published_num_actors if self.publisher is not None else None
+        if not actors:
+            return f"{text} (work units {units[:8]})"
+        owners = sorted({unit % actors for unit in units})  # sync work is assigned round robin (work.py)
+        return f"{text} (work units {units[:8]}, rolled out by actor {', '.join(map(str, owners[:8]))})"
 
     def _collect_sync(self, version: int) -> tuple[list[list[np.ndarray]], int]:
         """Exactly this share's episodes of `version`, sorted by episode index; and the queue size first seen."""
         needed = set(self.share)
         received: dict[int, list[np.ndarray]] = {}
         last_progress, queue_size = time.monotonic(), None
+        self._start_collecting()
         while len(received) < len(needed):
             sizes = self._poll()
             if queue_size is None:
@@ -266,7 +304,9 @@ class ReplayBatchSource:
                         received[index] = item
                         progressed = True
             missing = sorted(needed - set(received))
-            last_progress = self._waited(progressed, last_progress, f"episodes {missing[:8]} of version {version}")
+            if missing:
+                last_progress = self._waited(progressed, last_progress, self._missing_sync(missing, version))
+        self._end_collecting()
         return [received[index] for index in sorted(received)], queue_size or 0
 
     def _collect_async(self, version: int) -> tuple[list[list[np.ndarray]], int]:
@@ -275,6 +315,7 @@ class ReplayBatchSource:
         remaining = dict(self.tables)
         received: dict[str, list[list[np.ndarray]]] = {table: [] for table in self.tables}
         last_progress, queue_size = time.monotonic(), None
+        self._start_collecting()
         while any(remaining.values()):
             sizes = self._poll()
             if queue_size is None:
@@ -290,7 +331,10 @@ class ReplayBatchSource:
                         received[table].append(item)
                         remaining[table] -= 1
                         progressed = True
-            last_progress = self._waited(progressed, last_progress, f"{remaining} episodes per table")
+            if any(remaining.values()):
+                waiting_for = f"{remaining} episodes per table of version {oldest} or newer"
+                last_progress = self._waited(progressed, last_progress, waiting_for)
+        self._end_collecting()
         items = []
         for table in self.tables:  # agent order, as Learner.update expects
             items.extend(sorted(received[table], key=lambda i: (int(i[self._version_at]), int(i[self._index_at]))))
@@ -495,6 +539,10 @@ class LearnerNode:
             log(f"learner stopped at iteration {int(latest.state.step)}")
         except SkippedUpdatesError as error:  # a SystemExit: raised in a Ray worker it would end the process
             failure = str(with_checkpoint_location(error, prepared.checkpoint).code)
+        except WriteFailedError as error:  # a SystemExit too
+            failure = str(with_resume_hint(error, prepared.checkpoint).code)
+        except TimeoutError as error:  # no episode for data_timeout_s: one line, not the traceback of a Ray task
+            failure = f"{error} The last whole iteration was saved: rerun the same command to resume."
         finally:
             if publisher is not None:
                 publisher.close()
