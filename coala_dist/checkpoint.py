@@ -415,6 +415,28 @@ def abstract_train_state(init_fn, key: jax.Array, sharding: jax.sharding.Shardin
     return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
+def _check_saved_configs(directory: str, config: ml_collections.ConfigDict, *, start_over: bool) -> None:
+    """`check_resumable` for a local folder, reading each step's `config/metadata` JSON (what `JsonSave` writes)
+    without Orbax: its manager starts JAX's backend, and a driver that then starts processes (Ray, the reaper) would
+    fork a multithreaded process."""
+    steps = sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+    first_error: Exception | None = None
+    for step in reversed(steps):
+        path = os.path.join(directory, str(step))
+        try:
+            with open(os.path.join(path, "config", "metadata")) as f:
+                saved_config = json.load(f)
+            if not isinstance(saved_config, dict):
+                raise ValueError("the saved config is not a JSON object")
+        except (OSError, ValueError) as error:  # unreadable ones are reported by restore_latest
+            first_error = first_error or error
+            continue
+        check_compatible(saved_config, config, path)
+        return
+    if steps and not start_over:
+        raise UnreadableCheckpointsError(_unreadable_message(directory, steps, first_error))
+
+
 def check_resumable(workdir: str, config: ml_collections.ConfigDict, *, start_over: bool = False) -> None:
     """Before any heavy work: raises IncompatibleCheckpointError if the newest checkpoint with a readable config in
     `workdir` was saved with a config that differs in an experiment-defining field, and UnreadableCheckpointsError
@@ -422,6 +444,9 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict, *, start_ov
     again, after building the learner, where it also reads the arrays). A workdir without checkpoints passes."""
     directory = os.path.join(workdir if "://" in workdir else os.path.abspath(workdir), "checkpoints")
     if "://" not in directory and not os.path.isdir(directory):
+        return
+    if "://" not in directory:
+        _check_saved_configs(directory, config, start_over=start_over)
         return
     from absl import logging
 

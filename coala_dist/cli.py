@@ -169,14 +169,21 @@ def main(argv: list[str] | None = None) -> None:
     while len(argv) > 1 and argv[1].split("=")[0] == "--compilation_cache":
         value = argv.pop(1).partition("=")[2]
         if not value:
-            sys.exit("coala: --compilation_cache needs a value: --compilation_cache=off or --compilation_cache=DIR")
+            print(
+                "coala: --compilation_cache needs a value: --compilation_cache=off or --compilation_cache=DIR",
+                file=sys.stderr,
+            )
+            sys.exit(2)
         os.environ[xla_flags.COMPILATION_CACHE_ENV] = value
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(_usage())
         return
     name = argv[1]
     if name not in COMMANDS:
-        sys.exit(f"coala: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}")
+        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        print(f"coala: unknown command {name!r}; {hint}valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
     from coala_dist import profiles
 
     problem = profiles.mismatch()
@@ -201,7 +208,13 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.set_verbosity(logging.WARNING)
 
-    app.run(module.main, argv=[f"coala {name}", *args], flags_parser=_one_line_flags_parser(name))
+    from coala_dist.commands import UsageError
+
+    try:
+        app.run(module.main, argv=[f"coala {name}", *args], flags_parser=_one_line_flags_parser(name))
+    except UsageError as error:
+        print(f"coala {name}: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

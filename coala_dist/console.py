@@ -14,10 +14,12 @@ TensorFlow's C++ logs (the CUDA/cuDNN/TensorRT probes on a CPU machine) obey `TF
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import re
 import sys
 import threading
+from typing import TextIO
 
 NATIVE_CHATTER = re.compile(
     r"^\[reverb/cc/[^\]]+\]\s+("
@@ -27,6 +29,73 @@ NATIVE_CHATTER = re.compile(
 )
 
 _installed = False
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# Ray's driver-side lines when an actor process dies: they count task retries ("infinite retries remaining"), not the
+# actor's restarts, and blame the machine ("unexpected system error"); the launcher says what happened instead.
+RAY_WORKER_DIED = re.compile(
+    r"^\(raylet\)\s.*(A worker died or was killed while executing a task"
+    r"|Task \S+ failed\. There are (infinite|\d+) retries remaining)"
+)
+
+
+class DroppingLines(io.TextIOBase):
+    """A text stream that forwards whole lines to `target`, except those matching `pattern` (ANSI colour codes
+    ignored when matching). For Python-level writers such as Ray's log printer, which looks up `sys.stdout` each
+    time it prints."""
+
+    def __init__(self, target: TextIO, pattern: re.Pattern[str]):
+        self.target, self.pattern = target, pattern
+        self._pending = ""
+        self.dropped = 0
+
+    def write(self, text: str) -> int:
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            if self.pattern.search(ANSI_ESCAPE.sub("", line)):
+                self.dropped += 1
+            else:
+                self.target.write(line + "\n")
+        if self._pending.startswith("\r"):  # a redrawn progress line is never one of Ray's
+            self.target.write(self._pending)
+            self._pending = ""
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return self.target.isatty()
+
+    def fileno(self) -> int:  # for code that writes to the descriptor itself (it is not filtered)
+        return self.target.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.target, "encoding", "utf-8")
+
+    def close_filter(self) -> None:
+        """Forwards what is left of an unfinished line."""
+        if self._pending:
+            self.target.write(self._pending)
+            self._pending = ""
+        self.target.flush()
+
+
+def counted(count: int, noun: str) -> str:
+    """`1 seed`, `2 seeds`: a count with its noun in the right number (nouns that take an `s`)."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def smoothing_note(window: int, points: int) -> str:
+    """What a plot title says about its moving average: the window actually applied (at most the points drawn), or
+    nothing when no point averages more than one iteration."""
+    applied = min(window, points)
+    return f", {applied}-iteration moving average" if applied > 1 else ""
+
+
+# Curves with this few points are drawn with markers too: a line through one point is invisible.
+MARKER_MAX_POINTS = 20
 
 
 def drop_native_chatter(pattern: re.Pattern[str] = NATIVE_CHATTER) -> None:

@@ -393,6 +393,7 @@ def prepare_learner(
     """
     components = components or build(config)
     key = keys.seed_key(config.seed)
+    placement = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
     state = None
     consecutive = 0
     checkpointer = None
@@ -402,7 +403,7 @@ def prepare_learner(
         )
         try:
             state = checkpointer.restore_latest(
-                abstract_train_state(components.learner.init, key, sharding), config, start_over=start_over
+                abstract_train_state(components.learner.init, key, placement), config, start_over=start_over
             )
         except BaseException:
             checkpointer.close()
@@ -412,9 +413,10 @@ def prepare_learner(
             streak = f" ({consecutive} iterations in a row skipped an update)" if consecutive else ""
             log(f"resumed from {checkpointer.directory} at iteration {int(state.step)}{streak}")
     if state is None:
-        state = components.learner.init(key)
-        if sharding is not None:
-            state = jax.device_put(state, sharding)
+        # Committed to the placement a restored state has: an uncommitted fresh state lowers the jitted update
+        # without argument shardings, so a resume would miss every program the fresh run put in the compilation
+        # cache.
+        state = jax.device_put(components.learner.init(key), placement)
     checkpoint = CheckpointCallback(checkpointer, config, state, consecutive) if checkpointer is not None else None
     start_iteration = int(state.step)
     metrics_dir = local_metrics_dir(workdir) if write_metrics else None

@@ -8,6 +8,7 @@ repository), so relative config paths cannot be what makes a command work.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import re
@@ -50,7 +51,8 @@ def saved_workdir(tiny_state, tiny_config, tmp_path_factory):
 
 
 # (name, arguments after `coala`, expected exit status, text the one line must contain). WORK stands for a fresh
-# workdir path that must not exist afterwards; SAVED for `saved_workdir`, which must be unchanged.
+# workdir path that must not exist afterwards; SAVED for `saved_workdir`, which must be unchanged. A mistake in what
+# was typed exits 2; a problem the machine reports (a file, a checkpoint, a network, no running job) exits 1.
 CASES = [
     ("missing config file", ["train", "--config=no_such_config.py", "--workdir=WORK"], 2,
      "config 'no_such_config.py' not found"),
@@ -65,19 +67,19 @@ CASES = [
      "--config.seed=1.5"),
     ("unknown flag", ["train", "--config=ipd_tiny", "--workdr=x"], 2, "Did you mean: workdir"),
     ("infinite learning rate", ["train", "--config=ipd_tiny", "--config.meta.learning_rate=inf", "--workdir=WORK"],
-     1, "config.meta.learning_rate=inf is invalid"),
+     2, "config.meta.learning_rate=inf is invalid"),
     ("resume with an incompatible config", ["train", "--config=ipd_tiny", "--config.batch_size=3",
                                             "--workdir=SAVED"], 1, "the config differs in batch_size"),
     ("unwritable workdir", ["train", "--config=ipd_tiny", "--workdir=AFILE/run"], 1, "is not a writable directory"),
-    ("snr with one meta-batch", ["snr", "--config=ipd_tiny", "--meta_batches=1", "--out=WORK/snr.json"], 1,
+    ("snr with one meta-batch", ["snr", "--config=ipd_tiny", "--meta_batches=1", "--out=WORK/snr.json"], 2,
      "needs at least 2 meta-batches"),
-    ("snr with an unknown estimator", ["snr", "--config=ipd_tiny", "--estimators=coala,colaa", "--out=WORK/s.json"], 1,
+    ("snr with an unknown estimator", ["snr", "--config=ipd_tiny", "--estimators=coala,colaa", "--out=WORK/s.json"], 2,
      "Unknown estimator 'colaa'"),
-    ("snr with a config and a workdir", ["snr", "--config=ipd_tiny", "--workdir=SAVED"], 1, "not both"),
-    ("snr of lola_dice", ["snr", "--config=ipd_tiny", "--estimators=coala,lola_dice", "--out=WORK/s.json"], 1,
+    ("snr with a config and a workdir", ["snr", "--config=ipd_tiny", "--workdir=SAVED"], 2, "not both"),
+    ("snr of lola_dice", ["snr", "--config=ipd_tiny", "--estimators=coala,lola_dice", "--out=WORK/s.json"], 2,
      "lola_dice has no advantage-based gradient"),
     ("lola_dice mixed with another rule",
-     ["train", "--config=ipd_tiny", "--config.agent_estimators=('lola_dice','coala')", "--workdir=WORK"], 1,
+     ["train", "--config=ipd_tiny", "--config.agent_estimators=('lola_dice','coala')", "--workdir=WORK"], 2,
      "cannot mix lola_dice with other estimators"),
     ("snr of a workdir without checkpoints", ["snr", "--workdir=WORK"], 1, "has no readable checkpoint"),
     ("isolated network on a Ray cluster", ["train", "--config=ipd_tiny", "--launch=ray", "--ray_address=127.0.0.1:1",
@@ -85,7 +87,17 @@ CASES = [
     ("unknown network mode", ["train", "--config=ipd_tiny", "--network=private", "--workdir=WORK"], 2,
      "--network=private is invalid"),
     ("scale without a running job", ["scale", "--workdir=SAVED", "--num_actors=2"], 1, "no running job in"),
-    ("scale to no actors", ["scale", "--workdir=SAVED", "--num_actors=0"], 1, "--num_actors=0 is invalid"),
+    ("scale to no actors", ["scale", "--workdir=SAVED", "--num_actors=0"], 2, "--num_actors=0 is invalid"),
+    ("negative actor count", ["train", "--config=ipd_tiny", "--num_actors=-1", "--workdir=WORK"], 2,
+     "--num_actors=-1 is invalid"),
+    ("negative meta-batch", ["train", "--config=ipd_tiny", "--config.meta_batch_size=-5", "--workdir=WORK"], 2,
+     "meta_batch_size"),
+    ("misspelled estimator", ["train", "--config=ipd_tiny", "--config.estimator=coalla", "--workdir=WORK"], 2,
+     "coalla"),
+    ("misspelled command", ["trian", "--config=ipd_tiny"], 2, "unknown command 'trian'; did you mean 'train'?"),
+    ("plot of nothing", ["plot"], 2, "give one or more WORKDIRs"),
+    ("eval without a workdir", ["eval"], 2, "--workdir is required"),
+    ("plot of a folder without metrics", ["plot", "SAVED", "--out=WORK/fig.png"], 1, "metrics.csv"),
     ("unreachable Ray cluster", ["train", "--config=ipd_tiny", "--launch=ray", "--ray_address=127.0.0.1:1",
                                  "--workdir=WORK"], 1, "cannot reach the Ray cluster at --ray_address=127.0.0.1:1"),
 ]
@@ -113,7 +125,8 @@ def test_a_mistake_is_one_line_and_writes_nothing(args, status, message, saved_w
 
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == status, result.stderr
-    assert len(lines) == 1 and lines[0].startswith(f"coala {args[0]}: ") and message in lines[0], result.stderr
+    prefix = f"coala {args[0]}: " if args[0] in cli.COMMANDS else "coala: "
+    assert len(lines) == 1 and lines[0].startswith(prefix) and message in lines[0], result.stderr
     assert result.stdout == ""
     assert not (tmp_path / "work").exists() and os.listdir(cwd) == []
     assert _tree(saved_workdir) == saved_before
@@ -203,8 +216,50 @@ def test_a_run_with_an_actor_prints_only_progress_lines(tmp_path, replay, networ
     )
     assert result.returncode == 0, result.stderr
     exposed = replay == "reverb" and network == "shared"
-    assert result.stderr == (f"coala train: warning: {REVERB_EXPOSURE_WARNING}\n" if exposed else "")
+    lines = result.stderr.splitlines()
+    assert lines[:-2] == ([f"coala train: warning: {REVERB_EXPOSURE_WARNING}"] if exposed else []), result.stderr
+    assert lines[-2].startswith(("coala train: compiling the rollout", "coala train: loading the compiled")), lines
+    assert lines[-1].startswith(f"coala train: checkpoints: {tmp_path / 'run' / 'checkpoints'}  metrics: "), lines
     assert [line.split()[:2] for line in result.stdout.splitlines()] == [["it", "1/2"], ["it", "2/2"]]
+
+
+def test_ray_lines_that_contradict_the_launcher_are_dropped_and_the_rest_kept():
+    from coala_dist.console import RAY_WORKER_DIED, DroppingLines
+
+    out = io.StringIO()
+    console = DroppingLines(out, RAY_WORKER_DIED)
+    console.write("\x1b[33m(raylet)\x1b[0m A worker died or was killed while executing a task by an unexpected system")
+    console.write(" error. Worker PID: 7\n(raylet) Task ActorProcess.run failed. There are infinite retries ")
+    console.write("remaining, so the task will be retried.\n(LearnerProcess pid=3) it     6/60  r_meta|naive +0.544\n")
+    console.write("actor 1 exited (process 7 was killed or crashed); restarted, 1 of 3 restarts used\n(raylet) other")
+    console.close_filter()
+    assert out.getvalue().splitlines() == [
+        "(LearnerProcess pid=3) it     6/60  r_meta|naive +0.544",
+        "actor 1 exited (process 7 was killed or crashed); restarted, 1 of 3 restarts used",
+        "(raylet) other",
+    ]
+    assert console.dropped == 2
+
+
+def test_the_early_resume_check_leaves_jax_unstarted_so_launching_forks_nothing_multithreaded(saved_workdir):
+    """A driver that checks a workdir's checkpoints and then starts processes (Ray, the reaper) must not have started
+    JAX's backend first: JAX warns at every fork of a process whose backend runs (and it may deadlock)."""
+    script = (
+        "import os, sys, warnings\n"
+        "from coala_dist import configs\n"
+        "from coala_dist.checkpoint import check_resumable\n"
+        "check_resumable(sys.argv[1], configs.load(configs.resolve('ipd_tiny')))\n"
+        "warnings.simplefilter('always')\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print('forked quietly')\n"
+    )
+    command = [sys.executable, "-c", script, str(saved_workdir)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout == "forked quietly\n", result.stderr[-2000:]
+    assert "fork" not in result.stderr, result.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -218,3 +273,19 @@ def test_snr_of_a_workdir_reads_its_config_and_checkpoint(saved_workdir, tiny_st
     assert set(written["estimators"]) == {"coala", "mfos", "batch_unaware"}
     assert (tmp_path / "out" / "snr.png").stat().st_size > 0
     assert _tree(saved_workdir) == before  # read only
+
+
+def test_a_local_runs_ray_says_nothing_alarming_and_writes_no_colour_codes(monkeypatch):
+    from coala_dist.distributed.launch import ray_console_environment, restart_line
+
+    for name in ("RAY_AUTH_MODE", "RAY_COLOR_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    # Token authentication, said explicitly (Ray's default otherwise comes with a hint to turn it off).
+    assert ray_console_environment("local", tty=True) == {"RAY_AUTH_MODE": "token"}
+    assert ray_console_environment("local", tty=False) == {"RAY_AUTH_MODE": "token", "RAY_COLOR_PREFIX": "0"}
+    assert ray_console_environment("ray", tty=False) == {"RAY_COLOR_PREFIX": "0"}  # a cluster's own settings rule
+    monkeypatch.setenv("RAY_COLOR_PREFIX", "1")
+    assert ray_console_environment("ray", tty=False) == {}  # what the user set is kept
+    expected = "actor 1 exited (process 4242 was killed or crashed); restarted, 1 of 3 restarts used"
+    assert restart_line(1, 4242, 1, 3) == expected
+    assert restart_line(0, 7, 2, -1).endswith("restarted, unlimited restarts")

@@ -129,6 +129,51 @@ def test_plot_command(workdirs, tmp_path):
     assert_valid_png(out, min_bytes=10_000)
 
 
+def test_plot_command_without_out_writes_next_to_the_run(workdirs, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "coala_dist.cli", "plot", workdirs[0]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    out = os.path.join(workdirs[0], "curves.png")
+    assert "COALA-PG (1 seed):" in result.stdout and result.stdout.strip().endswith(f"wrote {out}")
+    assert_valid_png(out)
+    assert os.listdir(tmp_path) == []  # nothing in the folder it ran from
+    os.remove(out)
+
+
+def test_a_one_iteration_plot_draws_markers_and_claims_no_average(workdirs, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    drawn = {}
+
+    def capture(figure, path, **kwargs):
+        drawn["title"] = figure._suptitle.get_text()
+        drawn["markers"] = [
+            line.get_marker() for ax in figure.axes for line in ax.get_lines() if line.get_label()[0] != "_"
+        ]
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", capture)
+    run = load_run(workdirs[0])
+    plot_runs([Run(workdir=run.workdir, config=run.config, rows=run.rows[:1])], str(tmp_path / "one.png"), smoothing=5)
+    assert drawn["title"] == "mean ± std over seeds"
+    assert drawn["markers"] and all(marker == "o" for marker in drawn["markers"])
+
+
+def test_the_readmes_tensorboard_command_reads_a_runs_events(workdirs):
+    """The README's `tensorboard --logdir WORKDIR/tensorboard`, with `--inspect` (the same loader, no server): the
+    installed viewer finds the run's scalars."""
+    tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    assert os.path.exists(tensorboard), "the README's install (the dev extra) brings tensorboard"
+    logdir = os.path.join(workdirs[0], "tensorboard")
+    result = subprocess.run([tensorboard, "--inspect", "--logdir", logdir], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert logdir in result.stdout and "vs_naive/ego_reward" in result.stdout, result.stdout
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # eval
 def test_cooperation_by_state_matches_a_loop():
@@ -311,9 +356,7 @@ def test_bench_json_has_every_key(tiny_config, tiny_components, workdirs, tmp_pa
     )
     for key in bench.BENCH_KEYS:
         bench.lookup(result, key)  # raises KeyError naming a missing one
-    numbers = [
-        k for k in bench.BENCH_KEYS if not k.startswith(("machine.", "stack.", "configs.", "end_to_end.launch"))
-    ]
+    numbers = [k for k in bench.BENCH_KEYS if not k.startswith(("machine.", "stack.", "configs.", "end_to_end.launch"))]
     assert result["stack"]["profile"] in ("current", "reverb") and result["stack"]["jax"] == jax.__version__
     for key in numbers:
         value = bench.lookup(result, key)

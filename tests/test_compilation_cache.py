@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from coala_dist import xla_flags
@@ -71,3 +72,37 @@ def test_compilation_cache_flag_without_a_value_is_one_line(clean_env):
     assert result.stderr.strip().splitlines() == [
         "coala: --compilation_cache needs a value: --compilation_cache=off or --compilation_cache=DIR"
     ]
+
+
+def _placement(leaf) -> tuple:
+    """What decides how a jitted function lowers for an argument: its abstract value (weak type included), its
+    sharding and whether it is committed to it."""
+    committed = getattr(leaf, "committed", getattr(leaf, "_committed", None))  # public from some jax on
+    return (jax.typeof(leaf) if hasattr(jax, "typeof") else leaf.aval, leaf.sharding, committed)
+
+
+def test_a_restored_state_lowers_the_update_like_a_fresh_one(tiny_config, tiny_components, tmp_path):
+    """A resume loads the programs the fresh run put in the compilation cache: the restored state is placed like the
+    fresh one, so the update lowers to the same program (the cache key is the lowered module)."""
+    from coala_dist.train import prepare_learner
+
+    def prepared_state(save: bool) -> tuple[object, list[str]]:
+        lines: list[str] = []
+        prepared = prepare_learner(tiny_config, str(tmp_path), components=tiny_components, log=lines.append)
+        if save:
+            prepared.checkpoint.checkpointer.save(prepared.state, tiny_config, force=True)
+        for callback in prepared.callbacks:
+            callback.close()
+        return prepared.state, lines
+
+    fresh, _ = prepared_state(save=True)
+    restored, lines = prepared_state(save=False)
+    assert any(line.startswith("resumed from") for line in lines), lines
+    assert [_placement(x) for x in jax.tree_util.tree_leaves(restored)] == [
+        _placement(x) for x in jax.tree_util.tree_leaves(fresh)
+    ]
+    rollout = tiny_components.rollout
+    inputs = (fresh.meta_params, fresh.naive_params, fresh.run_key, fresh.version, rollout.iteration_indices())
+    batch = jax.eval_shape(rollout.episodes, *inputs)
+    update = tiny_components.learner_update
+    assert update.lower(restored, batch).as_text() == update.lower(fresh, batch).as_text()

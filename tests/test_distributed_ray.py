@@ -235,9 +235,13 @@ def test_local_ray_with_two_actor_processes_gives_the_plain_loop_parameters_even
         replay=backend,
     )
     assert program.config.distributed.replay == backend
+    lines: list[str] = []
     with _sigkill_when(lambda: _rows(workdir / "metrics.csv") >= 1, "ActorProcess", count=2) as killed:
-        result = run_on_ray(program, log=lambda line: None)
+        result = run_on_ray(program, log=lines.append)
     assert "pid" in killed, "no actor process was found to kill"
+    # The launcher says what happened in its own words, counting the actor's restarts (not Ray's task retries).
+    restarted = [line for line in lines if f"(process {killed['pid']} was killed or crashed)" in line]
+    assert len(restarted) == 1 and restarted[0].endswith("restarted, 1 of 3 restarts used"), lines
     assert _rows(workdir / "metrics.csv") == ITERATIONS  # (sync) the dead actor's units were needed to go on
     assert int(result.state.step) == ITERATIONS
     _assert_same_state(reference, result.state)  # a restart changes nothing in sync mode
@@ -364,7 +368,7 @@ def test_a_running_sync_job_scaled_up_and_down_ends_with_the_plain_loops_paramet
     assert requests["up_at"] < SCALE_ITERATIONS - 4  # both changes happened while the learner was training
     assert [line.split(":")[0] for line in lines if "the learner's next version is split" in line] == [
         "now 2 actors (was 1)",
-        "now 1 actors (was 2)",
+        "now 1 actor (was 2)",
     ]
     with open(metrics, newline="") as f:
         counts = [int(float(row["replay/num_actors"])) for row in csv.DictReader(f)]

@@ -18,6 +18,7 @@ import numpy as np
 
 from coala_dist.analysis.runs import Run
 from coala_dist.analysis.style import ESTIMATOR_STYLE
+from coala_dist.console import MARKER_MAX_POINTS, counted, smoothing_note
 
 # (metric key, panel title), in the order panels are filled; metrics no run has are skipped.
 CANDIDATE_METRICS = (
@@ -211,8 +212,9 @@ def plot_runs(
             shown = count > 0
             if not shown.any():
                 continue
-            label = f"{name} ({len(members)} seed{'s' if len(members) > 1 else ''})"
-            ax.plot(iterations[shown], mean[shown], color=colors[name], lw=1.4, label=label)
+            label = f"{name} ({counted(len(members), 'seed')})"
+            marker = "o" if shown.sum() <= MARKER_MAX_POINTS else None
+            ax.plot(iterations[shown], mean[shown], color=colors[name], lw=1.4, marker=marker, ms=3, label=label)
             ax.fill_between(
                 iterations[shown], (mean - std)[shown], (mean + std)[shown], color=colors[name], alpha=0.2, lw=0
             )
@@ -230,7 +232,8 @@ def plot_runs(
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(title or f"mean ± std over seeds ({smoothing}-iteration moving average)", fontsize=10)
+    longest = max((len(run.rows) for run in runs), default=1)
+    fig.suptitle(title or f"mean ± std over seeds{smoothing_note(smoothing, longest)}", fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
     fig.savefig(out_path, dpi=110)
     plt.close(fig)

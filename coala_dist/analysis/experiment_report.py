@@ -20,6 +20,7 @@ from coala_dist.analysis.curves import moving_average
 from coala_dist.analysis.evaluation import defection_rates
 from coala_dist.analysis.runs import json_safe
 from coala_dist.analysis.style import color, label
+from coala_dist.console import MARKER_MAX_POINTS, counted, smoothing_note
 
 if TYPE_CHECKING:
     from coala_dist.experiments.definitions import Experiment
@@ -296,6 +297,7 @@ def plot_training_curves(
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
     for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)
+    points = 0
     for ax, metric in zip(list(axes.flat)[: len(metrics)], metrics, strict=True):
         for estimator in experiment.estimators:
             mine = [r for r in runs if r["estimator"] == estimator]
@@ -307,6 +309,7 @@ def plot_training_curves(
             )
             curves = moving_average(curves, smoothing)
             iterations = np.arange(1, length + 1)
+            points = max(points, length)
             mean = np.nanmean(curves, axis=0)
             std = np.nanstd(curves, axis=0, ddof=1) if len(mine) > 1 else np.zeros_like(mean)
             line_color = color(estimator)
@@ -314,8 +317,10 @@ def plot_training_curves(
                 iterations,
                 mean,
                 color=line_color,
+                marker="o" if length <= MARKER_MAX_POINTS else None,
+                markersize=3,
                 label=f"{'pool ' if experiment.agent_estimators else ''}{_run_label(experiment, estimator)} "
-                f"({len(mine)} seeds)",
+                f"({counted(len(mine), 'seed')})",
             )
             ax.fill_between(iterations, mean - std, mean + std, color=line_color, alpha=0.2)
         if "reward" in metric and experiment.results_group == "ipd":  # IPD: mutual cooperation / defection
@@ -323,7 +328,8 @@ def plot_training_curves(
             ax.axhline(0.0, color="gray", lw=0.8, ls=":")
         ax.set_title(METRIC_LABELS[metric], fontsize=9)
         ax.set_xlabel("training iteration")
-    _finish(fig, axes[0][0], f"{experiment.name} (mean ± std over seeds, {smoothing}-iteration moving average)", path)
+    title = f"{experiment.name} (mean ± std over seeds{smoothing_note(smoothing, points)})"
+    _finish(fig, axes[0][0], title, path)
 
 
 def plot_within_meta_episode(experiment: Experiment, runs: list[dict], path: str) -> None:

@@ -6,6 +6,14 @@ import os
 import time
 
 
+class UsageError(Exception):
+    """A mistake in what the user typed: a flag's value, a missing or unexpected argument, an unknown name.
+
+    `coala` prints it as one line and exits with status 2 (coala_dist/cli.py). A problem of the environment (a file
+    that cannot be read or written, a network, a node that died) is a `SystemExit` with its message: status 1.
+    """
+
+
 def check_writable_dir(path: str, flag: str) -> None:
     """Creates directory `path` if needed and proves it writable with a probe file, before any heavy work.
 

@@ -19,6 +19,7 @@ import time
 from absl import flags
 from ml_collections import config_flags
 
+from coala_dist.commands import UsageError
 from coala_dist.configs import CONFIG_DIR
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -59,9 +60,9 @@ def main(argv: list[str]) -> None:
     requested = argv[1:]
     valid = (*experiments.FIGURES, "all")
     if not requested or any(name not in valid for name in requested):
-        raise SystemExit(f"coala analytic: give one or more of {', '.join(valid)}; got {requested or 'nothing'}")
+        raise UsageError(f"give one or more of {', '.join(valid)}; got {requested or 'nothing'}")
     if _SEEDS.value is not None and _SEEDS.value < 2:
-        raise SystemExit(f"coala analytic: --seeds must be >= 2 (quantiles need several seeds), got {_SEEDS.value}")
+        raise UsageError(f"--seeds must be >= 2 (quantiles need several seeds), got {_SEEDS.value}")
     figures = experiments.FIGURES if "all" in requested else tuple(dict.fromkeys(requested))
     out_dir = pathlib.Path(_OUT.value)
     out_dir.mkdir(parents=True, exist_ok=True)

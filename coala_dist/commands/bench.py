@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from absl import flags
 
+from coala_dist.commands import UsageError
+
 _OUT = flags.DEFINE_string(
     "out",
     None,
@@ -40,14 +42,14 @@ def _parse_launches(values: list[str] | None, quick: bool) -> list[tuple[str, in
         launch, _, actors = value.partition(":")
         if (launch, int(actors or 0)) not in LAUNCHES:
             valid = ", ".join(f"{name}:{n}" for name, n in LAUNCHES)
-            raise SystemExit(f"coala bench: --launches entry {value!r} is invalid; valid entries: {valid}")
+            raise UsageError(f"--launches entry {value!r} is invalid; valid entries: {valid}")
         launches.append((launch, int(actors)))
     return launches
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise SystemExit(f"coala bench: unexpected arguments {argv[1:]}")
+        raise UsageError(f"unexpected arguments {argv[1:]}")
     import os
 
     from coala_dist.analysis.bench import bench_configs, markdown_table, output_path, run_bench, write_json

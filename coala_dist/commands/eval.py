@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from absl import flags
 
+from coala_dist.commands import UsageError
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's work directory (holding checkpoints/).")
 _OUT = flags.DEFINE_string("out", None, "Output directory for eval.json and eval.png (default: WORKDIR/eval).")
 _ROUNDS = flags.DEFINE_integer("rounds", 1, "Evaluation meta-batches (each as many meta-episodes as an iteration).")
@@ -16,11 +18,11 @@ _ROUNDS = flags.DEFINE_integer("rounds", 1, "Evaluation meta-batches (each as ma
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise SystemExit(f"coala eval: unexpected arguments {argv[1:]}; use --workdir=DIR")
+        raise UsageError(f"unexpected arguments {argv[1:]}; use --workdir=DIR")
     if not _WORKDIR.value:
-        raise SystemExit("coala eval: --workdir is required")
+        raise UsageError("--workdir is required")
     if _ROUNDS.value < 1:
-        raise SystemExit(f"coala eval: --rounds must be >= 1, got {_ROUNDS.value}")
+        raise UsageError(f"--rounds must be >= 1, got {_ROUNDS.value}")
     from coala_dist.analysis.evaluation import evaluate_workdir
     from coala_dist.checkpoint import IncompatibleCheckpointError
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from absl import flags
 
+from coala_dist.commands import UsageError
+
 _SEEDS = flags.DEFINE_integer("seeds", 5, "Number of seeds (0 … seeds − 1) per estimator.")
 _FIRST_SEED = flags.DEFINE_integer(
     "first_seed", 0, "Train/report only seeds first_seed … seeds − 1 (split seeds over processes)."
@@ -50,9 +52,7 @@ def main(argv: list[str]) -> None:
 
     names = argv[1:]
     if len(names) != 1 or names[0] not in EXPERIMENTS:
-        raise SystemExit(
-            f"coala experiment: give one experiment NAME out of {', '.join(EXPERIMENTS)}"
-        )
+        raise UsageError(f"give one experiment NAME out of {', '.join(EXPERIMENTS)}")
     name = names[0]
     workdir_root = (
         os.path.join(_WORKDIR_ROOT.value, "smoke") if _SMOKE.value else _WORKDIR_ROOT.value

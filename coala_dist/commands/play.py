@@ -10,6 +10,7 @@ import os
 from ml_collections import config_flags
 
 from coala_dist import keys
+from coala_dist.commands import UsageError
 from coala_dist.configs import CONFIG_DIR
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -32,7 +33,7 @@ def main(argv: list[str]) -> None:
     try:
         validate(config)
     except ValueError as error:
-        raise SystemExit(f"coala play: {error}") from None
+        raise UsageError(str(error)) from None
     components = build(config)
     state = components.learner.init(keys.seed_key(config.seed))
     episode = components.rollout_episodes(

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from absl import flags
 
+from coala_dist.commands import UsageError
+from coala_dist.console import counted
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "The running job's work directory (coala train --workdir).")
 _NUM_ACTORS = flags.DEFINE_integer("num_actors", None, "The number of actors the job should have (>= 1).")
 _TIMEOUT_S = flags.DEFINE_float("timeout_s", 300.0, "How long to wait for the job to apply it (seconds).")
@@ -18,13 +21,15 @@ _TIMEOUT_S = flags.DEFINE_float("timeout_s", 300.0, "How long to wait for the jo
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise SystemExit(f"coala scale: unexpected arguments {argv[1:]}; use --workdir=DIR --num_actors=N")
+        raise UsageError(f"unexpected arguments {argv[1:]}; use --workdir=DIR --num_actors=N")
     if not _WORKDIR.value or _NUM_ACTORS.value is None:
-        raise SystemExit("coala scale: --workdir and --num_actors are required")
+        raise UsageError("--workdir and --num_actors are required")
+    if _NUM_ACTORS.value < 1:
+        raise UsageError(f"--num_actors={_NUM_ACTORS.value} is invalid: a running job needs at least one actor")
     from coala_dist.distributed.control import request_scale
 
     try:
         before = request_scale(_WORKDIR.value, _NUM_ACTORS.value, timeout_s=_TIMEOUT_S.value)
     except ValueError as error:
         raise SystemExit(f"coala scale: {error}") from None
-    print(f"coala scale: {_WORKDIR.value}: {before} -> {_NUM_ACTORS.value} actors")
+    print(f"coala scale: {_WORKDIR.value}: {before} -> {counted(_NUM_ACTORS.value, 'actor')}")

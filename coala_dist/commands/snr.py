@@ -16,7 +16,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from coala_dist.commands import check_writable_dir
+from coala_dist.commands import UsageError, check_writable_dir
 from coala_dist.configs import CONFIG_DIR
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -37,7 +37,7 @@ _OUT = flags.DEFINE_string("out", None, "JSON output (default WORKDIR/snr.json, 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise SystemExit(f"coala snr: unexpected arguments {argv[1:]}")
+        raise UsageError(f"unexpected arguments {argv[1:]}")
     from coala_dist.analysis import snr
     from coala_dist.rl import estimators
 
@@ -50,9 +50,9 @@ def main(argv: list[str]) -> None:
     try:
         settings.validate()
     except ValueError as error:
-        raise SystemExit(f"coala snr: {error}") from None
+        raise UsageError(str(error)) from None
     if _WORKDIR.value and flags.FLAGS["config"].present:
-        raise SystemExit("coala snr: give --config or --workdir (which holds its run's config), not both")
+        raise UsageError("give --config or --workdir (which holds its run's config), not both")
 
     from coala_dist import keys
     from coala_dist.analysis.runs import json_safe
@@ -74,6 +74,9 @@ def main(argv: list[str]) -> None:
         out = _OUT.value or os.path.join("workdirs", "snr", f"{name}.json")
         try:
             components = build(config)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        try:
             check_writable_dir(os.path.dirname(out) or ".", "--out")
         except ValueError as error:
             raise SystemExit(f"coala snr: {error}") from None

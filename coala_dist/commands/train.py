@@ -19,7 +19,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from coala_dist.commands import check_writable_dir, default_workdir
+from coala_dist.commands import UsageError, check_writable_dir, default_workdir
 from coala_dist.configs import CONFIG_DIR
 from coala_dist.distributed import netns
 
@@ -134,12 +134,9 @@ def main(argv: list[str]) -> None:
     config = _CONFIG.value
     num_actors = config.distributed.num_actors if _NUM_ACTORS.value is None else _NUM_ACTORS.value
     workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
-    try:  # a bad option is one line, not a traceback
+    try:  # a bad option is one line, not a traceback, and a mistake in what was typed: exit status 2
         _check_flags(num_actors)
         validate(config)
-        from coala_dist.capacity import check_fits
-
-        check_fits(config, launch=_LAUNCH.value, num_actors=num_actors)  # sizes this machine cannot hold or host
         program = None
         if not (_LAUNCH.value == "inprocess" and num_actors == 0):
             from coala_dist.distributed.program import make_program
@@ -161,6 +158,12 @@ def main(argv: list[str]) -> None:
             raise ValueError("--mode=async needs actors (--num_actors >= 1)")
         elif _REPLAY.value is not None:
             raise ValueError(f"--replay={_REPLAY.value} needs actors (--num_actors >= 1): the plain loop has no replay")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    try:  # what the machine says about them: exit status 1
+        from coala_dist.capacity import check_fits
+
+        check_fits(config, launch=_LAUNCH.value, num_actors=num_actors)  # sizes this machine cannot hold or host
         # Last: everything above has no side effect, so a bad option leaves no folder behind.
         if _LAUNCH.value == "ray":  # the learner may run on another host: its workdir is checked there
             check_ray_address(_RAY_ADDRESS.value or os.environ["RAY_ADDRESS"])
@@ -176,6 +179,19 @@ def main(argv: list[str]) -> None:
     if _WORKDIR.value is None:
         print(f"coala train: no --workdir given: writing to {workdir} (--workdir={workdir} resumes)", file=sys.stderr)
 
+    from coala_dist.commands.run_notes import RunNotes, newest_checkpoint_step
+    from coala_dist.train import local_metrics_dir
+
+    notes = RunNotes(config, _LAUNCH.value, workdir, local_metrics_dir(workdir), newest_checkpoint_step(workdir))
+    notes.announce()
+    try:
+        _run(config, workdir, program)
+    finally:
+        notes.finish()
+
+
+def _run(config, workdir: str, program) -> None:
+    """Trains: in this process without actors (`program` None), else through the program's launcher."""
     from coala_dist.checkpoint import IncompatibleCheckpointError, UnreadableCheckpointsError, WriteFailedError
     from coala_dist.train import SkippedUpdatesError
 

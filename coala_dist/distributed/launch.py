@@ -26,14 +26,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
+import math
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from coala_dist import xla_flags
+from coala_dist.console import RAY_WORKER_DIED, DroppingLines, counted
 from coala_dist.distributed import netns
 from coala_dist.distributed.control import DriverControl
 from coala_dist.distributed.program import NodeSpec, Program
@@ -52,6 +56,7 @@ PASSED_ENVIRONMENT = (
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
 LOCAL_SCALE_ROOM = 8  # a `local` run's Ray instance has CPU slots for this many actors beyond those it starts with
 STARTUP_TIMEOUT_S = 600.0  # a node process that takes longer than this to start is an error
+PID_POLL_S = 2.0  # how often the driver asks the actors for their process ids, to notice Ray's restarts
 
 
 @dataclasses.dataclass
@@ -231,6 +236,22 @@ class ActorProcess(_NodeProcess):
     """An actor process."""
 
 
+def restart_line(actor: int, old_pid: int, used: int, max_restarts: int) -> str:
+    """coala's line for an actor process that Ray restarted (Ray cannot tell how it died: no signal is reported)."""
+    allowed = "unlimited restarts" if max_restarts < 0 else f"{used} of {max_restarts} restarts used"
+    return f"actor {actor} exited (process {old_pid} was killed or crashed); restarted, {allowed}"
+
+
+def ray_console_environment(launch: str, tty: bool) -> dict[str, str]:
+    """Ray's settings for a driver whose console the user reads: a `local` run's private Ray instance uses token
+    authentication, said explicitly (Ray's default, whose hint otherwise offers to turn it off); without a terminal
+    Ray's prefixes of forwarded lines carry no colour codes. Variables the user set are kept."""
+    wanted = {"RAY_AUTH_MODE": "token"} if launch == "local" else {}
+    if not tty:
+        wanted["RAY_COLOR_PREFIX"] = "0"
+    return {name: value for name, value in wanted.items() if name not in os.environ}
+
+
 def _node_environment(spec: NodeSpec) -> dict[str, str]:
     xla_flags.configure()
     env = {"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
@@ -391,6 +412,10 @@ class _Actors:
         self.starting: dict[int, Any] = {}  # id -> ref of its `pid()`: answers once its node is built
         self.retiring: set[int] = set()
         self.retired_stats: list[dict[str, float]] = []
+        self.pids: dict[int, int] = {}
+        self.restarts: dict[int, int] = {}
+        self._pid_refs: dict[int, Any] = {}
+        self._last_pid_poll = -math.inf
 
     def start(self, ids: range) -> None:
         for i in ids:
@@ -425,6 +450,29 @@ class _Actors:
         self.run(ids)
         self._publish(ids[-1] + 1, learners)
         return True
+
+    def report_restarts(self, log: Callable[[str], None]) -> None:
+        """Says in one line when Ray restarted an actor's process (its process id changed); asks every running actor
+        for its id every `PID_POLL_S` (answered at once, or once a restarted process is up)."""
+        import ray
+
+        for i, ref in list(self._pid_refs.items()):
+            if not ray.wait([ref], timeout=0)[0]:
+                continue
+            del self._pid_refs[i]
+            try:
+                pid = ray.get(ref)
+            except Exception:  # noqa: BLE001 -- gone for good or retired: `failure` reports what matters
+                continue
+            before, self.pids[i] = self.pids.get(i), pid
+            if before is not None and pid != before:
+                self.restarts[i] = self.restarts.get(i, 0) + 1
+                log(restart_line(i, before, self.restarts[i], self.program.actor_spec(i).max_restarts))
+        if time.monotonic() - self._last_pid_poll >= PID_POLL_S:
+            self._last_pid_poll = time.monotonic()
+            for i in set(self.refs.values()) - set(self._pid_refs):
+                if i in self.handles:
+                    self._pid_refs[i] = self.handles[i].pid.remote()
 
     def _publish(self, count: int, learners: list[Any]) -> None:
         import ray
@@ -477,6 +525,7 @@ def run_on_ray(
       SkippedUpdatesError: the learner stopped after too many skipped updates (its last good state was saved).
       StoppedBySignal: SIGINT/SIGTERM stopped the run (after the learner saved its checkpoint).
     """
+    os.environ.update(ray_console_environment(program.launch, sys.stdout.isatty()))  # before Ray reads them
     import ray
 
     from coala_dist.distributed.params import NodeStoppedError
@@ -493,7 +542,7 @@ def run_on_ray(
             # In a private network the node's address is a loopback one. Not 127.0.0.1: Ray replaces that by probing
             # for an outward address (a route this namespace has not) and prints a warning; any 127/8 address is lo.
             isolated = {"_node_ip_address": netns.LOOPBACK_NODE_ADDRESS} if netns.is_isolated() else {}
-            ray.init(
+            context = ray.init(
                 address="local",
                 **isolated,
                 num_cpus=max(nodes, os.cpu_count() or 1),
@@ -501,9 +550,13 @@ def run_on_ray(
                 object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                 runtime_env=base_env,
                 log_to_driver=forward_node_logs,
+                logging_level=logging.WARNING,  # not Ray's INFO lines ("Started a local Ray instance.")
             )
         else:
-            ray.init(address=address, runtime_env=base_env, log_to_driver=forward_node_logs)
+            context = ray.init(
+                address=address, runtime_env=base_env, log_to_driver=forward_node_logs, logging_level=logging.WARNING
+            )
+        log(f"Ray's own logs (its view of node deaths and restarts): {ray_logs_dir(context)}")
     _warn_missing_resources(program, log)
     replay = _ReplayNode(program.replay, config.distributed.replay_max_restarts)
     actors = _Actors(program, replay.location(config.distributed.rpc_timeout_s))
@@ -515,6 +568,7 @@ def run_on_ray(
     control = None
     if program.workdir is not None and "://" not in program.workdir:  # `coala scale --workdir=...` reaches it
         control = DriverControl(program.workdir, program.launch, len(program.actors))
+    console = _drop_ray_worker_died_lines() if owns_ray and forward_node_logs else None
     try:
         with stop_on_signals() as signalled:
             try:
@@ -539,12 +593,30 @@ def run_on_ray(
             control.close()
         if owns_ray:
             ray.shutdown()
+        if console is not None:
+            console.close_filter()
+            sys.stdout = console.target
         if reaper is not None:
             stop_reaper(reaper)
     _raise_if_stopped(learner_result, signum, node_failure)
     if learner_result is None:
         return RunResult(None, [], actor_stats, [], 0, 0)
     return _result(learner_result, actor_stats)
+
+
+def ray_logs_dir(context: Any) -> str:
+    """The logs folder of the Ray session `ray.init` returned (its `address_info`)."""
+    info = getattr(context, "address_info", None) or {}
+    session = info.get("session_dir")
+    return os.path.join(session, "logs") if session else "(Ray's session folder, /tmp/ray/session_latest/logs)"
+
+
+def _drop_ray_worker_died_lines() -> DroppingLines:
+    """From now on this driver's stdout drops Ray's "A worker died ..." lines (the launcher's own line says what
+    happened; Ray's stay in its logs). Returns the filter, whose `target` is the stdout to put back."""
+    console = DroppingLines(sys.stdout, RAY_WORKER_DIED)
+    sys.stdout = console
+    return console
 
 
 def _warn_missing_resources(program: Program, log: Callable[[str], None]) -> None:
@@ -605,6 +677,7 @@ def _supervise(
             return None, learner_died
         if len(done) == len(learner_refs):
             return ray.get(learner_refs)[0], None
+        actors.report_restarts(log)
         failure = learner_died or replay.check(signalled, log) or actors.failure()
         if failure is None and not signalled.is_set():
             continue
@@ -646,11 +719,11 @@ def _scale(actors: _Actors, learners: list[Any], control: DriverControl, log: Ca
     before = control.num_actors
     count = control.requested()
     if count is not None and actors.request(count, learners):
-        log(f"scaling from {before} to {count} actors")
+        log(f"scaling from {before} to {counted(count, 'actor')}")
     actors.advance(learners)
     if actors.count != control.num_actors and not actors.starting:
         control.applied(actors.count)
-        log(f"now {actors.count} actors (was {before}): the learner's next version is split among them")
+        log(f"now {counted(actors.count, 'actor')} (was {before}): the learner's next version is split among them")
 
 
 def _stop_all(
