@@ -61,7 +61,7 @@ import numpy as np
 import pytest
 
 from coala_dist.compat import enable_x64
-from coala_dist.rl.estimators import rule_flags
+from coala_dist.rl.estimators import get_estimator
 from coala_dist.rl.returns import batch_lambda_returns
 
 COOPERATE = 0
@@ -164,7 +164,7 @@ class ShapingProblem:
 
     def estimate(self, rewards, scores, estimator):
         """Score-function gradient estimate of one meta-episode under a rule; [B, L], [B, L, M]."""
-        average_future, normalize_current, _ = (bool(flag) for flag in rule_flags(estimator))
+        average_future, normalize_current, _ = get_estimator(estimator).flags
         weights = batch_lambda_returns(
             rewards,
             jnp.zeros_like(rewards),
