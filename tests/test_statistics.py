@@ -1,0 +1,77 @@
+"""The statistics every report aggregates with, against closed forms and scipy (an independent implementation)."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from coala_dist.analysis import statistics
+
+
+def test_mean_std_is_the_sample_std_and_ignores_missing_values():
+    mean, std = statistics.mean_std([1.0, 2.0, 3.0, 6.0, math.nan])
+    assert mean == pytest.approx(3.0)
+    assert std == pytest.approx(math.sqrt((4 + 1 + 0 + 9) / 3))  # ddof = 1 by hand
+    assert statistics.mean_std([4.0]) == (4.0, 0.0)
+    assert all(math.isnan(v) for v in statistics.mean_std([math.nan]))
+
+
+def test_standard_error_is_std_over_root_n():
+    values = [0.0, 1.0, 2.0, 3.0]
+    assert statistics.standard_error(values) == pytest.approx(np.std(values, ddof=1) / 2.0)
+    assert statistics.standard_error([5.0]) == 0.0
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 10, 13])
+def test_interquartile_mean_matches_scipy_trim_mean(n):
+    values = np.random.default_rng(n).standard_normal(n) * 3 + 1
+    assert statistics.interquartile_mean(values) == pytest.approx(scipy_stats.trim_mean(values, 0.25))
+
+
+def test_interquartile_mean_ignores_one_outlying_seed():
+    assert statistics.interquartile_mean([0.9, 0.92, 0.94, 0.96, -100.0]) == pytest.approx((0.9 + 0.92 + 0.94) / 3)
+
+
+def test_bootstrap_of_a_constant_is_that_constant():
+    assert statistics.stratified_bootstrap_interval([[0.85] * 5]) == pytest.approx((0.85, 0.85))
+
+
+def test_bootstrap_interval_of_the_mean_matches_the_normal_closed_form():
+    # The bootstrap distribution of a resampled mean has variance σ̂²/n exactly (σ̂ the ddof = 0 std); for n = 400 it
+    # is close to normal, so the 95 % percentile interval is mean ± 1.96 σ̂/√n up to Monte Carlo error.
+    values = np.random.default_rng(1).exponential(size=400)
+    low, high = statistics.stratified_bootstrap_interval([values], np.mean, resamples=8000, seed=3)
+    half = 1.959964 * values.std() / math.sqrt(values.size)
+    assert low == pytest.approx(values.mean() - half, abs=0.1 * half)
+    assert high == pytest.approx(values.mean() + half, abs=0.1 * half)
+
+
+def test_stratified_bootstrap_keeps_each_stratum_whole():
+    # Two strata with no spread inside each: resampling within strata can never mix them, so the pooled mean is
+    # fixed; an unstratified bootstrap of the same 8 values would spread over (0, 1).
+    low, high = statistics.stratified_bootstrap_interval([[0.0] * 4, [1.0] * 4], np.mean)
+    assert (low, high) == pytest.approx((0.5, 0.5))
+    # Closed form of the stratified variance: Σ_k (n_k/n)² σ̂_k²/n_k for the pooled mean.
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal(300), 5 + 2 * rng.standard_normal(300)
+    low, high = statistics.stratified_bootstrap_interval([a, b], np.mean, resamples=8000, seed=4)
+    sd = math.sqrt(0.25 * a.var() / a.size + 0.25 * b.var() / b.size)
+    centre = (a.mean() + b.mean()) / 2
+    assert (low, high) == pytest.approx((centre - 1.959964 * sd, centre + 1.959964 * sd), abs=0.1 * 1.96 * sd)
+
+
+def test_bootstrap_is_deterministic_given_its_seed():
+    values = [0.1, 0.5, 0.7, 0.2, 0.9]
+    assert statistics.stratified_bootstrap_interval([values], seed=7) == statistics.stratified_bootstrap_interval(
+        [values], seed=7
+    )
+
+
+def test_seed_summary_fields():
+    summary = statistics.seed_summary([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert summary["n"] == 5
+    assert summary["mean"] == pytest.approx(0.6)
+    assert summary["iqm"] == pytest.approx(0.6)
+    assert summary["iqm_low"] <= summary["iqm"] <= summary["iqm_high"]
+    assert summary["iqm_low"] >= 0.2 and summary["iqm_high"] <= 1.0
