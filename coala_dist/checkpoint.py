@@ -64,6 +64,14 @@ class WriteFailedError(SystemExit):
         self.path, self.cause = path, _first_line(error) if not isinstance(error, OSError) else _os_error(error)
         super().__init__(f"writing {path} failed ({self.cause}); the run stopped")
 
+    @classmethod
+    def from_line(cls, line: str) -> WriteFailedError:
+        """The error again from its one line (as a learner node reported it to the launcher)."""
+        error = cls.__new__(cls)
+        SystemExit.__init__(error, line)
+        error.path = error.cause = ""
+        return error
+
 
 def _os_error(error: OSError) -> str:
     return error.strerror or _first_line(error)

@@ -1,13 +1,16 @@
 """The training loop shared by every launch type. Read top to bottom.
 
-    state = restore-or-init
-    repeat until config.training_iterations:
-        batch, source_metrics = batch_source(state)     # in-process: the jitted rollout; distributed: Reverb
+    prepared = prepare_learner(config, workdir)        # restore-or-init, the streak, the callbacks
+    repeat until config.training_iterations (or a stop, or too many skipped updates in a row):
+        batch, source_metrics = source.next(state)      # in-process: the jitted rollout; distributed: the replay
         state, learner_metrics = update(state, batch)   # the one jitted update (coala_dist/learner.py)
-        every callback sees (iteration, state, metrics) # console/CSV logging, checkpoints, ...
+        streak.record(state, metrics)                   # skipped updates in a row (`SkipStreak`)
+        source.publish(state)                           # distributed: actors start on the next version now
+        every callback sees (iteration, state, metrics) # checkpoints, console/CSV/TensorBoard logging
+    return state, Outcome(ending, iteration, message)   # data: the launcher turns it into the exit
 
-`inprocess_batch_source` generates the meta-batch in this process with `Components.rollout.episodes`; the
-distributed launch (coala_dist/distributed) passes a source that samples the same `MetaEpisode`s from Reverb,
+`InProcessSource` generates the meta-batch in this process with `Components.rollout_episodes`; the distributed
+launch (coala_dist/distributed) passes `ReplayBatchSource`, which takes the same `MetaEpisode`s from the replay node,
 written by actors that call the very same rollout. There is no second loop.
 
 How a run ends early, and what its process exits with (`RunStopped`, a SystemExit: uncaught, no traceback):
@@ -19,7 +22,8 @@ How a run ends early, and what its process exits with (`RunStopped`, a SystemExi
     limit): the loop stops within that iteration without a final save (the newest whole checkpoint stays the one to
     resume from, and unfinished saves are removed), then `WriteFailedError`: one line naming the file and the cause,
     exit status 1;
-  * (launch `local`/`ray`) the replay node's or a learner's process dies, or an actor's restarts are used up: a
+  * (launch `local`/`ray`) the replay node's or a learner's process dies, an actor's restarts are used up, or the
+    learner waits `distributed.data_timeout_s` for episodes: a
     living learner finishes or abandons the iteration in flight and saves, every node stops, then `NodeFailedError`:
     one line, exit status 1; the same command resumes (in sync mode with the parameters an uninterrupted run would
     have).
@@ -29,6 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
+import functools
 import os
 import signal
 import sys
@@ -54,12 +60,8 @@ from coala_dist.metrics import (
 )
 from coala_dist.rollout import MetaEpisode
 
-# A batch source returns the meta-batch for the state's version (episodes sorted by episode index) and its own
-# metrics (timings, queue sizes, policy lag...).
-BatchSource = Callable[[TrainState], tuple[MetaEpisode, dict[str, float]]]
-
 # Iterations in a row, ending with this one, in which at least one meta agent's update was skipped (non-finite loss or
-# gradient; the update then keeps that agent's parameters and optimiser state). Set by `learner_loop`.
+# gradient; the update then keeps that agent's parameters and optimiser state). Set by `SkipStreak.record`.
 CONSECUTIVE_SKIPPED_KEY = "learner/consecutive_skipped_updates"
 
 
@@ -82,18 +84,52 @@ class SkippedUpdatesError(RunStopped):
 
 
 class NodeFailedError(RunStopped):
-    """A node of a distributed run is gone for good (the replay node's or a learner's process died, or an actor's
-    restarts are used up): the launcher stopped every other node and the learner saved what it could (its last whole
-    iteration, or its newest periodic checkpoint if a learner died); the message is one line and says how to
-    resume."""
+    """A node of a distributed run is gone for good (the replay node's or a learner's process died, an actor's
+    restarts are used up, or the learner waited `data_timeout_s` for episodes): the launcher stopped every other node
+    and the learner saved what it could (its last whole iteration, or its newest periodic checkpoint if a learner
+    died); the message is one line and says how to resume."""
 
 
-def _consecutive_skipped_message(iteration: int, consecutive: int, limit: int, last_good_iteration: int) -> str:
-    return (
-        f"training stopped at iteration {iteration}: {consecutive} iterations in a row skipped an update because the "
-        f"loss or a gradient was not finite (config.max_consecutive_skipped_updates={limit}); the last good state is "
-        f"iteration {last_good_iteration}"
-    )
+class Ending(enum.Enum):
+    """Why a learner's loop ended."""
+
+    FINISHED = "finished"  # `training_iterations` updates applied (perhaps by an earlier process)
+    STOPPED = "stopped"  # asked to stop (a signal, or the launcher stopping every node)
+    SKIPPED_STREAK = "skipped_streak"  # too many iterations in a row skipped an update
+    WRITE_FAILED = "write_failed"  # a checkpoint, metrics.csv or TensorBoard write failed
+    NODE_FAILED = "node_failed"  # a node of a distributed run is gone for good, or sent no episode in time
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How a learner's loop ended: data, passed from the learner node to the launcher, which turns it into the
+    process's exit (`raise_for_exit`) once every node has stopped.
+
+    Attributes:
+      ending: why it ended.
+      iteration: the updates applied when it ended (`state.step`).
+      message: one line for the failures (what happened, what was saved, how to resume); "" otherwise.
+    """
+
+    ending: Ending
+    iteration: int
+    message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.ending in (Ending.SKIPPED_STREAK, Ending.WRITE_FAILED, Ending.NODE_FAILED)
+
+    def raise_for_exit(self, signum: int | None = None) -> None:
+        """Raises the `RunStopped` the process exits with: the failure, else `StoppedBySignal(signum)` if a signal
+        stopped the run; returns for a run that finished (or stopped without a signal)."""
+        if self.ending is Ending.SKIPPED_STREAK:
+            raise SkippedUpdatesError(self.message)
+        if self.ending is Ending.WRITE_FAILED:
+            raise WriteFailedError.from_line(self.message)
+        if self.ending is Ending.NODE_FAILED:
+            raise NodeFailedError(self.message)
+        if signum is not None:
+            raise StoppedBySignal(signum)
 
 
 class Callback(Protocol):
@@ -104,7 +140,21 @@ class Callback(Protocol):
     def close(self) -> None: ...
 
 
-def inprocess_batch_source(components: Components) -> BatchSource:
+class BatchSource(Protocol):
+    """Where meta-batches come from, and where new parameters go (the in-process rollout, or the replay node)."""
+
+    def next(self, state: TrainState) -> tuple[MetaEpisode, dict[str, float]]:
+        """The meta-batch for `state` (its episodes sorted by episode index) and the source's own metrics (timings,
+        queue sizes, policy lag...). Publishes `state`'s parameters first if `publish` has not."""
+        ...
+
+    def publish(self, state: TrainState) -> dict[str, float]:
+        """Makes `state`'s parameters the ones rollouts act with from now on (early: actors start on the next
+        version while the learner writes its metrics and checkpoints); returns the time it took as metrics."""
+        ...
+
+
+class InProcessSource:
     """Generates every agent's meta-batch in this process (sync mode: always the state's own version).
 
     The iteration is rolled out as the actors roll it out: one call per work unit (`[1, n]` episode indices, n =
@@ -112,26 +162,79 @@ def inprocess_batch_source(components: Components) -> BatchSource:
     shapes make the batch bit-identical to a distributed run's: XLA:CPU may round differently by batch shape
     (measured: behaviour values of one `[2, 4]` call and two `[1, 4]` calls differ by ~1e-9 on jax 0.4.34).
     """
-    rollout = components.rollout_episodes
-    indices = components.rollout.iteration_indices()  # [P, N]
-    units = indices.reshape(-1, indices.shape[1] // components.config.distributed.work_units_per_agent)
-    work_units = [units[i : i + 1] for i in range(units.shape[0])]  # a loop over P·U work units, not time steps
-    learner = components.learner
 
-    def next_batch(state: TrainState) -> tuple[MetaEpisode, dict[str, float]]:
+    def __init__(self, components: Components):
+        indices = components.rollout.iteration_indices()  # [P, N]
+        units = indices.reshape(-1, indices.shape[1] // components.config.distributed.work_units_per_agent)
+        self._work_units = [units[i : i + 1] for i in range(units.shape[0])]  # P·U work units, not time steps
+        self._rollout, self._learner = components.rollout_episodes, components.learner
+
+    def next(self, state: TrainState) -> tuple[MetaEpisode, dict[str, float]]:
         start = time.perf_counter()
-        naive = learner.naive_initialisations(state)
-        blocks = [rollout(state.meta_params, naive, state.run_key, state.version, unit) for unit in work_units]
+        naive = self._learner.naive_initialisations(state)
+        rollout = functools.partial(self._rollout, state.meta_params, naive, state.run_key, state.version)
+        blocks = [rollout(unit) for unit in self._work_units]
         batch = blocks[0] if len(blocks) == 1 else jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *blocks)
         jax.block_until_ready(batch)
         return batch, {"time/rollout_s": time.perf_counter() - start}
 
-    return next_batch
+    def publish(self, state: TrainState) -> dict[str, float]:
+        del state  # the rollout reads the parameters from the state it is given
+        return {}
+
+
+class SkipStreak:
+    """The iterations in a row, ending with the latest, in which at least one meta agent's update was skipped (its
+    loss or a gradient was not finite: the agent keeps its parameters), and the last good state before them.
+
+    The loop records every iteration; the checkpoint callback defers periodic saves inside a streak and, when the
+    streak reaches `limit` (`config.max_consecutive_skipped_updates`; 0: never), saves the last good state and says
+    where (`saved_as`). A resumed run starts with the streak its checkpoint ended (`count`).
+
+    Args:
+      limit: the streak that stops the run (0: none does).
+      state: the state the loop starts from.
+      count: the streak `state` ends (from its checkpoint; 0 for a fresh run).
+    """
+
+    def __init__(self, limit: int, state: TrainState, count: int = 0):
+        self.limit, self.count = limit, count
+        # Unknown when the run resumed inside a streak: it began before this process.
+        self.last_good: TrainState | None = state if count == 0 else None
+        self.saved_as: str | None = None
+        self._skipped_total = float(state.skipped_updates)
+
+    def record(self, state: TrainState, metrics: dict[str, float]) -> None:
+        """Extends or ends the streak with the iteration that produced `state`; adds `CONSECUTIVE_SKIPPED_KEY`."""
+        skipped_total = metrics.get("learner/skipped_updates", self._skipped_total)
+        self.count = self.count + 1 if skipped_total > self._skipped_total else 0
+        self._skipped_total = skipped_total
+        if self.count == 0:
+            self.last_good = state
+        metrics[CONSECUTIVE_SKIPPED_KEY] = float(self.count)
+
+    @property
+    def exceeded(self) -> bool:
+        return bool(self.limit) and self.count >= self.limit
+
+    def message(self, iteration: int) -> str:
+        """One line: why the run stopped at `iteration` and where its last good state is."""
+        if self.saved_as:
+            where = f", saved as {self.saved_as}"
+        elif self.last_good is None:
+            where = ", from before this process resumed (an older checkpoint)"
+        else:
+            where = ""
+        return (
+            f"training stopped at iteration {iteration}: {self.count} iterations in a row skipped an update because "
+            f"the loss or a gradient was not finite (config.max_consecutive_skipped_updates={self.limit}); the last "
+            f"good state is iteration {iteration - self.count}{where}"
+        )
 
 
 def _run_callbacks(callbacks: Sequence[Callback], iteration: int, state: TrainState, metrics: dict) -> None:
-    """Calls every callback; a failed write is told to every callback (`write_failed`, e.g. no final checkpoint
-    save on a failing disk) before it ends the loop."""
+    """Calls every callback; a failed write is told to every callback (`write_failed`: no final checkpoint save on
+    a failing disk, the resume hint added to the error's line) before it ends the loop."""
     try:
         for callback in callbacks:
             callback.on_iteration(iteration, state, metrics)
@@ -155,122 +258,111 @@ def _close_all(callbacks: Sequence[Callback]) -> None:
 
 
 def learner_loop(
-    components: Components,
-    state: TrainState,
-    batch_source: BatchSource,
-    callbacks: Sequence[Callback] = (),
+    learner: PreparedLearner,
+    source: BatchSource,
     *,
     should_stop: Callable[[], bool] = lambda: False,
     total_iterations: int | None = None,
-    consecutive_skipped_updates: int = 0,
-) -> TrainState:
-    """Updates until `config.training_iterations` updates have been applied (or `should_stop()`).
+    log: Callable[[str], None] = print,
+) -> tuple[TrainState, Outcome]:
+    """Updates until `config.training_iterations` updates have been applied, a stop is asked for, or the skipped-update
+    streak reaches its limit. Each iteration:
 
-    An iteration in which the update of at least one meta agent was skipped (its loss or a gradient was not finite:
-    the agent keeps its parameters) extends a streak, `metrics[CONSECUTIVE_SKIPPED_KEY]`; an iteration without one
-    ends it. When the streak reaches `config.max_consecutive_skipped_updates` (0: never), the callbacks see that
-    iteration, are closed (the checkpoint callback then saves the last good state), and `SkippedUpdatesError` is
-    raised.
+        batch  <- source.next(state)        # the meta-batch of the state's version
+        state  <- update(state, batch)      # the one jitted update (coala_dist/learner.py)
+        streak.record(state)                # skipped updates in a row
+        source.publish(state)               # actors start on the next version now
+        every callback sees (iteration, state, metrics)
+
+    The callbacks are closed however the loop ends (the checkpoint callback then saves: the newest state, or the
+    last good one after a streak).
 
     Args:
-      components: the built experiment.
-      state: the state to continue from (`state.step` updates already done).
-      batch_source: where meta-batches come from.
-      callbacks: called after every update with the 1-based iteration number.
+      learner: the components, the state to continue from (`state.step` updates already done), the callbacks
+        (called after every update with the 1-based iteration number) and the skipped-update streak.
+      source: where meta-batches come from and parameters go.
       should_stop: polled between iterations (e.g. set by a SIGTERM handler).
-      total_iterations: stop once `state.step` reaches it; default `components.config.training_iterations`.
-      consecutive_skipped_updates: the streak `state` ends (from its checkpoint), so a resumed run keeps counting.
+      total_iterations: stop once `state.step` reaches it; default `config.training_iterations`.
+      log: where the line for a run that has nothing left to do goes.
 
     Returns:
-      The final state.
-
-    Raises:
-      SkippedUpdatesError: too many iterations in a row skipped an update.
+      The final state and how the loop ended (FINISHED, STOPPED, SKIPPED_STREAK or WRITE_FAILED).
     """
-    update = components.learner_update
-    summarize = jax.jit(summarize_episodes)
+    components, state, callbacks, streak = learner.components, learner.state, learner.callbacks, learner.streak
     total = components.config.training_iterations if total_iterations is None else total_iterations
-    limit = components.config.max_consecutive_skipped_updates
-    consecutive = consecutive_skipped_updates
-    skipped_total = float(state.skipped_updates)
+    if int(state.step) >= total:
+        log(f"the run already finished: {int(state.step)} of {total} iterations done")
+        _close_all(callbacks)
+        return state, Outcome(Ending.FINISHED, int(state.step))
+    update, summarize = components.learner_update, jax.jit(summarize_episodes)
+    failure: WriteFailedError | None = None
     try:
-        while int(state.step) < total and not should_stop():
+        while int(state.step) < total and not should_stop() and not streak.exceeded:
             start = time.perf_counter()
-            batch, source_metrics = batch_source(state)
+            batch, source_metrics = source.next(state)
             update_start = time.perf_counter()
             state, learner_metrics = update(state, batch)
-            metrics = jax.device_get(learner_metrics | summarize(batch))
-            metrics = {k: float(v) for k, v in metrics.items()} | source_metrics
-            now = time.perf_counter()
-            metrics["time/update_s"] = now - update_start
-            metrics["time/iteration_s"] = now - start
-            skipped_now = metrics.get("learner/skipped_updates", skipped_total) - skipped_total
-            skipped_total += skipped_now
-            consecutive = consecutive + 1 if skipped_now > 0 else 0
-            metrics[CONSECUTIVE_SKIPPED_KEY] = float(consecutive)
-            iteration = int(state.step)
-            _run_callbacks(callbacks, iteration, state, metrics)
-            if limit and consecutive >= limit:
-                raise SkippedUpdatesError(
-                    _consecutive_skipped_message(iteration, consecutive, limit, iteration - consecutive)
-                )
+            metrics = {k: float(v) for k, v in jax.device_get(learner_metrics | summarize(batch)).items()}
+            metrics |= source_metrics
+            metrics["time/update_s"] = time.perf_counter() - update_start
+            streak.record(state, metrics)
+            if int(state.step) < total:
+                metrics |= source.publish(state)
+            metrics["time/iteration_s"] = time.perf_counter() - start
+            _run_callbacks(callbacks, int(state.step), state, metrics)
+    except WriteFailedError as error:
+        failure = error
     finally:
         _close_all(callbacks)
-    return state
+    if failure is not None:
+        return state, Outcome(Ending.WRITE_FAILED, int(state.step), str(failure.code))
+    if streak.exceeded:
+        return state, Outcome(Ending.SKIPPED_STREAK, int(state.step), streak.message(int(state.step)))
+    ending = Ending.FINISHED if int(state.step) >= total else Ending.STOPPED
+    return state, Outcome(ending, int(state.step))
 
 
 class CheckpointCallback:
     """Saves every `checkpoint.save_every` updates, and once more when the loop ends for any reason (finished,
     SIGTERM/Ctrl-C, an exception), so a preempted run loses at most the iteration in flight.
 
-    Skipped updates (`CONSECUTIVE_SKIPPED_KEY` > 0): a periodic save that falls inside a streak is deferred to the
-    streak's end, so periodic checkpoints hold good states. When the loop stops because the streak reached
-    `config.max_consecutive_skipped_updates`, the final save is the last good state (the state after the last
-    iteration without a skipped update, at its own step; `saved_step` says which), not the states after it: resuming
+    Inside a skipped-update streak (`SkipStreak`) a periodic save that falls due is deferred to the streak's end, so
+    periodic checkpoints hold good states. When the loop stops because the streak reached its limit, the final save is
+    the streak's last good state (at its own step; `streak.saved_as` says where), not the states after it: resuming
     retries from there. Every checkpoint records the streak it ends, so a resume keeps counting.
 
     Args:
       checkpointer: where checkpoints go.
       config: the experiment config.
-      state: the state the loop starts from (restored or fresh).
-      consecutive_skipped_updates: the streak `state` ends (0 for a fresh run).
+      streak: the loop's skipped-update streak.
     """
 
-    def __init__(
-        self,
-        checkpointer: Checkpointer,
-        config: ml_collections.ConfigDict,
-        state: TrainState | None = None,
-        consecutive_skipped_updates: int = 0,
-    ):
-        self.checkpointer, self.config = checkpointer, config
-        self._limit = config.max_consecutive_skipped_updates
+    def __init__(self, checkpointer: Checkpointer, config: ml_collections.ConfigDict, streak: SkipStreak):
+        self.checkpointer, self.config, self.streak = checkpointer, config, streak
         self._last_state: TrainState | None = None
-        self._consecutive = consecutive_skipped_updates
-        # Unknown when the run resumed inside a streak: its start lies before this process.
-        self._last_good: TrainState | None = state if consecutive_skipped_updates == 0 else None
         self._deferred = False
         self._write_failed = False
-        self.saved_step: int | None = None
 
     def write_failed(self, error: WriteFailedError) -> None:
-        """A write of the run failed: no final save (the disk is suspect; the newest whole checkpoint stays)."""
-        del error
+        """A write of the run failed: no final save (the disk is suspect; the newest whole checkpoint stays), and the
+        error's line names the checkpoint a rerun resumes from."""
         self._write_failed = True
+        steps = whole_checkpoints(self.checkpointer.directory)
+        directory = self.checkpointer.directory
+        where = f"{directory}/{steps[-1]}" if steps else "none yet: it starts at iteration 1"
+        error.code = f"{error.code}; the newest whole checkpoint is {where}; free space and rerun the same command"
 
     def on_iteration(self, iteration: int, state: TrainState, metrics: dict[str, float]) -> None:
-        consecutive = int(metrics.get(CONSECUTIVE_SKIPPED_KEY, 0))
         self.checkpointer.check()  # a save of an earlier iteration that failed stops the run now, not at the next
         start = time.perf_counter()
-        if consecutive:
+        if self.streak.count:
             self._deferred = self._deferred or self.checkpointer.is_due(iteration)
         else:
-            self._last_good = state
             if self.checkpointer.save(state, self.config, force=self._deferred):
                 # Saves are asynchronous: this is only the time the learner is blocked (device-to-host copy).
                 metrics["checkpoint/save_blocking_s"] = time.perf_counter() - start
             self._deferred = False
-        self._last_state, self._consecutive = state, consecutive
+        self._last_state = state
 
     def close(self) -> None:
         try:
@@ -280,15 +372,15 @@ class CheckpointCallback:
             self.checkpointer.close()
 
     def _final_save(self) -> None:
-        if self._limit and self._consecutive >= self._limit:
-            if self._last_good is not None:
-                self.checkpointer.save(self._last_good, self.config, force=True)
-                self.saved_step = int(self._last_good.step)
+        if self.streak.exceeded:
+            if self.streak.last_good is not None:
+                step = int(self.streak.last_good.step)
+                self.checkpointer.save(self.streak.last_good, self.config, force=True)
+                self.streak.saved_as = os.path.join(self.checkpointer.directory, str(step))
         elif self._last_state is not None:
             self.checkpointer.save(
-                self._last_state, self.config, force=True, consecutive_skipped_updates=self._consecutive
+                self._last_state, self.config, force=True, consecutive_skipped_updates=self.streak.count
             )
-            self.saved_step = int(self._last_state.step)
 
 
 class SignalEvent(threading.Event):
@@ -336,30 +428,34 @@ def local_metrics_dir(workdir: str | None) -> str | None:
 
 @dataclasses.dataclass
 class PreparedLearner:
-    """What `prepare_learner` returns.
+    """A learner ready for its loop (`prepare_learner` makes one from a workdir; a benchmark may make its own).
 
     Attributes:
       components: the built experiment.
       state: the state to continue from.
-      checkpoint: saves the state (None without a workdir).
-      metrics_csv: the per-iteration metrics in memory (`history`) and in metrics.csv.
-      writers: what else sees every iteration's metrics: throughput, TensorBoard, the progress line (in order).
-      consecutive_skipped_updates: the skipped-update streak `state` ends (from its checkpoint; 0 if fresh).
+      callbacks: what sees every iteration, in order: those that add metrics (checkpoint timing, throughput) before
+        those that write them (metrics.csv, TensorBoard, the progress line).
+      streak: the skipped-update streak `state` ends (from its checkpoint; a fresh one if None), shared by the loop
+        and the checkpoint callback.
+      checkpoint: the callback that saves the state (None without a workdir).
+      metrics_csv: the callback keeping the per-iteration metrics (`history`) and writing metrics.csv, if any.
     """
 
     components: Components
     state: TrainState
-    checkpoint: CheckpointCallback | None
-    metrics_csv: MetricsCsvWriter
-    writers: list[Callback]
-    consecutive_skipped_updates: int = 0
+    callbacks: list[Callback] = dataclasses.field(default_factory=list)
+    streak: SkipStreak | None = None
+    checkpoint: CheckpointCallback | None = None
+    metrics_csv: MetricsCsvWriter | None = None
+
+    def __post_init__(self):
+        if self.streak is None:
+            self.streak = SkipStreak(self.components.config.max_consecutive_skipped_updates, self.state)
 
     @property
-    def callbacks(self) -> list[Callback]:
-        """Every callback in the order the loop runs them: those that add metrics (checkpoint timing, throughput)
-        before those that write them."""
-        first = [self.checkpoint] if self.checkpoint is not None else []
-        return first + self.writers[:1] + [self.metrics_csv] + self.writers[1:]
+    def history(self) -> list[dict[str, float]]:
+        """The metrics of every iteration this process ran."""
+        return self.metrics_csv.history if self.metrics_csv is not None else []
 
 
 def prepare_learner(
@@ -417,15 +513,18 @@ def prepare_learner(
         # without argument shardings, so a resume would miss every program the fresh run put in the compilation
         # cache.
         state = jax.device_put(components.learner.init(key), placement)
-    checkpoint = CheckpointCallback(checkpointer, config, state, consecutive) if checkpointer is not None else None
+    streak = SkipStreak(config.max_consecutive_skipped_updates, state, consecutive)
+    checkpoint = CheckpointCallback(checkpointer, config, streak) if checkpointer is not None else None
     start_iteration = int(state.step)
     metrics_dir = local_metrics_dir(workdir) if write_metrics else None
     if write_metrics and metrics_dir != workdir:
         log(f"checkpoints go to {workdir}; metrics.csv and TensorBoard events to the local {metrics_dir}")
-    writers: list[Callback] = [ThroughputMetrics(config)]  # first: it adds metrics the others write
+    metrics_csv = MetricsCsvWriter(metrics_dir, start_iteration=start_iteration)
+    callbacks: list[Callback] = [checkpoint] if checkpoint is not None else []
+    callbacks += [ThroughputMetrics(config), metrics_csv]  # throughput adds metrics the writers write
     if metrics_dir:
-        writers.append(TensorBoardWriter(os.path.join(metrics_dir, "tensorboard"), start_iteration, config=config))
-    writers.append(
+        callbacks.append(TensorBoardWriter(os.path.join(metrics_dir, "tensorboard"), start_iteration, config=config))
+    callbacks.append(
         ProgressReporter(
             config.training_iterations,
             config.log_every,
@@ -435,28 +534,7 @@ def prepare_learner(
             learning_rate=config.meta.learning_rate,
         )
     )
-    metrics_csv = MetricsCsvWriter(metrics_dir, start_iteration=start_iteration)
-    return PreparedLearner(components, state, checkpoint, metrics_csv, writers, consecutive)
-
-
-def with_checkpoint_location(error: SkippedUpdatesError, checkpoint: CheckpointCallback | None) -> SkippedUpdatesError:
-    """`error` with where the last good state was saved appended (when the checkpoint callback saved it)."""
-    if checkpoint is None:
-        return error
-    if checkpoint.saved_step is None:
-        return SkippedUpdatesError(f"{error.code}, from before this process resumed (an older checkpoint)")
-    path = os.path.join(checkpoint.checkpointer.directory, str(checkpoint.saved_step))
-    return SkippedUpdatesError(f"{error.code}, saved as {path}")
-
-
-def with_resume_hint(error: WriteFailedError, checkpoint: CheckpointCallback | None) -> WriteFailedError:
-    """`error` with the checkpoint a rerun resumes from (the newest whole one) appended to its one line."""
-    if checkpoint is not None:
-        directory = checkpoint.checkpointer.directory
-        steps = whole_checkpoints(directory)
-        where = f"{directory}/{steps[-1]}" if steps else "none yet: it starts at iteration 1"
-        error.code = f"{error.code}; the newest whole checkpoint is {where}; free space and rerun the same command"
-    return error
+    return PreparedLearner(components, state, callbacks, streak, checkpoint, metrics_csv)
 
 
 def whole_checkpoints(directory: str) -> list[int]:
@@ -494,29 +572,16 @@ def train(
       UnreadableCheckpointsError, IncompatibleCheckpointError: see `prepare_learner`.
     """
     prepared = prepare_learner(config, workdir, components=components, log=log, start_over=start_over)
-    state, callbacks = prepared.state, prepared.callbacks
-    if int(state.step) >= config.training_iterations:
-        log(f"run in {workdir} already finished: {int(state.step)} of {config.training_iterations} iterations done")
-        for callback in callbacks:
-            callback.close()
-        return state, prepared.metrics_csv.history
     with stop_on_signals() as stop:
-        try:
-            state = learner_loop(
-                prepared.components,
-                state,
-                inprocess_batch_source(prepared.components),
-                callbacks,
-                should_stop=stop.is_set,
-                total_iterations=config.training_iterations,
-                consecutive_skipped_updates=prepared.consecutive_skipped_updates,
-            )
-        except SkippedUpdatesError as error:
-            raise with_checkpoint_location(error, prepared.checkpoint) from None
-        except WriteFailedError as error:
-            raise with_resume_hint(error, prepared.checkpoint) from None
-    if stop.signum is not None:
+        state, outcome = learner_loop(
+            prepared,
+            InProcessSource(prepared.components),
+            should_stop=stop.is_set,
+            total_iterations=config.training_iterations,
+            log=log,
+        )
+    if stop.signum is not None and not outcome.failed:
         where = f"; rerun the same command to resume from {workdir}" if workdir else ""
-        print(f"stopped by signal {stop.signum} after iteration {int(state.step)}{where}", file=sys.stderr)
-        raise StoppedBySignal(stop.signum)
-    return state, prepared.metrics_csv.history
+        print(f"stopped by signal {stop.signum} after iteration {outcome.iteration}{where}", file=sys.stderr)
+    outcome.raise_for_exit(stop.signum)
+    return state, prepared.history

@@ -39,7 +39,7 @@ def main() -> None:
     from coala_dist import profiles
     from coala_dist.builder import build
     from coala_dist.metrics import MetricsCsvWriter, agent_steps_per_iteration
-    from coala_dist.train import inprocess_batch_source, learner_loop
+    from coala_dist.train import InProcessSource, PreparedLearner, learner_loop
 
     load_before = list(os.getloadavg())
     config.training_iterations = 1 + repeats  # the first iteration includes compilation
@@ -48,7 +48,7 @@ def main() -> None:
     state = jax.block_until_ready(components.learner.init(jax.random.PRNGKey(0)))
     init_s = time.perf_counter() - start
     recorder = MetricsCsvWriter(None)
-    learner_loop(components, state, inprocess_batch_source(components), [recorder])
+    learner_loop(PreparedLearner(components, state, [recorder]), InProcessSource(components))
     compile_s = recorder.history[0]["time/iteration_s"]
     rollouts = [m["time/rollout_s"] for m in recorder.history[1:]]
     updates = [m["time/update_s"] for m in recorder.history[1:]]

@@ -276,7 +276,7 @@ def test_snr_of_a_workdir_reads_its_config_and_checkpoint(saved_workdir, tiny_st
 
 
 def test_a_local_runs_ray_says_nothing_alarming_and_writes_no_colour_codes(monkeypatch):
-    from coala_dist.distributed.launch import ray_console_environment, restart_line
+    from coala_dist.distributed.ray_nodes import ray_console_environment, restart_line
 
     for name in ("RAY_AUTH_MODE", "RAY_COLOR_PREFIX"):
         monkeypatch.delenv(name, raising=False)

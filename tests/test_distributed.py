@@ -24,7 +24,6 @@ from coala_dist.config import validate
 from coala_dist.distributed import work
 from coala_dist.distributed.codec import TreeCodec, episode_codec, params_codec
 from coala_dist.distributed.launch import run_inprocess
-from coala_dist.distributed.learner_node import ReplayBatchSource
 from coala_dist.distributed.params import NodeStoppedError, ParamsPublisher
 from coala_dist.distributed.program import make_program
 from coala_dist.distributed.replay import (
@@ -39,6 +38,7 @@ from coala_dist.distributed.replay import (
 )
 from coala_dist.distributed.replay_node import table_specs
 from coala_dist.distributed.replay_queues import QueueStore
+from coala_dist.distributed.replay_source import ReplayBatchSource
 from coala_dist.learner import TrainState
 from coala_dist.train import train
 
@@ -250,7 +250,7 @@ def test_sync_source_takes_exactly_its_version_sorted_and_drops_the_rest(
             publisher=None,
             should_stop=_never,
         )
-        batch, metrics = source(_state_at(2))
+        batch, metrics = source.next(_state_at(2))
         np.testing.assert_array_equal(batch.episode_index, np.arange(8))
         np.testing.assert_array_equal(batch.policy_version, np.full(8, 2))
         np.testing.assert_array_equal(batch.ego_id, np.arange(8) // n)
@@ -291,7 +291,7 @@ def test_async_source_drops_episodes_older_than_the_lag_bound(
             config, tiny_components, _link(address), learner_process=0, publisher=None, should_stop=_never
         )
         source.dropped_stale = 5  # as if earlier iterations of this process had dropped 5: the metric is per iteration
-        batch, metrics = source(_state_at(3))
+        batch, metrics = source.next(_state_at(3))
         # The source reads at most what it still needs. Agent 0 reads v0 v1 v2 v3 (two dropped), then v2 v3, and
         # leaves the last v3 queued; agent 1 reads v3 v1 v2 v2 (one dropped), then v0 (dropped), then v3.
         np.testing.assert_array_equal(batch.ego_id, [0, 0, 0, 0, 1, 1, 1, 1])
@@ -358,7 +358,7 @@ def test_a_source_follows_a_restarted_replay_node_publishes_again_and_collects_t
     try:
         helper = threading.Thread(target=replay_node_dies_and_comes_back, daemon=True)
         helper.start()
-        batch, metrics = source(tiny_state)
+        batch, metrics = source.next(tiny_state)
         helper.join()
         np.testing.assert_array_equal(batch.episode_index, np.arange(8))
         assert metrics["replay/restarts"] == 1 and source.replay_restarts == 1
@@ -381,13 +381,13 @@ def test_learner_wait_ends_on_stop_and_times_out_naming_missing_episodes(tiny_co
             tiny_config, tiny_components, client, learner_process=0, publisher=None, should_stop=stop.is_set
         )
         with pytest.raises(NodeStoppedError):
-            source(_state_at(0))
+            source.next(_state_at(0))
         config = with_fields(tiny_config, distributed__data_timeout_s=0.3, distributed__poll_interval_s=0.01)
         source = ReplayBatchSource(
             config, tiny_components, client, learner_process=0, publisher=None, should_stop=_never
         )
         with pytest.raises(TimeoutError, match=r"still missing: episodes \[0, 1, 2"):
-            source(_state_at(0))
+            source.next(_state_at(0))
     finally:
         server.stop()
 
@@ -515,7 +515,7 @@ def test_malformed_episodes_are_rejected_counted_and_never_reach_the_batch(
             should_stop=_never,
             log=lines.append,
         )
-        batch, metrics = source(_state_at(2))
+        batch, metrics = source.next(_state_at(2))
         np.testing.assert_array_equal(batch.episode_index, np.arange(8))
         assert np.all(np.isfinite(batch.rewards)) and int(batch.actions.max()) < tiny_components.env.num_actions
         assert source.dropped_malformed == 6 and metrics["replay/dropped_malformed"] == 6

@@ -27,8 +27,8 @@ from replay_contract import CONTRACT, SMALL
 from coala_dist import compat, xla_flags
 from coala_dist.config import episodes_per_iteration
 from coala_dist.distributed.control import request_scale
-from coala_dist.distributed.launch import run_on_ray
 from coala_dist.distributed.program import make_program
+from coala_dist.distributed.ray_run import run_on_ray
 from coala_dist.distributed.reaper import REAP_BOUND_S
 from coala_dist.distributed.replay import (
     ReplayTimeoutError,
@@ -400,7 +400,7 @@ def test_two_learner_processes_of_four_devices_save_resume_after_a_sigkill_and_m
     workdir = tmp_path / "run"
     devices = 4 if compat.SEVERAL_CPU_DEVICES_PER_GROUP_PROCESS else 1
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
-    monkeypatch.setenv("XLA_FLAGS", flags)  # what every node process of the run gets (launch._node_environment)
+    monkeypatch.setenv("XLA_FLAGS", flags)  # what every node process of the run gets (ray_nodes.node_environment)
 
     def program():
         config = _quick(

@@ -33,8 +33,9 @@ from coala_dist.config import validate
 from coala_dist.metrics import ProgressReporter
 from coala_dist.train import (
     CONSECUTIVE_SKIPPED_KEY,
+    Ending,
+    InProcessSource,
     SkippedUpdatesError,
-    inprocess_batch_source,
     learner_loop,
     prepare_learner,
     train,
@@ -172,37 +173,32 @@ def test_coala_train_refuses_unreadable_checkpoints_in_one_line_then_starts_over
 # ---------------------------------------------------------------------------------------------------------------------
 # Updates that keep failing. A meta-batch whose rewards are NaN makes the real update's loss non-finite.
 def _poisoned_from(components, first_bad_iteration: int, last_bad_iteration: int = 10**9):
-    source = inprocess_batch_source(components)
+    class PoisonedSource(InProcessSource):
+        def next(self, state):
+            batch, metrics = super().next(state)
+            if first_bad_iteration <= int(state.step) + 1 <= last_bad_iteration:
+                batch = batch._replace(rewards=batch.rewards * jnp.nan)
+            return batch, metrics
 
-    def next_batch(state):
-        batch, metrics = source(state)
-        if first_bad_iteration <= int(state.step) + 1 <= last_bad_iteration:
-            batch = batch._replace(rewards=batch.rewards * jnp.nan)
-        return batch, metrics
-
-    return next_batch
+    return PoisonedSource(components)
 
 
 def _run_loop(config, components, workdir, source_from, *, should_stop=lambda: False):
     components = dataclasses.replace(components, config=ml_collections.FrozenConfigDict(config))
     prepared = prepare_learner(config, str(workdir), components=components, **QUIET)
-    return prepared, learner_loop(
-        prepared.components,
-        prepared.state,
-        source_from(prepared.components),
-        prepared.callbacks,
-        should_stop=should_stop,
-        consecutive_skipped_updates=prepared.consecutive_skipped_updates,
-    )
+    return prepared, learner_loop(prepared, source_from(prepared.components), should_stop=should_stop)
 
 
 def test_consecutive_skipped_updates_stop_with_the_last_good_state_saved(tiny_config, tiny_components, tmp_path):
     config = with_fields(
         tiny_config, training_iterations=20, max_consecutive_skipped_updates=3, checkpoint__save_every=2
     )
-    with pytest.raises(SkippedUpdatesError) as error:
-        _run_loop(config, tiny_components, tmp_path, lambda c: _poisoned_from(c, 4))
+    _, (_, outcome) = _run_loop(config, tiny_components, tmp_path, lambda c: _poisoned_from(c, 4))
+    assert outcome.ending is Ending.SKIPPED_STREAK and outcome.iteration == 6
+    with pytest.raises(SkippedUpdatesError) as error:  # what the process exits with, once every node has stopped
+        outcome.raise_for_exit()
     message = str(error.value.code)
+    assert message == outcome.message and message.endswith(f"saved as {tmp_path / 'checkpoints' / '3'}")
     assert "\n" not in message and "iteration 6" in message and "3 iterations in a row" in message
     assert "last good state is iteration 3" in message
     rows = _rows(tmp_path / "metrics.csv")
@@ -233,13 +229,8 @@ def test_a_resumed_run_keeps_counting_consecutive_skipped_updates(tiny_config, t
         def close(self):
             pass
 
-    learner_loop(
-        components,
-        prepared.state,
-        _poisoned_from(components, 4),
-        [*prepared.callbacks, Watch()],
-        should_stop=lambda: latest["step"] >= 5,
-    )
+    prepared.callbacks.append(Watch())
+    learner_loop(prepared, _poisoned_from(components, 4), should_stop=lambda: latest["step"] >= 5)
     checkpointer = Checkpointer(str(tmp_path), save_every=100, max_to_keep=3)
     assert checkpointer.all_steps() == [5]
     assert checkpointer.saved_meta(5)["consecutive_skipped_updates"] == 2
@@ -247,22 +238,19 @@ def test_a_resumed_run_keeps_counting_consecutive_skipped_updates(tiny_config, t
     # The resumed run starts with the streak of 2: one more skipped iteration reaches 3.
     lines = []
     prepared = prepare_learner(config, str(tmp_path), components=components, log=lines.append)
-    assert prepared.consecutive_skipped_updates == 2 and "2 iterations in a row" in lines[0]
-    with pytest.raises(SkippedUpdatesError, match="stopped at iteration 6: 3 iterations in a row"):
-        learner_loop(
-            components,
-            prepared.state,
-            _poisoned_from(components, 4),
-            prepared.callbacks,
-            consecutive_skipped_updates=prepared.consecutive_skipped_updates,
-        )
+    assert prepared.streak.count == 2 and "2 iterations in a row" in lines[0]
+    _, outcome = learner_loop(prepared, _poisoned_from(components, 4))
+    assert outcome.ending is Ending.SKIPPED_STREAK
+    assert "stopped at iteration 6: 3 iterations in a row" in outcome.message
+    assert outcome.message.endswith("from before this process resumed (an older checkpoint)")
 
 
 def test_a_streak_that_ends_is_forgotten_and_its_deferred_save_happens(tiny_config, tiny_components, tmp_path):
     config = with_fields(
         tiny_config, training_iterations=8, max_consecutive_skipped_updates=3, checkpoint__save_every=4
     )
-    _, state = _run_loop(config, tiny_components, tmp_path, lambda c: _poisoned_from(c, 4, 5))
+    _, (state, outcome) = _run_loop(config, tiny_components, tmp_path, lambda c: _poisoned_from(c, 4, 5))
+    assert outcome.ending is Ending.FINISHED
     assert int(state.step) == 8 and int(state.skipped_updates) == 4
     rows = _rows(tmp_path / "metrics.csv")
     assert [float(r[CONSECUTIVE_SKIPPED_KEY]) for r in rows] == [0, 0, 0, 1, 2, 0, 0, 0]

@@ -28,7 +28,7 @@ from coala_dist import capacity, configs, workdir_lock
 from coala_dist.analysis.curves import distinct_workdirs, group_runs
 from coala_dist.analysis.runs import Run
 from coala_dist.checkpoint import Checkpointer, WriteFailedError
-from coala_dist.distributed.learner_node import ReplayBatchSource
+from coala_dist.distributed.replay_source import ReplayBatchSource
 from coala_dist.metrics import ProgressReporter, TensorBoardWriter
 from coala_dist.train import train
 

@@ -41,7 +41,7 @@ from coala_dist.config import default_config, episodes_per_iteration, meta_traje
 from coala_dist.learner import TrainState
 from coala_dist.metrics import ThroughputMetrics, agent_steps_per_iteration
 from coala_dist.networks.hawk import SCAN_TYPES
-from coala_dist.train import inprocess_batch_source, learner_loop
+from coala_dist.train import InProcessSource, PreparedLearner, learner_loop
 
 # (launch type, actors) of the distributed end-to-end measurements.
 LAUNCHES = (("inprocess", 1), ("inprocess", 2), ("local", 1), ("local", 2))
@@ -193,13 +193,8 @@ def time_inprocess_loop(
     recorder = _Recorder()
     if state is None:
         state = components.learner.init(keys.seed_key(config.seed))
-    learner_loop(
-        components,
-        state,
-        inprocess_batch_source(components),
-        [ThroughputMetrics(config), recorder],
-        total_iterations=1 + timed_iterations,
-    )
+    learner = PreparedLearner(components, state, [ThroughputMetrics(config), recorder])
+    learner_loop(learner, InProcessSource(components), total_iterations=1 + timed_iterations)
     timed = recorder.rows[1:]
     steps, episodes = agent_steps_per_iteration(config), episodes_per_iteration(config)
     rollout_s, update_s = _median(timed, "time/rollout_s"), _median(timed, "time/update_s")
@@ -367,7 +362,7 @@ def run_bench(
         result["update"][name] = {"update_s": loop["update_s"]}
     log("bench: linear vs associative scan (the same batch and state)")
     ipd = components["ipd"]
-    batch, _ = inprocess_batch_source(ipd)(states["ipd"])
+    batch, _ = InProcessSource(ipd).next(states["ipd"])
     for scan_type, key in (("linear", "ipd"), ("associative", "ipd_associative")):
         result["scan"][scan_type] = time_update(components[key], states["ipd"], batch, timed_iterations)
     result["scan"]["associative_over_linear"] = (

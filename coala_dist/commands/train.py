@@ -193,7 +193,7 @@ def main(argv: list[str]) -> None:
 def _run(config, workdir: str, program) -> None:
     """Trains: in this process without actors (`program` None), else through the program's launcher."""
     from coala_dist.checkpoint import IncompatibleCheckpointError, UnreadableCheckpointsError, WriteFailedError
-    from coala_dist.train import SkippedUpdatesError
+    from coala_dist.train import NodeFailedError, SkippedUpdatesError
 
     try:  # what the early look could not see (every state corrupt while its config reads) is one line too
         if program is None:
@@ -210,5 +210,5 @@ def _run(config, workdir: str, program) -> None:
         launch(program, ray_address=_RAY_ADDRESS.value or os.environ.get("RAY_ADDRESS"))
     except (IncompatibleCheckpointError, UnreadableCheckpointsError) as error:
         raise SystemExit(f"coala train: {error}") from None
-    except (SkippedUpdatesError, WriteFailedError) as error:  # one line (exit status 1); signals keep their codes
+    except (SkippedUpdatesError, WriteFailedError, NodeFailedError) as error:  # one line (exit 1); signals keep theirs
         raise SystemExit(f"coala train: {error.code}") from None

@@ -196,7 +196,7 @@ MOVE_CHECK_INTERVAL_S = 1.0  # a node asks where the replay node is at most this
 
 
 class ReplayLocation(Protocol):
-    """Says where the replay node is now. The Ray launcher's (`launch.RayReplayLocation`) asks Ray for the current
+    """Says where the replay node is now. The Ray launcher's (`ray_nodes.RayReplayLocation`) asks Ray for the current
     replay process, so a node that starts after a replay restart (a restarted actor) finds the new one."""
 
     def lookup(self) -> tuple[str, str] | None:
