@@ -23,6 +23,16 @@ def test_standard_error_is_std_over_root_n():
     assert statistics.standard_error([5.0]) == 0.0
 
 
+def test_mean_and_standard_error_is_the_analytic_figures_mean_and_se():
+    values = np.array([0.2, 0.5, 0.9, 0.4], np.float32)
+    summary = statistics.mean_and_standard_error(values)
+    assert list(summary) == ["mean", "se"]
+    as_float64 = values.astype(np.float64)
+    assert summary["mean"] == as_float64.mean()
+    assert summary["se"] == as_float64.std(ddof=1) / np.sqrt(4)  # bit for bit what results/analytic/fig4.json holds
+    assert statistics.mean_and_standard_error([0.3]) == {"mean": 0.3, "se": 0.0}
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 10, 13])
 def test_interquartile_mean_matches_scipy_trim_mean(n):
     values = np.random.default_rng(n).standard_normal(n) * 3 + 1

@@ -36,6 +36,12 @@ def standard_error(values: Sequence[float] | np.ndarray) -> float:
     return float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else 0.0
 
 
+def mean_and_standard_error(values: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """{"mean", "se"}: the mean and its standard error over the finite values (the analytic Fig. 4's "mean ± SE")."""
+    mean, _ = mean_std(values)
+    return {"mean": mean, "se": standard_error(values)}
+
+
 def quantiles(values: Sequence[float] | np.ndarray) -> dict[str, float]:
     """Median and interquartile range (25th and 75th percentiles, linear interpolation) of a sample, as floats."""
     q25, median, q75 = np.percentile(np.asarray(values, np.float64), [25, 50, 75])
