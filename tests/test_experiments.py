@@ -16,11 +16,9 @@ import statistics
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from helpers import results_snapshot
 
-from coala_dist.analysis.evaluation import defection_rates
 from coala_dist.analysis.experiment_report import final_window_mean, mean_and_std
 from coala_dist.analysis.experiment_report import report_json as json_safe
 from coala_dist.analysis.runs import read_metrics_csv
@@ -49,13 +47,6 @@ def test_mean_and_std_is_sample_std_over_seeds():
     assert mean == pytest.approx(statistics.mean(seeds))
     assert std == pytest.approx(statistics.stdev(seeds))
     assert mean_and_std([2.0]) == (2.0, 0.0)
-
-
-def test_defection_rates_per_inner_episode():
-    cooperation = np.array([[1.0, 0.25, 0.0], [0.5, 0.75, 0.0]])
-    mean, std = defection_rates(cooperation)
-    np.testing.assert_allclose(mean, [0.25, 0.5, 1.0])
-    np.testing.assert_allclose(std, [0.25, 0.25, 0.0])
 
 
 def test_read_metrics_csv_keeps_the_last_row_of_a_repeated_iteration(tmp_path):

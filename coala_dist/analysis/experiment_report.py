@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from coala_dist.analysis.curves import moving_average
-from coala_dist.analysis.evaluation import defection_rates
+from coala_dist.analysis.ipd_statistics import defection_rates
 from coala_dist.analysis.runs import json_safe
 from coala_dist.analysis.style import color, label
 from coala_dist.console import MARKER_MAX_POINTS, counted, smoothing_note
