@@ -16,7 +16,7 @@ import pytest
 from helpers import results_snapshot
 
 from coala_dist.analysis import bench, flops
-from coala_dist.analysis.curves import aggregate_over_seeds, group_runs, moving_average, plot_runs
+from coala_dist.analysis.curves import group_runs, moving_average, plot_runs
 from coala_dist.analysis.evaluation import evaluate_workdir
 from coala_dist.analysis.runs import Run, config_from_saved, json_safe, load_run
 from coala_dist.config import validate
@@ -75,20 +75,6 @@ def test_moving_average_matches_a_loop():
                 expected[r, i] = sum(chunk) / len(chunk)
     np.testing.assert_allclose(moving_average(values, window), expected, equal_nan=True)
     np.testing.assert_allclose(moving_average(values, 1), values, equal_nan=True)
-
-
-def test_mean_and_std_over_seeds_match_a_loop():
-    curves = np.array([[1.0, 2.0, np.nan, 4.0], [3.0, np.nan, np.nan, 8.0], [5.0, 6.0, np.nan, np.nan]])
-    mean, std, count = aggregate_over_seeds(curves)
-    for i in range(curves.shape[1]):
-        column = [v for v in curves[:, i] if not math.isnan(v)]
-        assert count[i] == len(column)
-        if not column:
-            assert math.isnan(mean[i]) and math.isnan(std[i])
-            continue
-        mu = sum(column) / len(column)
-        sigma = math.sqrt(sum((v - mu) ** 2 for v in column) / (len(column) - 1)) if len(column) > 1 else 0.0
-        assert mean[i] == pytest.approx(mu) and std[i] == pytest.approx(sigma)
 
 
 def test_runs_are_grouped_by_estimator():

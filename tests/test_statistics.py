@@ -1,6 +1,7 @@
 """The statistics every report aggregates with, against closed forms and scipy (an independent implementation)."""
 
 import math
+import statistics as python_statistics
 
 import numpy as np
 import pytest
@@ -15,6 +16,36 @@ def test_mean_std_is_the_sample_std_and_ignores_missing_values():
     assert std == pytest.approx(math.sqrt((4 + 1 + 0 + 9) / 3))  # ddof = 1 by hand
     assert statistics.mean_std([4.0]) == (4.0, 0.0)
     assert all(math.isnan(v) for v in statistics.mean_std([math.nan]))
+
+
+def test_mean_std_over_seeds_matches_pythons_statistics():
+    seeds = [0.9, 1.1, 1.3, 0.7, 1.0]
+    mean, std = statistics.mean_std(seeds + [math.nan])
+    assert mean == pytest.approx(python_statistics.mean(seeds))
+    assert std == pytest.approx(python_statistics.stdev(seeds))
+    assert statistics.mean_std([2.0]) == (2.0, 0.0)
+
+
+def test_mean_and_std_over_seeds_match_a_loop():
+    curves = np.array([[1.0, 2.0, np.nan, 4.0], [3.0, np.nan, np.nan, 8.0], [5.0, 6.0, np.nan, np.nan]])
+    mean, std, count = statistics.aggregate_over_seeds(curves)
+    for i in range(curves.shape[1]):
+        column = [v for v in curves[:, i] if not math.isnan(v)]
+        assert count[i] == len(column)
+        if not column:
+            assert math.isnan(mean[i]) and math.isnan(std[i])
+            continue
+        mu = sum(column) / len(column)
+        sigma = math.sqrt(sum((v - mu) ** 2 for v in column) / (len(column) - 1)) if len(column) > 1 else 0.0
+        assert mean[i] == pytest.approx(mu) and std[i] == pytest.approx(sigma)
+
+
+def test_aggregate_over_seeds_is_mean_std_per_iteration():
+    curves = np.random.default_rng(5).standard_normal((4, 6))
+    curves[1, 2] = curves[0, 5] = curves[2, 5] = curves[3, 5] = np.nan
+    mean, std, _ = statistics.aggregate_over_seeds(curves)
+    for i in range(curves.shape[1]):
+        assert (mean[i], std[i]) == pytest.approx(statistics.mean_std(curves[:, i]))
 
 
 def test_standard_error_is_std_over_root_n():

@@ -4,6 +4,8 @@
   `restore_workdir`), strict JSON (`json_safe`), and the guard that keeps throw-away outputs out of the published
   results/.
 * `curves`: training curves of several runs, mean ± std over seeds (`coala plot`; `moving_average`).
+* `statistics`: every aggregation across seeds: mean ± std (the paper's), standard error, quantiles, and the
+  interquartile mean with a stratified-bootstrap interval (`seed_summary`).
 * `evaluation`: trained meta agents against fresh naive learners and each other (`coala eval`, and the experiment
   runner's evaluations), each with its own key stream of `coala_dist.keys`; what it measures comes from
   `ipd_statistics` (cooperation per state, defection rates, the ZD extortion fit) and `cleanup_metrics` (the paper's
