@@ -6,8 +6,8 @@ p_naive or look-ahead it ran. Every `Claim` of the figure whose `case` names tha
 conditions hold is checked on it: it is reproduced when each of its `requires` conditions holds. `check_claims` is
 the one function that does so; the checks it returns are what the figure's JSON and results/analytic/README.md list.
 
-The criteria are ours: the paper shows these figures without numeric thresholds (docs/choices.md, "Analytic IPD
-settings"). R = 1 is the reward of mutual cooperation per round, (1 − γ)·J of the normalised return (Eq. 15–16).
+The paper states these outcomes in words and shows them in its figures; the thresholds that decide "reproduced" are
+ours. R = 1 is the reward of mutual cooperation per round, (1 − γ)·J of the normalised return (Eq. 15–16).
 """
 
 from __future__ import annotations
