@@ -358,11 +358,11 @@ def tiny_config():
 
 
 def test_scan_with_logging_measures_before_every_chunk():
-    from coala_dist.analytic import experiments
+    from coala_dist.analytic import trainers
 
     keys = jnp.arange(12.0)
     # update adds the key; measure records (carry, key): a Python loop gives the expected log.
-    carry, log = experiments.scan_with_logging(lambda c, k: c + k, lambda c, k: (c, k), 0.0, keys, 4)
+    carry, log = trainers.scan_with_logging(lambda c, k: c + k, lambda c, k: (c, k), 0.0, keys, 4)
     expected_carry, expected_log = 0.0, []
     for index, key in enumerate(np.arange(12.0)):
         if index % 4 == 0:
@@ -371,16 +371,16 @@ def test_scan_with_logging_measures_before_every_chunk():
     assert float(carry) == expected_carry
     np.testing.assert_array_equal(np.stack(log, -1), np.array(expected_log))
     with pytest.raises(ValueError, match="multiple of log_every"):
-        experiments.scan_with_logging(lambda c, k: c, lambda c, k: c, 0.0, keys, 5)
+        trainers.scan_with_logging(lambda c, k: c, lambda c, k: c, 0.0, keys, 5)
 
 
 @pytest.mark.parametrize("figure", ["fig3a", "fig4"])
 @pytest.mark.slow
 def test_experiment_runs_and_plots(figure, tiny_config, tmp_path):
     from coala_dist.analysis import analytic_plots, analytic_report
-    from coala_dist.analytic import experiments
+    from coala_dist.analytic import figures
 
-    result = experiments.RUNNERS[figure](tiny_config, 2)
+    result = figures.RUNNERS[figure](tiny_config, 2)
     assert result.name == figure and result.checks
     for check in result.checks:
         assert set(check) == {"claim", "criterion", "value", "passed"}

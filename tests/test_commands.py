@@ -16,17 +16,10 @@ import pytest
 from helpers import results_snapshot
 
 from coala_dist.analysis import bench, flops
-from coala_dist.analysis.curves import aggregate_over_seeds, group_runs, moving_average, plot_runs
-from coala_dist.analysis.evaluation import (
-    cleanup_paper_metrics,
-    cooperation_by_state,
-    evaluate_workdir,
-    fit_extortion,
-    pooled_probability,
-)
+from coala_dist.analysis.curves import group_runs, moving_average, plot_runs
+from coala_dist.analysis.evaluation import evaluate_workdir
 from coala_dist.analysis.runs import Run, config_from_saved, json_safe, load_run
 from coala_dist.config import validate
-from coala_dist.envs import analytic_ipd
 from coala_dist.networks.policy import HawkPolicy, init_policy_params
 from coala_dist.train import train
 
@@ -82,20 +75,6 @@ def test_moving_average_matches_a_loop():
                 expected[r, i] = sum(chunk) / len(chunk)
     np.testing.assert_allclose(moving_average(values, window), expected, equal_nan=True)
     np.testing.assert_allclose(moving_average(values, 1), values, equal_nan=True)
-
-
-def test_mean_and_std_over_seeds_match_a_loop():
-    curves = np.array([[1.0, 2.0, np.nan, 4.0], [3.0, np.nan, np.nan, 8.0], [5.0, 6.0, np.nan, np.nan]])
-    mean, std, count = aggregate_over_seeds(curves)
-    for i in range(curves.shape[1]):
-        column = [v for v in curves[:, i] if not math.isnan(v)]
-        assert count[i] == len(column)
-        if not column:
-            assert math.isnan(mean[i]) and math.isnan(std[i])
-            continue
-        mu = sum(column) / len(column)
-        sigma = math.sqrt(sum((v - mu) ** 2 for v in column) / (len(column) - 1)) if len(column) > 1 else 0.0
-        assert mean[i] == pytest.approx(mu) and std[i] == pytest.approx(sigma)
 
 
 def test_runs_are_grouped_by_estimator():
@@ -176,79 +155,6 @@ def test_the_readmes_tensorboard_command_reads_a_runs_events(workdirs):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # eval
-def test_cooperation_by_state_matches_a_loop():
-    rng = np.random.default_rng(0)
-    n, batch, num_inner, length = 3, 2, 4, 5
-    steps = num_inner * length
-    states = rng.integers(0, 5, size=(n, batch, steps))
-    late = states[:, :, 2 * length :]
-    states[:, :, 2 * length :] = np.where(late == 4, 3, late)  # DD is never seen in the last two inner episodes
-    obs = np.eye(5)[states]
-    actions = rng.integers(0, 2, size=(n, batch, steps))
-    logp = np.log(rng.uniform(0.05, 0.95, size=(n, batch, steps)))
-    probability, visits = cooperation_by_state(obs, actions, logp, length)
-    for m in range(num_inner):
-        for s in range(5):
-            chosen = []
-            for i in range(n):
-                for b in range(batch):
-                    for t in range(length):
-                        step = m * length + t
-                        if states[i, b, step] == s:
-                            taken = math.exp(logp[i, b, step])
-                            chosen.append(taken if actions[i, b, step] == 0 else 1 - taken)
-            assert visits[m, s] == len(chosen)
-            if chosen:
-                assert probability[m, s] == pytest.approx(sum(chosen) / len(chosen))
-            else:
-                assert math.isnan(probability[m, s])
-    assert np.isnan(probability[2:, 4]).all()  # DD never observed in the last two inner episodes
-    # Pooled over the meta-episode: every visit counts once.
-    pooled = pooled_probability(probability, visits)
-    taken = np.exp(logp)
-    everything = np.where(actions == 0, taken, 1 - taken)
-    for s in range(5):
-        assert pooled[s] == pytest.approx(everything[states == s].mean())
-
-
-def test_cleanup_metrics_match_the_per_step_definitions():
-    from coala_dist.envs.cleanup_lite import INFO_KEYS
-
-    rng = np.random.default_rng(1)
-    n, num_inner, batch, length = 3, 4, 2, 6
-    info = {k: rng.integers(0, 2, size=(n, num_inner, batch, length)).astype(float) for k in INFO_KEYS}
-    info["pollution"] = rng.uniform(size=(n, num_inner, batch, length))
-    info["apples"] = rng.uniform(size=(n, num_inner, batch, length))
-    rewards = {"ego_reward": info["apple_player_1"], "coplayer_reward": info["apple_player_2"]}
-    # What the rollout reports: means over the B games and T steps of each inner episode.
-    per_episode = {k: v.mean(axis=(2, 3)) for k, v in (info | rewards).items()}
-    result = cleanup_paper_metrics(per_episode, length)
-    for m in range(num_inner):
-        own = np.mean([info["apple_player_1"][i, m].sum() / batch for i in range(n)])  # apples per game and episode
-        assert result["per_inner_episode"]["own_return"][m] == pytest.approx(own)
-    own_total = np.mean([info["apple_player_1"][i].sum() / (batch * num_inner) for i in range(n)])
-    assert result["overall"]["own_return"] == pytest.approx(own_total)
-    discrepancy = np.mean(
-        [abs(info["cleaned_player_1"][i].mean() - info["cleaned_player_2"][i].mean()) for i in range(n)]
-    )
-    assert result["overall"]["cleaning_discrepancy"] == pytest.approx(discrepancy)
-    assert result["overall"]["zap_rate"] == pytest.approx(info["zapped_player_1"].mean())
-    assert result["overall"]["pollution"] == pytest.approx(info["pollution"].mean())
-    assert result["overall"]["coplayer_return"] == pytest.approx(info["apple_player_2"].sum() / (n * batch * num_inner))
-
-
-def test_extortion_fit_recovers_a_zero_determinant_strategy():
-    chi = 3.0
-    phi = 0.5 * float(analytic_ipd.zero_determinant_phi_max(chi))
-    strategy = np.asarray(analytic_ipd.zero_determinant_strategy(chi, phi))
-    always_cooperate = np.ones(4)
-    fit = fit_extortion(np.stack([strategy, always_cooperate, np.full(4, np.nan)]), (2.0, 1.0, 0.0, -1.0))
-    assert fit["chi"][0] == pytest.approx(chi, rel=1e-2) and fit["phi"][0] == pytest.approx(phi, rel=1e-2)
-    assert fit["squared_error"][0] < 1e-6
-    assert fit["squared_error"][1] > 0.1  # unconditional cooperation is far from every extortioner
-    assert math.isnan(fit["chi"][2])  # an unobserved state: no fit
-
-
 @pytest.mark.slow
 def test_eval_writes_json_and_png(workdirs, tiny_config, tiny_components, tmp_path):
     lines: list[str] = []

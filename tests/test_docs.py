@@ -132,8 +132,8 @@ if name == "experiment":
     from coala_dist.experiments import EXPERIMENTS
     valid = set(EXPERIMENTS) | {"NAME"}
 elif name == "analytic":
-    from coala_dist.analytic import experiments
-    valid = {*experiments.FIGURES, "all"}
+    from coala_dist.analytic import figures
+    valid = {*figures.FIGURES, "all"}
 problems = []
 for args in lines:
     try:

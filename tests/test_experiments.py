@@ -12,16 +12,13 @@ import json
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from helpers import results_snapshot
 
-from coala_dist.analysis.evaluation import defection_rates
-from coala_dist.analysis.experiment_report import final_window_mean, mean_and_std
+from coala_dist.analysis.experiment_report import METRIC_LABELS, final_window_mean
 from coala_dist.analysis.experiment_report import report_json as json_safe
 from coala_dist.analysis.runs import read_metrics_csv
 from coala_dist.configs import load_shipped as load_config_file
@@ -41,21 +38,6 @@ def test_final_window_mean_skips_nan_and_clips_window():
     assert final_window_mean(values, 3) == pytest.approx((2.0 + 4.0) / 2)
     assert final_window_mean(values, 100) == pytest.approx((5 + 1 + 2 + 4) / 4)
     assert math.isnan(final_window_mean([1.0, math.nan], 1))
-
-
-def test_mean_and_std_is_sample_std_over_seeds():
-    seeds = [0.9, 1.1, 1.3, 0.7, 1.0]
-    mean, std = mean_and_std(seeds + [math.nan])
-    assert mean == pytest.approx(statistics.mean(seeds))
-    assert std == pytest.approx(statistics.stdev(seeds))
-    assert mean_and_std([2.0]) == (2.0, 0.0)
-
-
-def test_defection_rates_per_inner_episode():
-    cooperation = np.array([[1.0, 0.25, 0.0], [0.5, 0.75, 0.0]])
-    mean, std = defection_rates(cooperation)
-    np.testing.assert_allclose(mean, [0.25, 0.5, 1.0])
-    np.testing.assert_allclose(std, [0.25, 0.25, 0.0])
 
 
 def test_read_metrics_csv_keeps_the_last_row_of_a_repeated_iteration(tmp_path):
@@ -323,6 +305,39 @@ def test_head_to_head_numbers_average_the_right_pairs():
     assert numbers["mfos"]["cooperation_vs_other_rule"] == pytest.approx(0.5)
     assert numbers["coala"]["reward_vs_naive"] == pytest.approx((0.1 + 0.3 + 0.5 + 0.7) / 4)
     assert numbers["mfos"]["reward_vs_naive"] == pytest.approx((1.0 + 1.2 + 1.4 + 1.6) / 4)
+
+
+def test_report_prints_the_iqm_and_its_interval_beside_mean_and_std():
+    from coala_dist.analysis import statistics
+    from coala_dist.analysis.experiment_report import summarize_runs, table_markdown
+
+    experiment = EXPERIMENTS["ipd-fig5a"]
+    metric = experiment.headline_metrics[0]
+    values = [0.2, 0.9, 1.0, 1.1, -3.0]  # one outlying seed: the IQM drops it, the mean does not
+    runs = [
+        {
+            "estimator": "coala",
+            "seed": seed,
+            "result": {"final": {metric: value}, "evaluation": {}, "iterations": 10, "train_time_s": 1.0},
+        }
+        for seed, value in enumerate(values)
+    ]
+    summary = summarize_runs(experiment, runs)
+    numbers = summary["estimators"]["coala"]["final"][metric]
+    assert (numbers["mean"], numbers["std"]) == statistics.mean_std(values)  # what old readers of summary.json read
+    assert numbers == statistics.seed_summary(values)
+    assert numbers["iqm"] == pytest.approx((0.2 + 0.9 + 1.0) / 3)  # the lowest and the highest value cut
+    assert numbers["iqm_low"] <= numbers["iqm"] <= numbers["iqm_high"]
+    table = table_markdown(experiment, summary, final_window=1)
+    header = next(line for line in table.splitlines() if line.startswith("| estimator |"))
+    row = next(line for line in table.splitlines() if line.startswith("| COALA-PG |"))
+    cells = dict(zip(header.split(" | "), row.split(" | "), strict=True))
+    label = METRIC_LABELS[metric]
+    assert cells[label] == f"{numbers['mean']:+.3f} ± {numbers['std']:.3f}"
+    assert cells[f"{label}: IQM [95% CI]"] == (
+        f"{numbers['iqm']:+.3f} [{numbers['iqm_low']:+.3f}, {numbers['iqm_high']:+.3f}]"
+    )
+    assert "n/a" in row  # the metrics no run has
 
 
 @pytest.mark.slow

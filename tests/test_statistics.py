@@ -1,6 +1,7 @@
 """The statistics every report aggregates with, against closed forms and scipy (an independent implementation)."""
 
 import math
+import statistics as python_statistics
 
 import numpy as np
 import pytest
@@ -17,10 +18,50 @@ def test_mean_std_is_the_sample_std_and_ignores_missing_values():
     assert all(math.isnan(v) for v in statistics.mean_std([math.nan]))
 
 
+def test_mean_std_over_seeds_matches_pythons_statistics():
+    seeds = [0.9, 1.1, 1.3, 0.7, 1.0]
+    mean, std = statistics.mean_std(seeds + [math.nan])
+    assert mean == pytest.approx(python_statistics.mean(seeds))
+    assert std == pytest.approx(python_statistics.stdev(seeds))
+    assert statistics.mean_std([2.0]) == (2.0, 0.0)
+
+
+def test_mean_and_std_over_seeds_match_a_loop():
+    curves = np.array([[1.0, 2.0, np.nan, 4.0], [3.0, np.nan, np.nan, 8.0], [5.0, 6.0, np.nan, np.nan]])
+    mean, std, count = statistics.aggregate_over_seeds(curves)
+    for i in range(curves.shape[1]):
+        column = [v for v in curves[:, i] if not math.isnan(v)]
+        assert count[i] == len(column)
+        if not column:
+            assert math.isnan(mean[i]) and math.isnan(std[i])
+            continue
+        mu = sum(column) / len(column)
+        sigma = math.sqrt(sum((v - mu) ** 2 for v in column) / (len(column) - 1)) if len(column) > 1 else 0.0
+        assert mean[i] == pytest.approx(mu) and std[i] == pytest.approx(sigma)
+
+
+def test_aggregate_over_seeds_is_mean_std_per_iteration():
+    curves = np.random.default_rng(5).standard_normal((4, 6))
+    curves[1, 2] = curves[0, 5] = curves[2, 5] = curves[3, 5] = np.nan
+    mean, std, _ = statistics.aggregate_over_seeds(curves)
+    for i in range(curves.shape[1]):
+        assert (mean[i], std[i]) == pytest.approx(statistics.mean_std(curves[:, i]))
+
+
 def test_standard_error_is_std_over_root_n():
     values = [0.0, 1.0, 2.0, 3.0]
     assert statistics.standard_error(values) == pytest.approx(np.std(values, ddof=1) / 2.0)
     assert statistics.standard_error([5.0]) == 0.0
+
+
+def test_mean_and_standard_error_is_the_analytic_figures_mean_and_se():
+    values = np.array([0.2, 0.5, 0.9, 0.4], np.float32)
+    summary = statistics.mean_and_standard_error(values)
+    assert list(summary) == ["mean", "se"]
+    as_float64 = values.astype(np.float64)
+    assert summary["mean"] == as_float64.mean()
+    assert summary["se"] == as_float64.std(ddof=1) / np.sqrt(4)  # bit for bit what results/analytic/fig4.json holds
+    assert statistics.mean_and_standard_error([0.3]) == {"mean": 0.3, "se": 0.0}
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 10, 13])

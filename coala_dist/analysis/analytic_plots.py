@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from coala_dist.analytic.experiments import FigureResult  # noqa: E402
+from coala_dist.analytic.figures import FigureResult  # noqa: E402
 
 STATE_LABELS = ("start", "CC", "CD", "DC", "DD")
 DPI = 80  # keeps every PNG well under 300 KB

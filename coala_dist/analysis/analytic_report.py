@@ -7,7 +7,7 @@ import json
 import pathlib
 from typing import Any
 
-from coala_dist.analytic.experiments import FIGURES, FigureResult
+from coala_dist.analytic.figures import FIGURES, FigureResult
 
 TITLES = {
     "fig3a": "Fig. 3A + Fig. 8 — a learning-aware agent against naive learners learns ZD extortion",

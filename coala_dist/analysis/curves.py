@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from coala_dist.analysis.runs import Run
+from coala_dist.analysis.statistics import aggregate_over_seeds
 from coala_dist.analysis.style import ESTIMATOR_STYLE
 from coala_dist.console import MARKER_MAX_POINTS, counted, smoothing_note
 
@@ -57,27 +58,6 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
         counts[..., window:] = counts[..., window:] - counts[..., :-window].copy()
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def aggregate_over_seeds(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean ± std over seeds at every iteration (the paper's RL figures, paper App. B.4).
-
-    Args:
-      curves: [S, I] one row per seed, NaN where a seed has no value (not reached, or no episode of that kind).
-
-    Returns:
-      mean [I] over the finite values (NaN where none); std [I], the sample standard deviation (ddof = 1) where at
-      least two seeds have a value, 0 where one has, NaN where none; count [I] int, the seeds with a value.
-    """
-    curves = np.asarray(curves, dtype=np.float64)
-    finite = np.isfinite(curves)
-    count = finite.sum(axis=0)
-    filled = np.where(finite, curves, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, filled.sum(axis=0) / np.maximum(count, 1), np.nan)
-        squares = np.where(finite, (curves - mean) ** 2, 0.0).sum(axis=0)
-        std = np.where(count > 1, np.sqrt(squares / np.maximum(count - 1, 1)), np.where(count == 1, 0.0, np.nan))
-    return mean, std, count
 
 
 def metric_matrix(runs: Sequence[Run], metric: str) -> np.ndarray:

@@ -22,12 +22,14 @@ arrays concatenated over batches):
   through the same `Rollout.play` as training. A fresh naive learner starts from one of the static naive
   initialisations (the ones it trained against, paper App. B.2) and learns by A2C after each of the M inner
   episodes; between meta agents nobody learns inside a meta-episode (paper App. B.2).
+
+The statistics come from `ipd_statistics` and `cleanup_metrics`, the text tables and PNG from `evaluation_report`, and
+the restored run from `runs.restore_workdir`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,156 +39,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from coala_dist import keys
-from coala_dist.analysis.runs import config_from_saved, json_safe, saved_config
-from coala_dist.builder import Components, build
-from coala_dist.checkpoint import Checkpointer, abstract_train_state
-from coala_dist.envs.analytic_ipd import fit_zero_determinant_rows
-from coala_dist.envs.ipd import COOPERATE, NUM_STATES
+from coala_dist.analysis.cleanup_metrics import cleanup_paper_metrics
+from coala_dist.analysis.evaluation_report import format_report, plot_evaluation
+from coala_dist.analysis.ipd_statistics import IPD_STATE_NAMES, cooperation_by_state, fit_extortion, pooled_probability
+from coala_dist.analysis.runs import json_safe, restore_workdir
+from coala_dist.builder import Components
 from coala_dist.learner import TrainState
 from coala_dist.pool import select_params
 from coala_dist.rollout import MetaEpisode
 
-IPD_STATE_NAMES = ("start", "CC", "CD", "DC", "DD")
-CLEANUP_METRICS = (
-    ("own_return", "own return / inner episode"),
-    ("coplayer_return", "co-player return / inner episode"),
-    ("cleaning_discrepancy", "cleaning discrepancy"),
-    ("zap_rate", "zap rate (ego zapped / step)"),
-    ("coplayer_zap_rate", "co-player zapped / step"),
-    ("pollution", "pollution"),
-    ("apples", "apples"),
-)
-GROUPS = (("vs_naive", "against fresh naive learners"), ("vs_meta", "between meta agents"))
 
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The quantities (pure numpy on host arrays; evaluation is not a hot path).
-def cooperation_by_state(
-    obs: np.ndarray, actions: np.ndarray, behaviour_logp: np.ndarray, inner_episode_length: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The meta agent's probability of cooperating per observed IPD state and inner episode.
-
-    At every step l = m·T + t the agent's policy gives π(C | hₗ); this averages it over the visits of each
-    observed state s (the one-hot observation: start, CC, CD, DC, DD, own action first):
-
-        P̄(C | s, m) = Σ_{n,b,t: sₙᵇₘₜ = s} π(C | hₙᵇₘₜ) / #{n,b,t: sₙᵇₘₜ = s}.
-
-    The policy is recurrent, so π(C | h) depends on the whole history; P̄ is its memory-one summary. π(C | h) is
-    recovered from the log-probability of the action taken: exp(log π(a)) if a = C, else 1 − exp(log π(a)).
-
-    Args:
-      obs: [n, B, L, 5] one-hot observations of n meta-episodes, L = M·T.
-      actions: [n, B, L] int, 0 = cooperate.
-      behaviour_logp: [n, B, L] log-probability of the action taken.
-      inner_episode_length: T.
-
-    Returns:
-      probability [M, 5] (NaN where a state was never observed in that inner episode) and visits [M, 5] (counts).
-    """
-    num_steps = obs.shape[2]
-    num_inner_episodes = num_steps // inner_episode_length
-    taken = np.exp(np.asarray(behaviour_logp, np.float64))
-    p_cooperate = np.where(np.asarray(actions) == COOPERATE, taken, 1.0 - taken)
-    state = np.argmax(np.asarray(obs), axis=-1)
-    inner_episode = np.broadcast_to(np.arange(num_steps) // inner_episode_length, state.shape)
-    cell = (inner_episode * NUM_STATES + state).ravel()
-    size = num_inner_episodes * NUM_STATES
-    visits = np.bincount(cell, minlength=size).reshape(num_inner_episodes, NUM_STATES)
-    sums = np.bincount(cell, weights=p_cooperate.ravel(), minlength=size).reshape(num_inner_episodes, NUM_STATES)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        probability = np.where(visits > 0, sums / np.maximum(visits, 1), np.nan)
-    return probability, visits
-
-
-def pooled_probability(probability: np.ndarray, visits: np.ndarray) -> np.ndarray:
-    """Visit-weighted mean over inner episodes of `cooperation_by_state`'s [M, S] table: the [S] table of the whole
-    meta-episode (NaN for a state never observed)."""
-    total = visits.sum(axis=0)
-    weighted = np.where(visits > 0, np.nan_to_num(probability) * visits, 0.0).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, weighted / np.maximum(total, 1), np.nan)
-
-
-def cleanup_paper_metrics(metrics: dict[str, np.ndarray], inner_episode_length: int) -> dict[str, Any]:
-    """The paper's Clean Up metrics (paper App. B.1.2, Sec. 5.2, App. H.2) from per-inner-episode means.
-
-    With ⟨x⟩ₙₘ the mean of `info[x]` over the B games and T steps of inner episode m of meta-episode n (what the
-    rollout reports) and the ego as player 1:
-
-        own return           = T · ego_reward (= T · apple_reward · ⟨apple_player_1⟩), per inner episode;
-        co-player return     = T · coplayer_reward;
-        cleaning discrepancy = |⟨cleaned_player_1⟩ − ⟨cleaned_player_2⟩|;
-        zap rate             = ⟨zapped_player_1⟩ (how often the ego gets zapped, per step);
-        co-player zap rate   = ⟨zapped_player_2⟩;  pollution = ⟨pollution⟩;  apples = ⟨apples⟩.
-
-    Per inner episode each is averaged over the n meta-episodes. Over the whole meta-episode the means run over
-    n and m (every inner episode has the same B·T steps), except the discrepancy, which is |difference of the
-    meta-episode's mean cleaning rates|, averaged over n (the two players' share of the cleaning of a meta-episode).
-
-    Args:
-      metrics: [n, M] arrays: `ego_reward`, `coplayer_reward` and the Clean Up info keys.
-      inner_episode_length: T.
-
-    Returns:
-      {"per_inner_episode": {name: [M] list}, "overall": {name: float}}, names as in `CLEANUP_METRICS`.
-    """
-    m = {k: np.asarray(v, np.float64) for k, v in metrics.items()}
-    per_step = {
-        "own_return": inner_episode_length * m["ego_reward"],
-        "coplayer_return": inner_episode_length * m["coplayer_reward"],
-        "cleaning_discrepancy": np.abs(m["cleaned_player_1"] - m["cleaned_player_2"]),
-        "zap_rate": m["zapped_player_1"],
-        "coplayer_zap_rate": m["zapped_player_2"],
-        "pollution": m["pollution"],
-        "apples": m["apples"],
-    }
-    per_inner_episode = {name: values.mean(axis=0).tolist() for name, values in per_step.items()}
-    overall = {name: float(values.mean()) for name, values in per_step.items()}
-    overall["cleaning_discrepancy"] = float(
-        np.abs(m["cleaned_player_1"].mean(axis=1) - m["cleaned_player_2"].mean(axis=1)).mean()
-    )
-    return {"per_inner_episode": per_inner_episode, "overall": overall}
-
-
-def defection_rates(cooperation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std over episodes of the defection rate per inner-episode index (what Fig. 5B shows).
-
-    Defection rate = 1 − cooperation rate (IPD has two actions).
-
-    Args:
-      cooperation: [n, M] cooperation rates, one row per evaluation meta-episode (each entry already a mean over
-        the B trajectories and T steps of inner episode m).
-
-    Returns:
-      (mean, std), each [M].
-    """
-    defection = 1.0 - np.asarray(cooperation, dtype=np.float64)
-    return defection.mean(axis=0), defection.std(axis=0)
-
-
-def fit_extortion(cooperate_after: np.ndarray, payoffs: tuple[float, float, float, float]) -> dict[str, list]:
-    """Least-squares fit of rows of (P(C|CC), P(C|CD), P(C|DC), P(C|DD)) to the ZD extortion family (paper
-    Eq. 18), with `coala_dist.envs.analytic_ipd.fit_zero_determinant_rows`; rows with an unobserved state give NaN.
-
-    Args:
-      cooperate_after: [k, 4] conditional cooperation probabilities, own action first.
-      payoffs: (T, R, P, S) of the game.
-
-    Returns:
-      {"chi": [k], "phi": [k], "squared_error": [k]} lists.
-    """
-    rows = np.asarray(cooperate_after, np.float64).reshape(-1, 4)
-    complete = np.all(np.isfinite(rows), axis=1)
-    # Incomplete rows are fitted on a placeholder (same shape every call: one compilation) and then discarded.
-    fit = fit_zero_determinant_rows(jnp.asarray(np.where(complete[:, None], rows, 0.5), jnp.float32), payoffs)
-    return {
-        name: np.where(complete, np.asarray(getattr(fit, name), np.float64), np.nan).tolist()
-        for name in ("chi", "phi", "squared_error")
-    }
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Playing and summarising.
 def play_evaluation_episodes(components: Components, state: TrainState, rounds: int, seed: int) -> MetaEpisode:
     """`rounds` meta-batches of fresh episodes (P·N each) with the state's meta agents, on the host.
 
@@ -222,16 +84,12 @@ def make_naive_evaluator(components: Components, episodes_per_initialisation: in
     num_naive = components.config.population_size_naive
     naive_ids = jnp.repeat(jnp.arange(num_naive), episodes_per_initialisation)
 
-    def evaluate(
-        meta_params: Any, naive_params: Any, ego_id: jax.Array, key: jax.Array
-    ) -> dict[str, jax.Array]:
+    def evaluate(meta_params: Any, naive_params: Any, ego_id: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
         ego_params = select_params(meta_params, ego_id)
         episode_keys = jax.random.split(key, naive_ids.shape[0])
 
         def one(naive_id, episode_key):
-            _, metrics = rollout.play(
-                ego_params, select_params(naive_params, naive_id), jnp.array(True), episode_key
-            )
+            _, metrics = rollout.play(ego_params, select_params(naive_params, naive_id), jnp.array(True), episode_key)
             return metrics
 
         return jax.vmap(one)(naive_ids, episode_keys)
@@ -270,9 +128,7 @@ def make_meta_evaluator(components: Components, num_episodes: int) -> Callable:
     """
     rollout = components.rollout
 
-    def evaluate(
-        meta_params: Any, ego_id: jax.Array, coplayer_id: jax.Array, key: jax.Array
-    ) -> dict[str, jax.Array]:
+    def evaluate(meta_params: Any, ego_id: jax.Array, coplayer_id: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
         ego_params = select_params(meta_params, ego_id)
         coplayer = select_params(meta_params, coplayer_id)
         episode_keys = jax.random.split(key, num_episodes)
@@ -346,7 +202,7 @@ def summarize_group(episodes: MetaEpisode, components: Components) -> dict[str, 
 
 
 def evaluate(components: Components, state: TrainState, rounds: int = 1, seed: int | None = None) -> dict[str, Any]:
-    """Plays `rounds` evaluation meta-batches and summarises them per co-player type (`GROUPS`).
+    """Plays `rounds` evaluation meta-batches and summarises them per co-player type (vs_naive, vs_meta).
 
     Returns:
       {"env", "step", "num_inner_episodes", "vs_naive": summary or None, "vs_meta": summary or None}; a group is
@@ -364,156 +220,6 @@ def evaluate(components: Components, state: TrainState, rounds: int = 1, seed: i
     for group, mask in (("vs_naive", naive), ("vs_meta", ~naive)):
         result[group] = summarize_group(_select(episodes, mask), components) if mask.any() else None
     return result
-
-
-def restore_workdir(workdir: str, components: Components | None = None) -> tuple[Components, TrainState]:
-    """The components and the newest readable checkpoint's state of a run, built from the config it saved.
-
-    Raises:
-      FileNotFoundError: the workdir has no readable checkpoint.
-    """
-    saved = saved_config(workdir)
-    if saved is None:
-        raise FileNotFoundError(f"{workdir} has no readable checkpoint (train with --workdir={workdir} first)")
-    config = config_from_saved(saved)
-    components = components or build(config)
-    checkpointer = Checkpointer(
-        workdir, save_every=config.checkpoint.save_every, max_to_keep=config.checkpoint.max_to_keep
-    )
-    try:
-        abstract_state = abstract_train_state(components.learner.init, keys.seed_key(config.seed))
-        state = checkpointer.restore_latest(abstract_state, config)
-    finally:
-        checkpointer.close()
-    if state is None:
-        raise FileNotFoundError(f"{workdir} has no readable checkpoint")
-    # Restored arrays are committed to their device, fresh ones are not, and jit compiles separately for each: as
-    # host copies the state reuses the rollout that `components` compiled for training.
-    return components, jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), state)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Output: text tables, JSON, PNG.
-def _number(value: float | None, width: int = 6, precision: int = 3) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a".rjust(width)
-    return f"{value:{width}.{precision}f}"
-
-
-def _chi(chi: float | None, phi: float | None, width: int) -> str:
-    # With φ = 0 the ZD strategy is (1, 1, 0, 0) whatever χ: the fitted χ (at its grid bound) means nothing.
-    if phi is not None and chi is not None and phi < 1e-6:
-        return "-".rjust(width)
-    return _number(chi, width, 2)
-
-
-def format_report(result: dict[str, Any]) -> str:
-    """The evaluation as text tables, one per co-player type."""
-    lines = []
-    for group, title in GROUPS:
-        summary = result[group]
-        if summary is None:
-            lines.append(f"{title}: no such episodes (p_naive and the population decide which co-players occur)\n")
-            continue
-        count = f"{summary['episodes']} meta-episode{'s' if summary['episodes'] != 1 else ''}"
-        lines.append(f"{title}: {count} x B={result['batch_size']} games, after {result['step']} updates")
-        per = summary["per_inner_episode"]
-        if result["env"] == "ipd":
-            states = summary["cooperation_by_state"]
-            fit = summary["zd_extortion_fit"]
-            header = " ".join(f"{'P(C|' + s + ')':>9}" for s in states["states"])
-            lines.append(
-                f"  {'ep':>3} {header} | {'coop_meta':>9} {'coop_co':>8} | {'r_meta':>7} {'r_co':>7} | "
-                f"{'ZD chi':>7} {'phi':>6} {'sq.err':>7}"
-            )
-            for m, row in enumerate(states["per_inner_episode"]):
-                cells = " ".join(_number(p, 9) for p in row)
-                lines.append(
-                    f"  {m + 1:3d} {cells} | {_number(per['cooperate_player_1']['mean'][m], 9)} "
-                    f"{_number(per['cooperate_player_2']['mean'][m], 8)} | "
-                    f"{_number(per['ego_reward']['mean'][m], 7)} {_number(per['coplayer_reward']['mean'][m], 7)} | "
-                    f"{_chi(fit['per_inner_episode']['chi'][m], fit['per_inner_episode']['phi'][m], 7)} "
-                    f"{_number(fit['per_inner_episode']['phi'][m], 6)} "
-                    f"{_number(fit['per_inner_episode']['squared_error'][m], 7, 4)}"
-                )
-            cells = " ".join(_number(p, 9) for p in states["overall"])
-            overall = fit["overall"]
-            lines.append(
-                f"  all {cells} | ZD extortion fit of P(C|CC,CD,DC,DD): chi {_chi(overall['chi'], overall['phi'], 0)}, "
-                f"phi {_number(overall['phi'], 0)}, squared error {_number(overall['squared_error'], 0, 4)}"
-            )
-        elif result["env"] == "cleanup_lite":
-            paper = summary["paper_metrics"]
-            names = [name for name, _ in CLEANUP_METRICS]
-            lines.append("  " + f"{'ep':>3} " + " ".join(f"{n[:12]:>12}" for n in names))
-            for m in range(result["num_inner_episodes"]):
-                cells = " ".join(_number(paper["per_inner_episode"][n][m], 12) for n in names)
-                lines.append(f"  {m + 1:3d} {cells}")
-            lines.append("  all " + " ".join(_number(paper["overall"][n], 12) for n in names))
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot_evaluation(result: dict[str, Any], out_path: str) -> None:
-    """IPD: P(C | state) per inner episode for each co-player type, cooperation rates and rewards per inner
-    episode. Clean Up: each of the paper's metrics per inner episode, one line per co-player type."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    episodes = np.arange(1, result["num_inner_episodes"] + 1)
-    present = [(g, t) for g, t in GROUPS if result[g] is not None]
-    styles = {"vs_naive": "-", "vs_meta": "--"}
-    if result["env"] == "ipd":
-        fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
-        for ax, (group, title) in zip(axes[:2], GROUPS, strict=True):
-            summary = result[group]
-            ax.set_title(f"meta agent P(cooperate | state), {title}", fontsize=8)
-            ax.set_ylim(-0.02, 1.02)
-            if summary is None:
-                ax.text(0.5, 0.5, "no such episodes", ha="center", va="center", transform=ax.transAxes)
-                continue
-            table = np.array(summary["cooperation_by_state"]["per_inner_episode"], dtype=np.float64)
-            for s, name in enumerate(IPD_STATE_NAMES):
-                ax.plot(episodes, table[:, s], marker="o", ms=2.5, label=name)
-            chi = summary["zd_extortion_fit"]["overall"]["chi"]
-            error = summary["zd_extortion_fit"]["overall"]["squared_error"]
-            if chi is not None and math.isfinite(chi):
-                ax.set_title(f"{ax.get_title()}\nZD fit: chi={chi:.2f}, sq. error={error:.3f}", fontsize=8)
-            ax.legend(fontsize=7, ncol=2)
-        panels = (
-            (axes[2], "cooperation rate per inner episode", "cooperate_player_1", "cooperate_player_2"),
-            (axes[3], "reward per step per inner episode", "ego_reward", "coplayer_reward"),
-        )
-        for ax, title, ego_key, co_key in panels:
-            for group, label in present:
-                per = result[group]["per_inner_episode"]
-                ax.plot(episodes, per[ego_key]["mean"], styles[group], color="tab:blue", label=f"meta, {label}")
-                ax.plot(episodes, per[co_key]["mean"], styles[group], color="tab:red", label=f"co-player, {label}")
-            ax.set_title(title, fontsize=9)
-            ax.legend(fontsize=6)
-        for ax in axes:
-            ax.set_xlabel("inner episode", fontsize=8)
-            ax.grid(alpha=0.3)
-    else:
-        fig, axes = plt.subplots(2, 4, figsize=(17, 6.4))
-        for ax, (name, title) in zip(axes.ravel(), CLEANUP_METRICS, strict=False):
-            for group, label in present:
-                values = result[group]["paper_metrics"]["per_inner_episode"][name]
-                ax.plot(episodes, values, styles[group], marker="o", ms=2.5, label=label)
-            ax.set_title(title, fontsize=9)
-            ax.set_xlabel("inner episode", fontsize=8)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        axes.ravel()[-1].axis("off")
-    for ax in fig.axes:
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # inner episodes are whole
-    fig.suptitle(f"{result['env']}: trained meta agents after {result['step']} updates", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
 
 
 def evaluate_workdir(

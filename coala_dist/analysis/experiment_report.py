@@ -2,7 +2,8 @@
 
 Numbers reported per run are the mean of a training metric over the last `final_window` iterations (each iteration's
 value is already a mean over that iteration's meta-batch); across seeds, mean ± sample std (ddof = 1) as in the
-paper's RL figures (mean ± std over 5 seeds, paper App. B.4). Plots use matplotlib's Agg backend.
+paper's RL figures (mean ± std over 5 seeds, paper App. B.4), and beside it the interquartile mean with its 95 %
+stratified-bootstrap interval (`coala_dist.analysis.statistics.seed_summary`). Plots use matplotlib's Agg backend.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from coala_dist.analysis.curves import moving_average
-from coala_dist.analysis.evaluation import defection_rates
+from coala_dist.analysis.ipd_statistics import defection_rates
 from coala_dist.analysis.runs import json_safe
+from coala_dist.analysis.statistics import BOOTSTRAP_RESAMPLES, aggregate_over_seeds, seed_summary
 from coala_dist.analysis.style import color, label
 from coala_dist.console import MARKER_MAX_POINTS, counted, smoothing_note
 
@@ -69,17 +71,20 @@ def final_window_mean(values: Sequence[float], final_window: int) -> float:
     return float(tail.mean()) if tail.size else math.nan
 
 
-def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof = 1; 0 for a single value) over seeds, ignoring NaN."""
-    arr = np.asarray(values, dtype=np.float64)
-    arr = arr[np.isfinite(arr)]
-    if arr.size == 0:
-        return math.nan, math.nan
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-
-
 def _format(mean: float, std: float) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:+.3f} ± {std:.3f}"
+
+
+def _format_iqm(summary: dict[str, float]) -> str:
+    """The IQM cell: "+0.812 [+0.790, +0.830]" (its 95 % stratified-bootstrap interval), or n/a without seeds."""
+    if math.isnan(summary["iqm"]):
+        return "n/a"
+    return f"{summary['iqm']:+.3f} [{summary['iqm_low']:+.3f}, {summary['iqm_high']:+.3f}]"
+
+
+def _cells(summary: dict[str, float]) -> list[str]:
+    """A metric's two table cells: the paper's mean ± std over seeds, then the IQM with its interval."""
+    return [_format(summary["mean"], summary["std"]), _format_iqm(summary)]
 
 
 def write_per_seed_files(out_dir: str, run: dict, metric_names: Sequence[str]) -> None:
@@ -92,16 +97,12 @@ def write_per_seed_files(out_dir: str, run: dict, metric_names: Sequence[str]) -
         writer = csv.writer(f)
         writer.writerow(columns)
         for row in run["metrics"]:
-            writer.writerow(
-                [int(row["iteration"])] + [f"{row.get(c, math.nan):.5g}" for c in columns[1:]]
-            )
+            writer.writerow([int(row["iteration"])] + [f"{row.get(c, math.nan):.5g}" for c in columns[1:]])
     with open(stem + ".json", "w") as f:
         json.dump(report_json(run["result"]), f)
 
 
-def head_to_head_numbers(
-    result: dict, agent_estimators: Sequence[str]
-) -> dict[str, dict[str, float]]:
+def head_to_head_numbers(result: dict, agent_estimators: Sequence[str]) -> dict[str, dict[str, float]]:
     """One run's App. H.3 numbers per rule: means over its agents of the after-training evaluation.
 
     For rule r: `reward_vs_other_rule` / `cooperation_vs_other_rule` average agent i's reward per step / cooperation
@@ -118,28 +119,20 @@ def head_to_head_numbers(
     naive_per_agent = naive_rewards.reshape(num_agents, -1).mean(axis=1)
     out = {}
     for rule in dict.fromkeys(rules):
-        pairs = [
-            (i, j)
-            for i in range(num_agents)
-            for j in range(num_agents)
-            if rules[i] == rule != rules[j]
-        ]
+        pairs = [(i, j) for i in range(num_agents) for j in range(num_agents) if rules[i] == rule != rules[j]]
         out[rule] = {
-            "reward_vs_other_rule": float(
-                np.mean([result["meta_evaluation"]["ego_reward"][i][j] for i, j in pairs])
-            ),
+            "reward_vs_other_rule": float(np.mean([result["meta_evaluation"]["ego_reward"][i][j] for i, j in pairs])),
             "cooperation_vs_other_rule": float(
                 np.mean([result["meta_evaluation"]["cooperate_player_1"][i][j] for i, j in pairs])
             ),
-            "reward_vs_naive": float(
-                np.mean([naive_per_agent[i] for i in range(num_agents) if rules[i] == rule])
-            ),
+            "reward_vs_naive": float(np.mean([naive_per_agent[i] for i in range(num_agents) if rules[i] == rule])),
         }
     return out
 
 
 def summarize_runs(experiment: Experiment, runs: list[dict]) -> dict:
-    """Per estimator: mean ± std over seeds of each headline metric's final value, and of the evaluation numbers."""
+    """Per estimator: each headline metric's final value and each evaluation number over seeds, as
+    `statistics.seed_summary` gives them (n, mean, std, iqm, iqm_low, iqm_high)."""
     summary: dict = {"experiment": experiment.name, "claim": experiment.claim, "estimators": {}}
     for estimator in experiment.estimators:
         mine = [r for r in runs if r["estimator"] == estimator]
@@ -153,16 +146,10 @@ def summarize_runs(experiment: Experiment, runs: list[dict]) -> dict:
             "evaluation": {},
         }
         for metric in experiment.headline_metrics:
-            mean, std = mean_and_std([r["result"]["final"].get(metric, math.nan) for r in mine])
-            entry["final"][metric] = {"mean": mean, "std": std}
+            entry["final"][metric] = seed_summary([r["result"]["final"].get(metric, math.nan) for r in mine])
         for metric in ("ego_reward", "coplayer_reward"):
-            per_run = [
-                float(np.mean(r["result"]["evaluation"][metric]))
-                for r in mine
-                if r["result"]["evaluation"]
-            ]
-            mean, std = mean_and_std(per_run)
-            entry["evaluation"][metric] = {"mean": mean, "std": std}
+            per_run = [float(np.mean(r["result"]["evaluation"][metric])) for r in mine if r["result"]["evaluation"]]
+            entry["evaluation"][metric] = seed_summary(per_run)
         for player, key in (("meta", "cooperate_player_1"), ("naive", "cooperate_player_2")):
             per_run = [
                 defection_rates(r["result"]["evaluation"][key])[0]
@@ -179,37 +166,27 @@ def summarize_runs(experiment: Experiment, runs: list[dict]) -> dict:
                     "min": curves.min(axis=1),
                 }
                 for position, values in per_position.items():
-                    mean, std = mean_and_std(values)
-                    entry["evaluation"][f"defection_{player}_{position}"] = {
-                        "mean": mean,
-                        "std": std,
-                    }
+                    entry["evaluation"][f"defection_{player}_{position}"] = seed_summary(values)
         if experiment.agent_estimators:
             per_run = [head_to_head_numbers(r["result"], experiment.agent_estimators) for r in mine]
             entry["head_to_head"] = {
-                rule: {
-                    key: dict(
-                        zip(
-                            ("mean", "std"),
-                            mean_and_std([p[rule][key] for p in per_run]),
-                            strict=True,
-                        )
-                    )
-                    for key in per_run[0][rule]
-                }
+                rule: {key: seed_summary([p[rule][key] for p in per_run]) for key in per_run[0][rule]}
                 for rule in per_run[0]
             }
         summary["estimators"][estimator] = entry
     return summary
 
 
+def _columns(names: Sequence[str]) -> list[str]:
+    """Two columns per metric (see `_cells`)."""
+    return [column for name in names for column in (name, f"{name}: IQM [95% CI]")]
+
+
 def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> str:
-    """The markdown table of an experiment's numbers (one row per estimator)."""
+    """The markdown table of an experiment's numbers (one row per estimator; per metric, mean ± std and the IQM)."""
     lines = [f"### {experiment.name}", "", f"Claim: {experiment.claim}", ""]
     if experiment.within_meta_episode:
-        header = [
-            "estimator",
-            "seeds",
+        names = [
             "defection meta, episode 1",
             "defection meta, lowest",
             "defection meta, episode M",
@@ -218,6 +195,7 @@ def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> 
             "eval reward/step meta",
             "eval reward/step naive",
         ]
+        header = ["estimator", "seeds", *_columns(names)]
         keys = [
             ("evaluation", "defection_meta_first"),
             ("evaluation", "defection_meta_min"),
@@ -228,32 +206,29 @@ def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> 
             ("evaluation", "coplayer_reward"),
         ]
     else:
-        header = ["estimator", "seeds", *[METRIC_LABELS[m] for m in experiment.headline_metrics]]
+        header = ["estimator", "seeds", *_columns([METRIC_LABELS[m] for m in experiment.headline_metrics])]
         keys = [("final", m) for m in experiment.headline_metrics]
     if experiment.agent_estimators:
         header = [
             "agents",
             "seeds",
-            "reward/step vs the other rule",
-            "cooperation vs the other rule",
-            "reward vs naive",
+            *_columns(["reward/step vs the other rule", "cooperation vs the other rule", "reward vs naive"]),
         ]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for entry in summary["estimators"].values():
             for rule, numbers in entry["head_to_head"].items():
                 cells = [label(rule), str(len(entry["seeds"]))]
-                cells += [_format(v["mean"], v["std"]) for v in numbers.values()]
+                cells += [cell for value in numbers.values() for cell in _cells(value)]
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")  # then the training numbers of the whole pool
-        header = ["pool", "seeds", *[METRIC_LABELS[m] for m in experiment.headline_metrics]]
+        header = ["pool", "seeds", *_columns([METRIC_LABELS[m] for m in experiment.headline_metrics])]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for estimator, entry in summary["estimators"].items():
         cells = [_run_label(experiment, estimator), str(len(entry["seeds"]))]
         for group, key in keys:
-            value = entry[group].get(key, {"mean": math.nan, "std": math.nan})
-            cells.append(_format(value["mean"], value["std"]))
+            cells += _cells(entry[group].get(key) or seed_summary([]))
         lines.append("| " + " | ".join(cells) + " |")
     iterations = sorted({i for e in summary["estimators"].values() for i in e["iterations"]})
     times = [t for e in summary["estimators"].values() for t in e["train_time_s"]]
@@ -267,6 +242,10 @@ def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> 
         lines.append(
             f"Mean over the last {final_window} training iterations per seed, then mean ± std (ddof=1) over seeds."
         )
+    lines.append(
+        "IQM: the interquartile mean over seeds (⌊n/4⌋ of the n seeds' values cut from each end) with its 95 % "
+        f"stratified-bootstrap interval ({BOOTSTRAP_RESAMPLES} resamples; Agarwal et al. 2021)."
+    )
     if times:
         lines.append(
             f"Training iterations per run: {', '.join(map(str, iterations))}; wall time per run "
@@ -282,9 +261,7 @@ def _run_label(experiment: Experiment, estimator: str) -> str:
     return label(estimator)
 
 
-def plot_training_curves(
-    experiment: Experiment, runs: list[dict], path: str, smoothing: int = 5
-) -> None:
+def plot_training_curves(experiment: Experiment, runs: list[dict], path: str, smoothing: int = 5) -> None:
     """One panel per headline metric: mean ± std over seeds against the training iteration, per estimator."""
     import matplotlib
 
@@ -304,14 +281,11 @@ def plot_training_curves(
             if not mine:
                 continue
             length = min(len(r["metrics"]) for r in mine)
-            curves = np.array(
-                [[row.get(metric, math.nan) for row in r["metrics"][:length]] for r in mine]
-            )
+            curves = np.array([[row.get(metric, math.nan) for row in r["metrics"][:length]] for r in mine])
             curves = moving_average(curves, smoothing)
             iterations = np.arange(1, length + 1)
             points = max(points, length)
-            mean = np.nanmean(curves, axis=0)
-            std = np.nanstd(curves, axis=0, ddof=1) if len(mine) > 1 else np.zeros_like(mean)
+            mean, std, _ = aggregate_over_seeds(curves)
             line_color = color(estimator)
             ax.plot(
                 iterations,
@@ -346,11 +320,8 @@ def plot_within_meta_episode(experiment: Experiment, runs: list[dict], path: str
             mine = [r for r in runs if r["estimator"] == estimator and r["result"]["evaluation"]]
             if not mine:
                 continue
-            curves = np.stack(
-                [defection_rates(r["result"]["evaluation"][key])[0] for r in mine]
-            )  # [seeds, M]
-            mean = curves.mean(axis=0)
-            std = curves.std(axis=0, ddof=1) if len(mine) > 1 else np.zeros_like(mean)
+            curves = np.stack([defection_rates(r["result"]["evaluation"][key])[0] for r in mine])  # [seeds, M]
+            mean, std, _ = aggregate_over_seeds(curves)
             episodes = np.arange(1, curves.shape[1] + 1)
             line_color = color(estimator)
             ax.plot(

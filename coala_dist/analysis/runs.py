@@ -1,7 +1,10 @@
-"""Runs on disk: a work directory's per-iteration metrics and saved config, strict JSON, and where reports may go.
+"""Runs on disk: a work directory's per-iteration metrics, saved config and newest state, strict JSON, and where
+reports may go.
 
 A work directory written by `coala train` (or any launch) holds `metrics.csv` (one row per iteration) and
-`checkpoints/<step>/` whose `config` item is the experiment config as JSON (coala_dist/checkpoint.py).
+`checkpoints/<step>/` whose `config` item is the experiment config as JSON (coala_dist/checkpoint.py). Reading metrics
+and configs needs no JAX; `restore_workdir` (the state, for `coala eval` and `coala snr`) imports the builder when
+called.
 
 The published results live in the repository's `results/` folder; runs whose numbers mean nothing (`coala
 experiment --smoke`, `coala bench --quick`) never write there (`in_published_results`).
@@ -14,13 +17,17 @@ import dataclasses
 import math
 import os
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ml_collections
 import numpy as np
 
 from coala_dist.analysis.style import label
 from coala_dist.config import default_config
+
+if TYPE_CHECKING:
+    from coala_dist.builder import Components
+    from coala_dist.learner import TrainState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +135,39 @@ def config_from_saved(saved: dict) -> ml_collections.ConfigDict:
 
     write(config, saved)
     return config
+
+
+def restore_workdir(workdir: str, components: Components | None = None) -> tuple[Components, TrainState]:
+    """The components and the newest readable checkpoint's state of a run, built from the config it saved.
+
+    Raises:
+      FileNotFoundError: the workdir has no readable checkpoint.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from coala_dist import keys
+    from coala_dist.builder import build
+    from coala_dist.checkpoint import Checkpointer, abstract_train_state
+
+    saved = saved_config(workdir)
+    if saved is None:
+        raise FileNotFoundError(f"{workdir} has no readable checkpoint (train with --workdir={workdir} first)")
+    config = config_from_saved(saved)
+    components = components or build(config)
+    checkpointer = Checkpointer(
+        workdir, save_every=config.checkpoint.save_every, max_to_keep=config.checkpoint.max_to_keep
+    )
+    try:
+        abstract_state = abstract_train_state(components.learner.init, keys.seed_key(config.seed))
+        state = checkpointer.restore_latest(abstract_state, config)
+    finally:
+        checkpointer.close()
+    if state is None:
+        raise FileNotFoundError(f"{workdir} has no readable checkpoint")
+    # Restored arrays are committed to their device, fresh ones are not, and jit compiles separately for each: as
+    # host copies the state reuses the rollout that `components` compiled for training.
+    return components, jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), state)
 
 
 def load_run(workdir: str) -> Run:

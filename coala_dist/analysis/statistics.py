@@ -36,6 +36,33 @@ def standard_error(values: Sequence[float] | np.ndarray) -> float:
     return float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else 0.0
 
 
+def mean_and_standard_error(values: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """{"mean", "se"}: the mean and its standard error over the finite values (the analytic Fig. 4's "mean ± SE")."""
+    mean, _ = mean_std(values)
+    return {"mean": mean, "se": standard_error(values)}
+
+
+def aggregate_over_seeds(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`mean_std` at every iteration of a set of training curves, vectorised (the paper's RL figures, App. B.4).
+
+    Args:
+      curves: [S, I] one row per seed, NaN where a seed has no value (not reached, or no episode of that kind).
+
+    Returns:
+      mean [I] over the finite values (NaN where none); std [I], the sample standard deviation (ddof = 1) where at
+      least two seeds have a value, 0 where one has, NaN where none; count [I] int, the seeds with a value.
+    """
+    curves = np.asarray(curves, dtype=np.float64)
+    finite = np.isfinite(curves)
+    count = finite.sum(axis=0)
+    filled = np.where(finite, curves, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, filled.sum(axis=0) / np.maximum(count, 1), np.nan)
+        squares = np.where(finite, (curves - mean) ** 2, 0.0).sum(axis=0)
+        std = np.where(count > 1, np.sqrt(squares / np.maximum(count - 1, 1)), np.where(count == 1, 0.0, np.nan))
+    return mean, std, count
+
+
 def quantiles(values: Sequence[float] | np.ndarray) -> dict[str, float]:
     """Median and interquartile range (25th and 75th percentiles, linear interpolation) of a sample, as floats."""
     q25, median, q75 = np.percentile(np.asarray(values, np.float64), [25, 50, 75])

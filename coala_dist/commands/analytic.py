@@ -55,21 +55,21 @@ def _settings(config, figure: str) -> dict:
 
 def main(argv: list[str]) -> None:
     from coala_dist.analysis import analytic_plots, analytic_report
-    from coala_dist.analytic import experiments
+    from coala_dist.analytic import figures
 
     requested = argv[1:]
-    valid = (*experiments.FIGURES, "all")
+    valid = (*figures.FIGURES, "all")
     if not requested or any(name not in valid for name in requested):
         raise UsageError(f"give one or more of {', '.join(valid)}; got {requested or 'nothing'}")
     if _SEEDS.value is not None and _SEEDS.value < 2:
         raise UsageError(f"--seeds must be >= 2 (quantiles need several seeds), got {_SEEDS.value}")
-    figures = experiments.FIGURES if "all" in requested else tuple(dict.fromkeys(requested))
+    chosen = figures.FIGURES if "all" in requested else tuple(dict.fromkeys(requested))
     out_dir = pathlib.Path(_OUT.value)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = _CONFIG.value
-    for figure in figures:
+    for figure in chosen:
         start = time.perf_counter()
-        result = experiments.RUNNERS[figure](config, _SEEDS.value)
+        result = figures.RUNNERS[figure](config, _SEEDS.value)
         wall_time = time.perf_counter() - start
         analytic_plots.PLOTTERS[figure](result, out_dir / f"{figure}.png")
         analytic_report.write_result(result, out_dir, _command_line(figure), wall_time, _settings(config, figure))

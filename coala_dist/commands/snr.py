@@ -60,7 +60,7 @@ def main(argv: list[str]) -> None:
     from coala_dist.checkpoint import IncompatibleCheckpointError
 
     if _WORKDIR.value:
-        from coala_dist.analysis.evaluation import restore_workdir
+        from coala_dist.analysis.runs import restore_workdir
 
         out = _OUT.value or os.path.join(_WORKDIR.value, "snr.json")
         try:
