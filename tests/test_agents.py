@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -104,7 +105,7 @@ def test_load_agent_refuses_what_is_not_an_agent(exported, tmp_path):
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     for name in (MANIFEST, "config.json"):
-        (damaged / name).write_text(open(os.path.join(exported, name)).read())
+        shutil.copy(os.path.join(exported, name), damaged / name)
     with np.load(os.path.join(exported, PARAMS_FILE)) as archive:
         flat = {k: archive[k] for k in archive.files}
     first = sorted(flat)[0]
