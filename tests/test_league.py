@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from coala_dist.analysis.evaluation import fit_extortion
-from coala_dist.league import league, report, zoo
+from coala_dist.league import exploiter, league, mismatch, report, zoo
 from coala_dist.league.match import FrozenHawk, Game, MemoryOne, NaiveHawk, match_batch_size, play
 from coala_dist.pool import select_params
 from coala_dist.train import train
@@ -156,6 +156,7 @@ def workdir(tiny_config, tiny_components, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_league_command(workdir, tmp_path):
     out = tmp_path / "league"
     done = coala(
@@ -183,8 +184,92 @@ def test_league_refuses_bad_input_in_one_line(workdir, tmp_path):
         ((f"--agents={workdir}", "--zoo=always_sometimes"), "unknown player(s) always_sometimes"),
         ((f"--agents={workdir}", "--meta_episodes=1"), "--meta_episodes must be >= 2"),
         (("--zoo=none",), "at least two players"),
+        ((f"--agents={workdir}", "--mismatch", "--naive_rules=ppo"), "--naive_rules: unknown ppo"),
+        ((f"--agents={workdir}", "--mismatch", "--naive_batch_sizes=0"), "values > 0"),
+        ((f"--agents={workdir}", "--mismatch", "--exploiter"), "separate studies"),
     ):
         done = coala("league", *args, f"--out={tmp_path / 'out'}")
         assert done.returncode == 2, (args, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and words in lines[0], (args, done.stderr)
+
+
+def test_mismatch_settings_vary_one_factor_at_a_time():
+    got = mismatch.settings(16, (1, 16, 64), (0.3, 1.0), ("a2c", "pg"))
+    assert got == [
+        {"factor": "training", "batch_size": 16, "lr_multiplier": 1.0, "rule": "a2c"},
+        {"factor": "batch_size", "batch_size": 1, "lr_multiplier": 1.0, "rule": "a2c"},
+        {"factor": "batch_size", "batch_size": 64, "lr_multiplier": 1.0, "rule": "a2c"},
+        {"factor": "lr_multiplier", "batch_size": 16, "lr_multiplier": 0.3, "rule": "a2c"},
+        {"factor": "rule", "batch_size": 16, "lr_multiplier": 1.0, "rule": "pg"},
+    ]
+
+
+def test_pg_naive_learner_has_no_critic(tiny_components):
+    """Rule "pg": the value loss has weight 0, so the zero-initialised value head never moves (REINFORCE with the
+    batch-normalised return as advantage), while the policy does."""
+    reference = dict(league.reference_description([]))
+    reference["policy"] = {"num_actions": 2, "obs_dim": 5, **tiny_components.config.policy.to_dict()}
+    player = zoo.naive_player(reference, rule="pg", lr_multiplier=3.0, batch_size=4)
+    assert player.name == "naive-B4-lr×3-pg" and player.kind.learner.value_coefficient == 0.0
+    learner = player.kind.learner
+    params = player.kind.start((), jax.random.PRNGKey(0), 4)[0]
+    obs = jax.nn.one_hot(jax.random.randint(jax.random.PRNGKey(1), (4, 3), 0, 5), 5)
+    actions = jax.random.randint(jax.random.PRNGKey(2), (4, 3), 0, 2)
+    rewards = jax.random.normal(jax.random.PRNGKey(3), (4, 3))
+    new, _ = jax.jit(learner.update)(params, learner.init(params), obs, actions, rewards)
+    np.testing.assert_array_equal(new["value_head"]["kernel"], 0.0)
+    assert float(jnp.abs(new["policy_head"]["kernel"]).sum()) > 0.0
+
+
+@pytest.mark.slow
+def test_mismatch_study_on_a_tiny_agent(workdir, tmp_path):
+    players, descriptions = league.load_players([workdir], log=lambda line: None)
+    result = mismatch.run_mismatch(
+        players[:1],
+        descriptions[:1],
+        batch_sizes=(2,),
+        lr_multipliers=(1.0,),
+        rules=("pg",),
+        meta_episodes=2,
+        log=lambda line: None,
+    )
+    assert [(r["factor"], r["batch_size"], r["rule"]) for r in result["rows"]] == [
+        ("training", 4, "a2c"),
+        ("batch_size", 2, "a2c"),
+        ("rule", 4, "pg"),
+    ]
+    for row in result["rows"]:
+        assert -1.0 <= row["shaper_reward"] <= 2.0 and -1.0 <= row["naive_reward"] <= 2.0
+        assert row["shaper_reward_se"] >= 0.0
+    assert [g["agents"] for g in result["groups"]] == [1, 1, 1]
+    mismatch.write_mismatch(result, str(tmp_path))
+    for name in ("mismatch.json", "mismatch.csv", "mismatch.md", "mismatch.png"):
+        assert os.path.getsize(tmp_path / name) > 0
+    assert "(training)" in (tmp_path / "mismatch.md").read_text()
+
+
+@pytest.mark.slow
+def test_exploiter_trains_against_the_frozen_agent_only(workdir, tmp_path):
+    players, descriptions = league.load_players([workdir], log=lambda line: None)
+    target = players[0]
+    reference = dict(descriptions[0])
+    result = exploiter.exploitability(
+        [target],
+        [reference],
+        zoo.ipd_zoo(["always_defect"], reference),
+        iterations=2,
+        meta_batch_size=2,
+        meta_episodes=2,
+        log=lambda line: None,
+    )
+    row = result["rows"][0]
+    assert [h["iteration"] for h in row["history"]] == [1, 2]
+    assert set(row["reward_vs_each_zoo_player"]) == {"always_defect"}
+    # Against always-defect a player earns at most 0 (mutual defection) per step.
+    assert row["reward_vs_zoo"] <= 1e-6
+    for key in ("reward_vs_exploiter", "exploiter_reward"):
+        assert -1.0 <= row[key] <= 2.0
+    exploiter.write_exploitability(result, str(tmp_path))
+    assert os.path.getsize(tmp_path / "exploitability.png") > 0
+    assert "| agent |" in (tmp_path / "exploitability.md").read_text()

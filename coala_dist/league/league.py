@@ -211,6 +211,34 @@ def play_seating(
 
 
 @dataclasses.dataclass
+class PairResult:
+    """Two players' games: `samples` metric -> (p's per-meta-episode values against q, q's against p), both seats
+    pooled; `seatings` (seat-1 name, seat-2 name) -> `play_seating`'s output keyed by seat."""
+
+    samples: dict[str, tuple[np.ndarray, np.ndarray]]
+    seatings: dict[tuple[str, str], dict[str, np.ndarray]]
+
+
+def play_pair(p: Player, q: Player, game: Game, meta_episodes: int, seed: int) -> PairResult:
+    """`meta_episodes` meta-episodes with p in seat 1 and as many with q in seat 1; a player against itself plays
+    2·`meta_episodes` in one seating, and a meta-episode's sample is then the mean of its two seats."""
+    if p is q or p.name == q.name:
+        out = play_seating(p, p, game, 2 * meta_episodes, seed)
+        own = {"reward": (out["reward_1"] + out["reward_2"]) / 2}
+        for stem in seat_metrics(out):
+            own[stem] = (out[f"{stem}_player_1"] + out[f"{stem}_player_2"]) / 2
+        return PairResult({k: (v, v) for k, v in own.items()}, {(p.name, p.name): out})
+    first = play_seating(p, q, game, meta_episodes, seed)
+    second = play_seating(p, q, game, meta_episodes, seed, swap=True)
+    samples = {
+        metric: (np.concatenate([first[one], second[one]]), np.concatenate([first[two], second[two]]))
+        for metric, (one, two) in _seat_keys(first).items()
+    }
+    seatings = {(p.name, q.name): first, (q.name, p.name): {k: second[_other(k)] for k in second}}
+    return PairResult(samples, seatings)
+
+
+@dataclasses.dataclass
 class LeagueResult:
     """What a league measured.
 
@@ -267,24 +295,11 @@ def run_league(
     done = 0
     for i in range(count):
         for j in range(i, count):
-            p, q = players[i], players[j]
-            if i == j:
-                out = play_seating(p, p, spec, 2 * meta_episodes, seed)
-                seatings[(p.name, p.name)] = out
-                # Both seats are the player: a meta-episode's sample is the mean of the two.
-                own = {"reward": (out["reward_1"] + out["reward_2"]) / 2}
-                for stem in seat_metrics(out):
-                    own[stem] = (out[f"{stem}_player_1"] + out[f"{stem}_player_2"]) / 2
-                for metric, values in own.items():
-                    _matrix(samples, metric, count)[i][i] = values
-            else:
-                first = play_seating(p, q, spec, meta_episodes, seed)
-                second = play_seating(p, q, spec, meta_episodes, seed, swap=True)
-                seatings[(p.name, q.name)] = first
-                seatings[(q.name, p.name)] = {k: second[_other(k)] for k in second}  # keyed by seat again
-                for metric, (one, two) in _seat_keys(first).items():
-                    _matrix(samples, metric, count)[i][j] = np.concatenate([first[one], second[one]])
-                    _matrix(samples, metric, count)[j][i] = np.concatenate([first[two], second[two]])
+            pair = play_pair(players[i], players[j], spec, meta_episodes, seed)
+            seatings.update(pair.seatings)
+            for metric, (mine, theirs) in pair.samples.items():
+                _matrix(samples, metric, count)[i][j] = mine
+                _matrix(samples, metric, count)[j][i] = theirs
             done += 1
             if done == pairs or done % max(1, pairs // 10) == 0:
                 log(f"  played {done}/{pairs} pairs ({time.perf_counter() - start:.0f} s)")

@@ -116,9 +116,9 @@ def plot_league(summary: dict[str, Any], path: str) -> None:
     names = [p["name"] for p in summary["players"]]
     count = len(names)
     metrics = list(summary["matrices"])
-    size = max(4.5, 0.75 * count + 2.5)
+    size = max(5.0, 0.9 * count + 2.5)
     fig, axes = plt.subplots(1, len(metrics), figsize=(size * len(metrics), size * 0.9), squeeze=False)
-    font = max(4.0, min(8.0, 60.0 / max(count, 1)))
+    font = max(5.0, min(9.0, 100.0 / max(count, 1)))
     for ax, metric in zip(axes[0], metrics, strict=True):
         mean = np.asarray(summary["matrices"][metric]["mean"], np.float64)
         se = np.asarray(summary["matrices"][metric]["se"], np.float64)
@@ -148,7 +148,7 @@ def plot_league(summary: dict[str, Any], path: str) -> None:
         "mean ± standard error over meta-episodes",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
