@@ -1,24 +1,9 @@
 """Exported agents: one trained meta agent as a self-describing folder, and `load_agent` to step it.
 
-Where the parameters come from: a run's checkpoint (coala_dist/checkpoint.py) is an Orbax step folder
-`WORKDIR/checkpoints/<iteration>/` with three items:
-
-* `state`: the whole `TrainState` (coala_dist/learner.py). Every meta agent's policy parameters are stacked on a
-  leading agent axis, `meta_params` leaves [P, ...] (P = `population_size_meta`; agent i is `leaf[i]`), as are
-  their Adam states (`opt_state`); `naive_params` stacks the K naive initialisations on [K, ...]; then the run
-  key, the update step, the policy version and the skipped-update counter;
-* `config`: the experiment config as JSON (`policy.*` and `env.*` rebuild the network: `HawkPolicy(num_actions,
-  **policy)` with `num_actions` and `obs_dim` from the environment);
-* `meta`: JSON with the step, the config hash, the wall time and the skipped-update streak.
-
-`coala export --workdir=W --out=DIR [--agent=i]` writes one agent `i` of the newest readable checkpoint as
-
-    DIR/agent.json   the manifest (`FORMAT`, version 1): name, estimator, agent index, seed, iteration, the policy
-                     fields with num_actions and obs_dim, the game it was trained in (env, T, M, B), the naive
-                     learners it was trained against, the run's final metrics, the code's git commit, the
-                     parameters' file and sha256
-    DIR/params.npz   the policy parameters, one array per leaf, named by their path ("residual_block_0/...")
-    DIR/config.json  the run's whole config (provenance)
+`coala export --workdir=W --out=DIR [--agent=i]` takes agent i's slice of the leading agent axis of the newest
+readable checkpoint's `meta_params` and writes DIR/agent.json (the manifest), DIR/params.npz and DIR/config.json.
+Both layouts, the checkpoint's and the agent folder's, are documented in one place:
+docs/architecture.md#checkpoints-and-exported-agents.
 
 No Orbax and no config machinery is needed to read it back:
 
@@ -235,7 +220,7 @@ def final_metrics(workdir: str) -> dict[str, Any]:
         means[key] = float(values.mean()) if values.size else None
     return json_safe(
         {
-            "last_iteration": {k: rows[-1][k] for k in keys},
+            "last_iteration": {k: int(rows[-1][k]) if k == "iteration" else rows[-1][k] for k in keys},
             "final_window": {"iterations": [int(rows[-window]["iteration"]), int(rows[-1]["iteration"])], **means},
         }
     )

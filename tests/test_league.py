@@ -273,3 +273,28 @@ def test_exploiter_trains_against_the_frozen_agent_only(workdir, tmp_path):
     exploiter.write_exploitability(result, str(tmp_path))
     assert os.path.getsize(tmp_path / "exploitability.png") > 0
     assert "| agent |" in (tmp_path / "exploitability.md").read_text()
+
+
+def test_cleanup_bots_do_what_their_names_say():
+    """Clean Up-lite's scripted bots, both seats: the cleaner cleans and harvests at most the one apple that can spawn
+    under it before it leaves the orchard; the harvester cleans at most the dirt it starts on."""
+    game = {
+        "env": "cleanup_lite",
+        "inner_episode_length": 8,
+        "env_kwargs": {},
+        "num_inner_episodes": 2,
+        "batch_size": 4,
+    }
+    env = league.make_game(game).env
+    players = zoo.cleanup_zoo(["always_clean", "never_clean", "random"], {}, env)
+    result = league.run_league(players, game, meta_episodes=4, log=lambda line: None)
+    names = [p.name for p in result.players]
+    clean, harvest = names.index("always_clean"), names.index("never_clean")
+    per_step_bound = 1.0 / game["inner_episode_length"]
+    for opponent in range(len(names)):
+        assert result.cell("reward", clean, opponent)["mean"] <= per_step_bound + 1e-6
+        assert result.cell("cleaned", harvest, opponent)["mean"] <= per_step_bound + 1e-6
+        assert result.cell("cleaned", clean, opponent)["mean"] > 0.05
+        assert result.cell("zapped", opponent, clean)["mean"] == 0.0  # scripted bots never zap
+    assert result.cell("reward", harvest, clean)["mean"] > result.cell("reward", clean, harvest)["mean"]
+    assert set(result.samples) == {"reward", "apple", "cleaned", "frozen", "zapped"}

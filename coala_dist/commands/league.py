@@ -3,7 +3,8 @@
 Each --agents entry is a run's workdir (every meta agent of its newest checkpoint), an exported agent (coala
 export) or a folder holding either (an experiment's runs, results/agents/). The zoo (IPD): always_cooperate,
 always_defect, random, tit_for_tat, zd_extortion (χ = 3) and naive (a fresh naive A2C learner with the first agent's
-training hyperparameters). Every pair plays --meta_episodes meta-episodes in each seating; a player meets itself too.
+training hyperparameters); Clean Up-lite: always_clean, never_clean, random and naive. Every pair plays
+--meta_episodes meta-episodes in each seating; a player meets itself too.
 
 Writes reward and cooperation matrices (CSV, JSON with standard errors, a heatmap PNG), a per-player table (mean
 over opponents, IQM with a 95 % stratified-bootstrap interval) and a per-estimator table across seeds to --out
@@ -55,7 +56,7 @@ def default_out(sources: list[str]) -> str:
 
 def zoo_names(value: str, env: str) -> list[str]:
     """The zoo players named by --zoo for this environment."""
-    from coala_dist.league.zoo import IPD_ZOO, ZOOS
+    from coala_dist.league.zoo import ZOOS
 
     if value == "none":
         return []
@@ -66,11 +67,12 @@ def zoo_names(value: str, env: str) -> list[str]:
             raise UsageError(f"--zoo={value} cannot play {env}; use --zoo=none or --zoo=auto")
         return list(ZOOS[value])
     names = [name.strip() for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in IPD_ZOO]
+    valid = ZOOS.get(env, ())
+    unknown = [name for name in names if name not in valid]
     if unknown:
-        raise UsageError(f"--zoo: unknown player(s) {', '.join(unknown)}; valid: auto, none, ipd, {', '.join(IPD_ZOO)}")
-    if env != "ipd":
-        raise UsageError(f"--zoo: {', '.join(names)} play the IPD, not {env}")
+        raise UsageError(
+            f"--zoo: unknown player(s) {', '.join(unknown)} for {env}; valid: auto, none, {env}, {', '.join(valid)}"
+        )
     return names
 
 
@@ -86,7 +88,7 @@ def main(argv: list[str]) -> None:
     from coala_dist.checkpoint import IncompatibleCheckpointError
     from coala_dist.commands import check_writable_dir
     from coala_dist.league import league, report
-    from coala_dist.league.zoo import ipd_zoo
+    from coala_dist.league.zoo import zoo_players
 
     out = _OUT.value or default_out(sources)
     start = time.perf_counter()
@@ -103,10 +105,11 @@ def main(argv: list[str]) -> None:
         _mismatch(players, descriptions, out, start)
         return
     names = zoo_names(_ZOO.value, game["env"])
+    zoo = zoo_players(names, league.reference_description(descriptions), league.make_game(game).env, game["env"])
     if _EXPLOITER.value:
-        _exploiter(players, descriptions, ipd_zoo(names, league.reference_description(descriptions)), out, start)
+        _exploiter(players, descriptions, zoo, out, start)
         return
-    players += ipd_zoo(names, league.reference_description(descriptions)) if names else []
+    players += zoo
     if len(players) < 2:
         raise UsageError("a league needs at least two players: name --agents, or leave --zoo=auto")
     taken = {p.name for p in players if not p.zoo}

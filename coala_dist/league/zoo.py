@@ -15,6 +15,12 @@ The ZD extortioner enforces s_own − P = χ (s_other − P) on long-run average
 1/14 it cooperates with probability 6/7 after CC, 1/2 after CD, 5/14 after DC and never after DD. It opens as after
 mutual cooperation (p₁): the family fixes only the four conditional probabilities.
 
+Clean Up-lite (`coala_dist.envs.cleanup_lite`, paper App. B.1.2): scripted bots reading their own position and the
+cells' contents from the observation: `always_clean` walks to the river and from dirt to the nearest other dirt
+(cleaning is visiting), waiting on the river when it is clean; `never_clean` walks to the orchard and from apple to
+the nearest other apple, never entering the river (it cleans only if it starts on dirt); `random` picks any of the
+six actions uniformly. None of them zaps except `random`.
+
 `naive` is a fresh naive learner with the training hyperparameters (paper App. B.2, Table 8: one A2C step per
 inner episode on its B trajectories), drawn from the policy initialisation the run's naive learners were drawn
 from, a new draw every meta-episode. `naive_player` also makes the mismatched ones: another batch size B, the
@@ -23,8 +29,11 @@ learning rate times a factor, or another rule (`NAIVE_RULES`).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from coala_dist.league.match import MemoryOne, NaiveHawk, Player
@@ -132,4 +141,76 @@ def ipd_zoo(names: tuple[str, ...] | list[str], reference: dict[str, Any]) -> li
     return players
 
 
-ZOOS = {"ipd": IPD_ZOO}
+CLEANUP_BOTS = ("always_clean", "never_clean", "random")
+CLEANUP_ZOO = (*CLEANUP_BOTS, "naive")
+
+
+@dataclasses.dataclass(frozen=True)
+class CleanupBot:
+    """A scripted Clean Up-lite player (module docstring). Data: `()`.
+
+    Attributes:
+      mode: "always_clean", "never_clean" or "random".
+      grid_height, grid_width: the grid (the river is the last column, the orchard the first).
+    """
+
+    mode: str
+    grid_height: int
+    grid_width: int
+    batch_size: int | None = None
+
+    def start(self, data, key, batch):
+        del data, key, batch
+        return ()
+
+    def act(self, data, carry, obs, long_position, t, key):
+        from coala_dist.envs.cleanup_lite import APPLE, DIRT, MOVE_DOWN, MOVE_LEFT, MOVE_RIGHT, MOVE_UP, NOOP
+
+        del data, long_position, t
+        if self.mode == "random":
+            return jax.random.randint(key, obs.shape[:1], 0, 6).astype(jnp.int32), carry
+        cells = self.grid_height * self.grid_width
+        cell = jnp.argmax(obs[:, :cells], axis=-1)
+        row, col = cell // self.grid_width, cell % self.grid_width
+        contents = obs[:, 2 * cells : 5 * cells].reshape(-1, self.grid_height, self.grid_width, 3)
+        column, kind, step = (
+            (self.grid_width - 1, DIRT, MOVE_RIGHT) if self.mode == "always_clean" else (0, APPLE, MOVE_LEFT)
+        )
+        wanted = contents[:, :, column, kind] > 0.5  # [b, rows]
+        rows = jnp.arange(self.grid_height)
+        # The cell it stands on is cleaned (harvested) this step whatever it does: head for the nearest other one.
+        wanted = jnp.logical_and(wanted, rows[None, :] != row[:, None])
+        distance = jnp.where(wanted, jnp.abs(rows[None, :] - row[:, None]), self.grid_height + 1)
+        target = jnp.argmin(distance, axis=-1)
+        along = jnp.where(target < row, MOVE_UP, jnp.where(target > row, MOVE_DOWN, NOOP))
+        along = jnp.where(jnp.any(wanted, axis=-1), along, NOOP)
+        action = jnp.where(col == column, along, step)
+        return action.astype(jnp.int32), carry
+
+    def end_inner_episode(self, data, carry, obs, actions, rewards, learns):
+        del data, obs, actions, rewards, learns
+        return carry
+
+
+def cleanup_zoo(names: tuple[str, ...] | list[str], reference: dict[str, Any], env: Any) -> list[Player]:
+    """The Clean Up-lite zoo's players named in `names` (`CLEANUP_ZOO`) for the grid of `env`."""
+    players = []
+    for name in names:
+        if name == "naive":
+            players.append(naive_player(reference))
+        elif name in CLEANUP_BOTS:
+            kind = CleanupBot(name, env.grid_height, env.grid_width)
+            players.append(Player(name=name, kind=kind, data=(), group=name, zoo=True, info={"kind": "scripted"}))
+        else:
+            raise ValueError(f"unknown Clean Up zoo player {name!r}; valid: {', '.join(CLEANUP_ZOO)}")
+    return players
+
+
+ZOOS = {"ipd": IPD_ZOO, "cleanup_lite": CLEANUP_ZOO}
+
+
+def zoo_players(names: tuple[str, ...] | list[str], reference: dict[str, Any], env: Any, env_name: str) -> list[Player]:
+    """The zoo players `names` of environment `env_name`."""
+    if env_name == "cleanup_lite":
+        return cleanup_zoo(names, reference, env)
+    return ipd_zoo(names, reference)
