@@ -191,10 +191,11 @@ def plot_mismatch(result: dict[str, Any], path: str) -> None:
                 )
             if factor == "rule":
                 ax.set_xticks(xs, values)
-            elif factor == "batch_size":
-                ax.set_xscale("log", base=2)
+                ax.set_xlim(-0.5, len(values) - 0.5)
             else:
                 ax.set_xscale("log")
+                ax.minorticks_off()
+                ax.set_xticks(xs, [f"{v:g}" for v in values])
         ax.axhline(1.0, color="grey", lw=0.6, ls=":")
         ax.set_xlabel(
             {
