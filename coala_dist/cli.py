@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scale": ("coala_dist.commands.scale", "change the actor count of a running job (--workdir, --num_actors)"),
     "plot": ("coala_dist.commands.plot", "training curves of runs, mean ± std over seeds (WORKDIR... --out)"),
     "eval": ("coala_dist.commands.eval", "trained agents vs fresh naive learners and each other (--workdir)"),
+    "export": ("coala_dist.commands.export", "one trained meta agent as a self-describing folder (--workdir, --out)"),
+    "league": ("coala_dist.commands.league", "agents and a zoo of reference co-players, every pair, both seats"),
     "snr": ("coala_dist.commands.snr", "policy-gradient signal-to-noise per estimator, before spending compute"),
     "bench": ("coala_dist.commands.bench", "throughput benchmark and FLOP limit, as JSON (--out, --quick)"),
 }
