@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "scale": ("coala_dist.commands.scale", "change the actor count of a running job (--workdir, --num_actors)"),
     "plot": ("coala_dist.commands.plot", "training curves of runs, mean ± std over seeds (WORKDIR... --out)"),
-    "eval": ("coala_dist.commands.eval", "trained agents vs fresh naive learners and each other (--workdir)"),
+    "eval": ("coala_dist.commands.eval", "trained agents vs fresh naive learners and each other (--workdir, --agent)"),
     "export": ("coala_dist.commands.export", "one trained meta agent as a self-describing folder (--workdir, --out)"),
     "league": ("coala_dist.commands.league", "agents and a zoo of reference co-players, every pair, both seats"),
     "snr": ("coala_dist.commands.snr", "policy-gradient signal-to-noise per estimator, before spending compute"),

@@ -96,7 +96,7 @@ CASES = [
      "coalla"),
     ("misspelled command", ["trian", "--config=ipd_tiny"], 2, "unknown command 'trian'; did you mean 'train'?"),
     ("plot of nothing", ["plot"], 2, "give one or more WORKDIRs"),
-    ("eval without a workdir", ["eval"], 2, "--workdir is required"),
+    ("eval without a workdir", ["eval"], 2, "--workdir (a run) or --agent (an exported agent) is required"),
     ("plot of a folder without metrics", ["plot", "SAVED", "--out=WORK/fig.png"], 1, "metrics.csv"),
     ("unreachable Ray cluster", ["train", "--config=ipd_tiny", "--launch=ray", "--ray_address=127.0.0.1:1",
                                  "--workdir=WORK"], 1, "cannot reach the Ray cluster at --ray_address=127.0.0.1:1"),

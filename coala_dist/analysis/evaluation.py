@@ -23,12 +23,20 @@ arrays concatenated over batches):
   initialisations (the ones it trained against, paper App. B.2) and learns by A2C after each of the M inner
   episodes; between meta agents nobody learns inside a meta-episode (paper App. B.2).
 
+* `evaluate_agent` (`coala eval --agent`): an exported agent (`coala_dist.agents`) against fresh naive learners of
+  the settings its manifest records (`league.zoo.naive_player`: a new draw of the policy's initialisation every
+  meta-episode, the training rule and hyperparameters), played by the league's match engine (`league.match.play`,
+  which is the training rollout action for action) with the key stream `keys.EVALUATION_AGAINST_NAIVE`. The agent's
+  π(C | h) comes from `evaluate_actions` along each meta-trajectory. The result is `evaluate`'s with the vs_naive
+  group only, and `coala eval --workdir`'s numbers for the same episodes (tests/test_eval_agent.py).
+
 The statistics come from `ipd_statistics` and `cleanup_metrics`, the text tables and PNG from `evaluation_report`, and
 the restored run from `runs.restore_workdir`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -44,7 +52,10 @@ from coala_dist.analysis.evaluation_report import format_report, plot_evaluation
 from coala_dist.analysis.ipd_statistics import IPD_STATE_NAMES, cooperation_by_state, fit_extortion, pooled_probability
 from coala_dist.analysis.runs import json_safe, restore_workdir
 from coala_dist.builder import Components
+from coala_dist.league import match
+from coala_dist.league.match import FrozenHawk, Game, NaiveHawk, PlayerKind, match_batch_size
 from coala_dist.learner import TrainState
+from coala_dist.networks.policy import evaluate_actions
 from coala_dist.pool import select_params
 from coala_dist.rollout import MetaEpisode
 
@@ -173,14 +184,18 @@ def _select(episodes: MetaEpisode, mask: np.ndarray) -> MetaEpisode:
 def summarize_group(episodes: MetaEpisode, components: Components) -> dict[str, Any]:
     """Per-inner-episode means and stds of every rollout metric, and the env-specific tables, for one group."""
     config = components.config
-    env = components.env
-    length = config.env.inner_episode_length
+    return summarize_episodes(episodes, config.env.name, components.env, config.env.inner_episode_length)
+
+
+def summarize_episodes(episodes: MetaEpisode, env_name: str, env: Any, length: int) -> dict[str, Any]:
+    """`summarize_group` of host episodes [n, ...] played in `env` (named `env_name`, inner episodes of T = `length`
+    steps): what `coala eval` reports for one co-player type."""
     summary: dict[str, Any] = {"episodes": int(episodes.actions.shape[0])}
     summary["per_inner_episode"] = {
         name: {"mean": values.mean(axis=0).tolist(), "std": values.std(axis=0).tolist()}
         for name, values in ((k, np.asarray(v, np.float64)) for k, v in episodes.metrics.items())
     }
-    if config.env.name == "ipd":
+    if env_name == "ipd":
         probability, visits = cooperation_by_state(episodes.obs, episodes.actions, episodes.behaviour_logp, length)
         pooled = pooled_probability(probability, visits)
         payoffs = (env.temptation, env.reward, env.punishment, env.sucker)
@@ -196,7 +211,7 @@ def summarize_group(episodes: MetaEpisode, components: Components) -> dict[str, 
             "per_inner_episode": {name: values[:-1] for name, values in fit.items()},
             "overall": {name: values[-1] for name, values in fit.items()},
         }
-    elif config.env.name == "cleanup_lite":
+    elif env_name == "cleanup_lite":
         summary["paper_metrics"] = cleanup_paper_metrics(episodes.metrics, length)
     return summary
 
@@ -244,11 +259,162 @@ def evaluate_workdir(
     """
     components, state = restore_workdir(workdir, components)
     result = json_safe(evaluate(components, state, rounds))
-    out_dir = out_dir or os.path.join(workdir, "eval")
+    _write_evaluation(result, out_dir or os.path.join(workdir, "eval"), log)
+    return result
+
+
+def _write_evaluation(result: dict[str, Any], out_dir: str, log: Callable[[str], None]) -> None:
+    """eval.json, eval.png and the text report of an evaluation."""
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "eval.json"), "w") as f:
         json.dump(result, f, indent=1)
     plot_evaluation(result, os.path.join(out_dir, "eval.png"))
     log(format_report(result))
     log(f"wrote {os.path.join(out_dir, 'eval.json')} and {os.path.join(out_dir, 'eval.png')}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# An exported agent (`coala eval --agent`).
+# Meta-episodes per evaluation round of an agent whose folder holds no readable config.json (its meta_batch_size).
+DEFAULT_AGENT_ROUND = 16
+
+
+@functools.lru_cache(maxsize=16)
+def _agent_match(agent: FrozenHawk, coplayer: PlayerKind, game: Game, batched_coplayer: bool) -> Callable:
+    """`f(agent_params, coplayer_data, keys[n]) -> (trajectory, logp, value, metrics)`, jitted once per pair of kinds:
+    n meta-episodes of the league's match engine (`league.match.play`) with the agent in seat 1, trajectories kept,
+    and the agent's log π(aₗ | hₗ) and value along each of its meta-trajectories (`evaluate_actions`, the learner's
+    way: the same π the acting steps sampled from). `coplayer_data` has a leading [n] axis if `batched_coplayer`."""
+    batch = match_batch_size(agent, coplayer, game.batch_size)
+
+    def many(agent_params, coplayer_data, episode_keys):
+        def one(data, key):
+            trajectory, metrics = match.play(agent, coplayer, game, batch, agent_params, data, key)
+            logp, _, value = evaluate_actions(agent.policy, agent_params, trajectory["obs_1"], trajectory["actions_1"])
+            return trajectory, logp, value, metrics
+
+        return jax.vmap(one, in_axes=(0 if batched_coplayer else None, 0))(coplayer_data, episode_keys)
+
+    return jax.jit(many)
+
+
+def play_agent_episodes(
+    policy: Any,
+    agent_params: Any,
+    coplayer: PlayerKind,
+    coplayer_data: Any,
+    game: Game,
+    episode_keys: jax.Array,
+    *,
+    batched_coplayer: bool = False,
+    step: int = 0,
+) -> MetaEpisode:
+    """Meta-episodes of one frozen agent (seat 1) against a co-player, as host `MetaEpisode`s [n, ...] that
+    `summarize_episodes` reads (the agent is the ego; `coplayer_is_naive` says whether the co-player learns).
+
+    Args:
+      policy: the agent's `HawkPolicy`.
+      agent_params: its parameters.
+      coplayer: the co-player's kind (`league.match`), e.g. a fresh naive learner (`league.zoo.naive_player`).
+      coplayer_data: its data (`()` for a fresh naive learner), with a leading [n] axis if `batched_coplayer`.
+      game: the match's game.
+      episode_keys: [n] keys, one meta-episode each (`league.match.play`).
+      step: the agent's training iteration (recorded as `policy_version`).
+    """
+    fn = _agent_match(FrozenHawk(policy), coplayer, game, batched_coplayer)
+    trajectory, logp, value, metrics = jax.device_get(fn(agent_params, coplayer_data, episode_keys))
+    count = int(episode_keys.shape[0])
+    renamed = {"reward_1": "ego_reward", "reward_2": "coplayer_reward"}  # the training rollout's names
+    return MetaEpisode(
+        obs=trajectory["obs_1"],
+        actions=trajectory["actions_1"],
+        rewards=trajectory["rewards_1"],
+        behaviour_logp=logp,
+        behaviour_values=value,
+        ego_id=np.zeros(count, np.int32),
+        coplayer_is_naive=np.full(count, isinstance(coplayer, NaiveHawk)),
+        coplayer_id=np.zeros(count, np.int32),
+        policy_version=np.full(count, step, np.int32),
+        episode_index=np.arange(count, dtype=np.int32),
+        metrics={renamed.get(k, k): v for k, v in metrics.items()},
+    )
+
+
+def agent_round_size(agent: Any) -> int:
+    """Meta-episodes per evaluation round of an exported agent: the meta-batch it played per training iteration
+    (`meta_batch_size` of its folder's config.json), else `DEFAULT_AGENT_ROUND`."""
+    path = os.path.join(agent.path, agent.manifest.get("config_file") or "config.json")
+    try:
+        with open(path) as f:
+            size = int(json.load(f)["meta_batch_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_AGENT_ROUND
+    return size if size > 0 else DEFAULT_AGENT_ROUND
+
+
+def evaluate_agent(agent: Any, rounds: int = 1, episodes_per_round: int | None = None) -> dict[str, Any]:
+    """An exported agent (`coala_dist.agents.Agent`) against fresh naive learners of the settings it was trained
+    against (its manifest's `naive`, `policy` and `game`: `league.zoo.naive_player`, a new draw of the policy's
+    initialisation every meta-episode), through the league's match engine.
+
+    Keys: round r plays `split(fold_in(fold_in(evaluation_key(seed, EVALUATION_AGAINST_NAIVE), i), r), n)` with
+    the run's seed and the agent's index i in its run.
+
+    Returns:
+      As `evaluate`, with "vs_naive" only (a single agent has no meta co-players) and "agent" (what the manifest
+      says about it).
+    """
+    from coala_dist.league.league import make_game
+    from coala_dist.league.zoo import naive_player
+
+    manifest = agent.manifest
+    game = make_game(manifest["game"])
+    naive = naive_player(manifest)
+    count = episodes_per_round or agent_round_size(agent)
+    step = int(manifest.get("iteration") or 0)
+    base = jax.random.fold_in(
+        keys.evaluation_key(int(manifest["seed"]), keys.EVALUATION_AGAINST_NAIVE), int(manifest.get("agent_index", 0))
+    )
+    batches = []
+    for r in range(rounds):
+        episode_keys = jax.random.split(jax.random.fold_in(base, r), count)
+        batches.append(
+            play_agent_episodes(agent.policy, agent.params, naive.kind, naive.data, game, episode_keys, step=step)
+        )
+    episodes = _concatenate_on_host(batches)
+    env_name = manifest["game"]["env"]
+    return {
+        "env": env_name,
+        "step": step,
+        "num_inner_episodes": game.num_inner_episodes,
+        "batch_size": game.batch_size,
+        "agent": {
+            "name": agent.name,
+            "path": os.path.abspath(agent.path),
+            **{k: manifest.get(k) for k in ("estimator", "seed", "agent_index", "iteration", "source")},
+        },
+        "coplayer": {"name": naive.name, **naive.info},
+        "vs_naive": summarize_episodes(episodes, env_name, game.env, game.env.inner_episode_length),
+    }
+
+
+def evaluate_agent_dir(
+    agent_dir: str,
+    out_dir: str | None = None,
+    *,
+    rounds: int = 1,
+    episodes_per_round: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """`coala eval --agent`: loads the agent exported to `agent_dir`, evaluates it (`evaluate_agent`), prints the
+    tables and writes `eval.json` and `eval.png` to `out_dir` (default `agent_dir/eval`).
+
+    Raises:
+      FileNotFoundError, ValueError: `agent_dir` holds no readable agent (`coala_dist.agents.load_agent`).
+    """
+    from coala_dist.agents import load_agent
+
+    agent = load_agent(agent_dir)
+    result = json_safe(evaluate_agent(agent, rounds, episodes_per_round))
+    _write_evaluation(result, out_dir or os.path.join(agent_dir, "eval"), log)
     return result

@@ -1,8 +1,8 @@
 """`coala eval`'s output: the evaluation (`coala_dist.analysis.evaluation.evaluate`) as text tables and a PNG.
 
 IPD: the meta agent's P(C | state) per inner episode, both players' cooperation rates and rewards, the ZD extortion
-fit (paper Eq. 18, Fig. 8). Clean Up: the paper's metrics per inner episode (paper App. B.1.2, App. H.2). Plots use
-matplotlib's Agg backend.
+fit (paper Eq. 18, Fig. 8). Clean Up: the paper's metrics per inner episode (paper App. B.1.2, App. H.2). A group
+absent from the result (between meta agents, for an exported agent) is left out. Plots use matplotlib's Agg backend.
 """
 
 from __future__ import annotations
@@ -32,10 +32,22 @@ def _chi(chi: float | None, phi: float | None, width: int) -> str:
     return _number(chi, width, 2)
 
 
+def _groups(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """The co-player groups an evaluation has: both for a run, "vs_naive" only for an exported agent."""
+    return [(group, title) for group, title in GROUPS if group in result]
+
+
 def format_report(result: dict[str, Any]) -> str:
-    """The evaluation as text tables, one per co-player type."""
+    """The evaluation as text tables, one per co-player type (a group absent from `result` is left out)."""
     lines = []
-    for group, title in GROUPS:
+    if "agent" in result:
+        agent, co = result["agent"], result["coplayer"]
+        lines.append(
+            f"agent {agent['name']} ({agent.get('estimator')}, seed {agent.get('seed')}, meta agent "
+            f"{agent.get('agent_index')} of its run); co-players: fresh naive learners as in its training "
+            f"({co.get('rule')}, learning rate {co.get('learning_rate'):g}, B={co.get('batch_size')})"
+        )
+    for group, title in _groups(result):
         summary = result[group]
         if summary is None:
             lines.append(f"{title}: no such episodes (p_naive and the population decide which co-players occur)\n")
@@ -89,11 +101,12 @@ def plot_evaluation(result: dict[str, Any], out_path: str) -> None:
     import matplotlib.ticker
 
     episodes = np.arange(1, result["num_inner_episodes"] + 1)
-    present = [(g, t) for g, t in GROUPS if result[g] is not None]
+    groups = _groups(result)
+    present = [(g, t) for g, t in groups if result[g] is not None]
     styles = {"vs_naive": "-", "vs_meta": "--"}
     if result["env"] == "ipd":
-        fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
-        for ax, (group, title) in zip(axes[:2], GROUPS, strict=True):
+        fig, axes = plt.subplots(1, len(groups) + 2, figsize=(4.25 * (len(groups) + 2), 3.6))
+        for ax, (group, title) in zip(axes[: len(groups)], groups, strict=True):
             summary = result[group]
             ax.set_title(f"meta agent P(cooperate | state), {title}", fontsize=8)
             ax.set_ylim(-0.02, 1.02)
@@ -109,8 +122,8 @@ def plot_evaluation(result: dict[str, Any], out_path: str) -> None:
                 ax.set_title(f"{ax.get_title()}\nZD fit: chi={chi:.2f}, sq. error={error:.3f}", fontsize=8)
             ax.legend(fontsize=7, ncol=2)
         panels = (
-            (axes[2], "cooperation rate per inner episode", "cooperate_player_1", "cooperate_player_2"),
-            (axes[3], "reward per step per inner episode", "ego_reward", "coplayer_reward"),
+            (axes[-2], "cooperation rate per inner episode", "cooperate_player_1", "cooperate_player_2"),
+            (axes[-1], "reward per step per inner episode", "ego_reward", "coplayer_reward"),
         )
         for ax, title, ego_key, co_key in panels:
             for group, label in present:
@@ -135,7 +148,8 @@ def plot_evaluation(result: dict[str, Any], out_path: str) -> None:
         axes.ravel()[-1].axis("off")
     for ax in fig.axes:
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # inner episodes are whole
-    fig.suptitle(f"{result['env']}: trained meta agents after {result['step']} updates", fontsize=10)
+    who = f"agent {result['agent']['name']}" if "agent" in result else "trained meta agents"
+    fig.suptitle(f"{result['env']}: {who} after {result['step']} updates", fontsize=10)
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     plt.close(fig)

@@ -3,7 +3,7 @@
 Writes DIR/agent.json (the manifest: estimator, seed, iteration, the policy fields that rebuild the network, the game,
 the naive learners it was trained against, the run's final metrics, the code's commit, the parameters' sha256),
 DIR/params.npz (the policy parameters of agent i of the run's newest readable checkpoint) and DIR/config.json (the
-run's config). `coala league --agents=DIR` and `coala_dist.agents.load_agent(DIR)` read it.
+run's config). `coala league --agents=DIR`, `coala eval --agent=DIR` and `coala_dist.agents.load_agent(DIR)` read it.
 """
 
 from __future__ import annotations
