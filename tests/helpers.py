@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import sys
 from collections.abc import Iterable
 
@@ -28,6 +29,22 @@ def coala_train_command(workdir, *flags: str) -> list[str]:
     """`coala train` on the tiny config in `workdir`, as a subprocess argument list (run it with cwd=REPO)."""
     return [sys.executable, "-m", "coala_dist.cli", "train", "--config=configs/ipd_tiny.py", f"--workdir={workdir}",
             *flags]
+
+
+def run_coala(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`coala ARGS` as a subprocess in the repository root, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "coala_dist.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def train_tiny_run(tiny_config, tiny_components, path: str, iterations: int) -> str:
+    """The tiny mixed pool (2 meta agents) trained for `iterations` in `path`, with its checkpoint; returns `path`."""
+    from coala_dist.train import train
+
+    config = with_fields(tiny_config, training_iterations=iterations)
+    train(config, path, components=tiny_components, log=lambda line: None)
+    return path
 
 
 def results_snapshot() -> dict[str, tuple[int, str]]:

@@ -5,37 +5,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
+from helpers import run_coala, train_tiny_run
 
 from coala_dist.agents import MANIFEST, PARAMS_FILE, export_agent, load_agent
 from coala_dist.analysis.runs import restore_workdir
 from coala_dist.pool import select_params
-from coala_dist.train import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def coala(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "coala_dist.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")
 def workdir(tiny_config, tiny_components, tmp_path_factory):
     """The tiny mixed pool (2 meta agents) trained for 2 iterations, with its checkpoint."""
-    config = ml_collections.ConfigDict(tiny_config.to_dict())
-    config.training_iterations = 2
-    path = str(tmp_path_factory.mktemp("run") / "tiny")
-    train(config, path, components=tiny_components, log=lambda line: None)
-    return path
+    return train_tiny_run(tiny_config, tiny_components, str(tmp_path_factory.mktemp("run") / "tiny"), 2)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +110,7 @@ def test_agent_checks_the_observation_shape(exported):
 
 def test_coala_export_command(workdir, tmp_path):
     out = tmp_path / "agent0"
-    done = coala("export", f"--workdir={workdir}", f"--out={out}", "--name=tiny0")
+    done = run_coala("export", f"--workdir={workdir}", f"--out={out}", "--name=tiny0")
     assert done.returncode == 0, done.stderr
     assert "exported agent 0" in done.stdout
     assert load_agent(str(out)).name == "tiny0"
@@ -138,7 +125,7 @@ def test_coala_export_command(workdir, tmp_path):
         ((f"--workdir={workdir}", f"--out={tmp_path / 'busy'}"), "holding other files"),
         ((f"--workdir={workdir}",), "--workdir and --out are required"),
     ):
-        done = coala("export", *args)
+        done = run_coala("export", *args)
         assert done.returncode == 2, (args, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and words in lines[0], (args, done.stderr)

@@ -6,14 +6,13 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from helpers import run_coala, train_tiny_run
 
 from coala_dist import keys
 from coala_dist.agents import MANIFEST, PARAMS_FILE, Agent, describe, export_agent, load_agent
@@ -29,7 +28,6 @@ from coala_dist.analysis.runs import restore_workdir
 from coala_dist.league.league import make_game
 from coala_dist.league.zoo import naive_player
 from coala_dist.networks.policy import init_policy_params
-from coala_dist.train import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The IPD's payoffs per step (paper Table 1), own action first: R (CC), S (CD), T (DC), P (DD).
@@ -46,20 +44,10 @@ def assert_valid_png(path: str) -> None:
     assert image.shape[0] > 200 and image.shape[1] > 300 and float(np.std(image[..., :3])) > 0.01
 
 
-def coala(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "coala_dist.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-
-
 @pytest.fixture(scope="module")
 def workdir(tiny_config, tiny_components, tmp_path_factory):
     """The tiny mixed pool (2 meta agents) trained for 2 iterations, with its checkpoint."""
-    config = ml_collections.ConfigDict(tiny_config.to_dict())
-    config.training_iterations = 2
-    path = str(tmp_path_factory.mktemp("run") / "tiny")
-    train(config, path, components=tiny_components, log=lambda line: None)
-    return path
+    return train_tiny_run(tiny_config, tiny_components, str(tmp_path_factory.mktemp("run") / "tiny"), 2)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +118,7 @@ def _rewards_from_cooperation(own: np.ndarray, other: np.ndarray) -> np.ndarray:
 
 def test_coala_eval_agent_command_and_python_call(exported, tmp_path, tiny_config):
     out = tmp_path / "by-command"
-    done = coala("eval", f"--agent={exported}", f"--out={out}", "--rounds=2")
+    done = run_coala("eval", f"--agent={exported}", f"--out={out}", "--rounds=2")
     assert done.returncode == 0, done.stderr
     assert "against fresh naive learners" in done.stdout and "ZD extortion fit" in done.stdout
     assert "between meta agents" not in done.stdout
@@ -181,7 +169,7 @@ def test_coala_eval_mistakes_are_one_line(exported, workdir, tmp_path):
         ((f"--agent={damaged}",), 1, "sha256"),
     )
     for args, status, words in cases:
-        done = coala("eval", *args)
+        done = run_coala("eval", *args)
         lines = done.stderr.strip().splitlines()
         assert done.returncode == status, (args, done.stderr)
         assert len(lines) == 1 and lines[0].startswith("coala eval: ") and words in lines[0], (args, done.stderr)

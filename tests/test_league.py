@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
+from helpers import run_coala, train_tiny_run
 
 from coala_dist.analysis.ipd_statistics import fit_extortion
 from coala_dist.league import exploiter, league, mismatch, report, zoo
 from coala_dist.league.match import FrozenHawk, Game, MemoryOne, NaiveHawk, match_batch_size, play
 from coala_dist.pool import select_params
-from coala_dist.train import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T = 3
@@ -37,12 +34,6 @@ EXACT_REWARD = {
     ("tit_for_tat", "tit_for_tat"): 1.0,
 }
 EXACT_COOPERATION = {"always_cooperate": 1.0, "always_defect": 0.0}
-
-
-def coala(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "coala_dist.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
 
 
 @pytest.fixture(scope="module")
@@ -149,17 +140,13 @@ def test_agent_folders_are_found_below_an_experiment_folder(tmp_path):
 
 @pytest.fixture(scope="module")
 def workdir(tiny_config, tiny_components, tmp_path_factory):
-    config = ml_collections.ConfigDict(tiny_config.to_dict())
-    config.training_iterations = 1
-    path = str(tmp_path_factory.mktemp("run") / "tiny")
-    train(config, path, components=tiny_components, log=lambda line: None)
-    return path
+    return train_tiny_run(tiny_config, tiny_components, str(tmp_path_factory.mktemp("run") / "tiny"), 1)
 
 
 @pytest.mark.slow
 def test_league_command(workdir, tmp_path):
     out = tmp_path / "league"
-    done = coala(
+    done = run_coala(
         "league", f"--agents={workdir}", "--zoo=always_defect,tit_for_tat", "--meta_episodes=2", f"--out={out}"
     )
     assert done.returncode == 0, done.stderr
@@ -188,7 +175,7 @@ def test_league_refuses_bad_input_in_one_line(workdir, tmp_path):
         ((f"--agents={workdir}", "--mismatch", "--naive_batch_sizes=0"), "values > 0"),
         ((f"--agents={workdir}", "--mismatch", "--exploiter"), "separate studies"),
     ):
-        done = coala("league", *args, f"--out={tmp_path / 'out'}")
+        done = run_coala("league", *args, f"--out={tmp_path / 'out'}")
         assert done.returncode == 2, (args, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and words in lines[0], (args, done.stderr)
