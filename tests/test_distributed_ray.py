@@ -328,7 +328,9 @@ def _last_row(path) -> dict[str, str]:
         return list(csv.DictReader(f))[-1]
 
 
-SCALE_ITERATIONS = 50  # room for a new actor process to start and build while the learner keeps training
+# Room for a new actor process to start and build (its JAX import and compilation: minutes on a loaded 2-core machine)
+# while the learner keeps training; a tiny iteration takes a fraction of a second.
+SCALE_ITERATIONS = 150
 
 
 def test_a_running_sync_job_scaled_up_and_down_ends_with_the_plain_loops_parameters(
@@ -347,17 +349,17 @@ def test_a_running_sync_job_scaled_up_and_down_ends_with_the_plain_loops_paramet
 
     def scale() -> None:
         def until(condition) -> bool:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 600
             while time.monotonic() < deadline and not condition():
                 time.sleep(0.05)
             return condition()
 
         # As soon as the job can be asked: a new actor process takes seconds to start and build its rollout.
         if until(lambda: (workdir / "control" / "driver.json").exists()):
-            requests["up_from"] = request_scale(str(workdir), 2, timeout_s=120)
+            requests["up_from"] = request_scale(str(workdir), 2, timeout_s=600)
             requests["up_at"] = _rows(metrics)
         if until(lambda: _column_sum(metrics, "replay/num_actors") >= _rows(metrics) + 2):  # two versions with 2
-            requests["down_from"] = request_scale(str(workdir), 1, timeout_s=120)
+            requests["down_from"] = request_scale(str(workdir), 1, timeout_s=600)
 
     scaler = threading.Thread(target=scale)
     scaler.start()
