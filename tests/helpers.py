@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterable
 
 import psutil
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,6 +46,22 @@ def train_tiny_run(tiny_config, tiny_components, path: str, iterations: int) -> 
     config = with_fields(tiny_config, training_iterations=iterations)
     train(config, path, components=tiny_components, log=lambda line: None)
     return path
+
+
+@pytest.fixture(scope="module", name="workdir")
+def tiny_run_workdir(tiny_config, tiny_components, tmp_path_factory):
+    """The tiny mixed pool (2 meta agents) trained for 2 iterations, with its checkpoint (import it as a fixture)."""
+    return train_tiny_run(tiny_config, tiny_components, str(tmp_path_factory.mktemp("run") / "tiny"), 2)
+
+
+@pytest.fixture(scope="module", name="exported")
+def exported_tiny_agent(workdir, tmp_path_factory):
+    """Meta agent 1 of `workdir`, exported (`coala export`) to its own folder (import it as a fixture)."""
+    from coala_dist.agents import export_agent
+
+    out = str(tmp_path_factory.mktemp("agents") / "tiny-agent1")
+    export_agent(workdir, out, agent_index=1)
+    return out
 
 
 def results_snapshot() -> dict[str, tuple[int, str]]:

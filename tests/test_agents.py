@@ -10,26 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import run_coala, train_tiny_run
+from helpers import exported_tiny_agent, run_coala, tiny_run_workdir  # noqa: F401 (fixtures)
 
-from coala_dist.agents import MANIFEST, PARAMS_FILE, export_agent, load_agent
+from coala_dist.agents import MANIFEST, PARAMS_FILE, load_agent
 from coala_dist.analysis.runs import restore_workdir
 from coala_dist.pool import select_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-@pytest.fixture(scope="module")
-def workdir(tiny_config, tiny_components, tmp_path_factory):
-    """The tiny mixed pool (2 meta agents) trained for 2 iterations, with its checkpoint."""
-    return train_tiny_run(tiny_config, tiny_components, str(tmp_path_factory.mktemp("run") / "tiny"), 2)
-
-
-@pytest.fixture(scope="module")
-def exported(workdir, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("agents") / "tiny-agent1")
-    export_agent(workdir, out, agent_index=1)
-    return out
 
 
 def test_the_manifest_describes_the_agent(exported, tiny_config):

@@ -12,10 +12,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from helpers import run_coala, train_tiny_run
+from helpers import exported_tiny_agent, run_coala, tiny_run_workdir  # noqa: F401 (fixtures)
 
 from coala_dist import keys
-from coala_dist.agents import MANIFEST, PARAMS_FILE, Agent, describe, export_agent, load_agent
+from coala_dist.agents import MANIFEST, PARAMS_FILE, Agent, describe, load_agent
 from coala_dist.analysis.evaluation import (
     evaluate_agent,
     evaluate_agent_dir,
@@ -43,18 +43,6 @@ def assert_valid_png(path: str) -> None:
     image = matplotlib.image.imread(path)
     assert image.shape[0] > 200 and image.shape[1] > 300 and float(np.std(image[..., :3])) > 0.01
 
-
-@pytest.fixture(scope="module")
-def workdir(tiny_config, tiny_components, tmp_path_factory):
-    """The tiny mixed pool (2 meta agents) trained for 2 iterations, with its checkpoint."""
-    return train_tiny_run(tiny_config, tiny_components, str(tmp_path_factory.mktemp("run") / "tiny"), 2)
-
-
-@pytest.fixture(scope="module")
-def exported(workdir, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("agents") / "tiny-agent1")
-    export_agent(workdir, out, agent_index=1)
-    return out
 
 
 def test_the_agents_numbers_are_coala_eval_workdirs_for_the_same_episodes(exported, workdir, tiny_components):
