@@ -82,10 +82,18 @@ def test_experiment_configs_are_the_claims():
     assert (fig5c.p_naive, fig5c.population_size_meta) == (0.75, 4)
     ablation = experiment_config(EXPERIMENTS["ipd-ablation-pnaive0"], "coala", 0)
     assert (ablation.p_naive, ablation.population_size_meta) == (0.0, 4)
-    # The larger-meta-batch Fig. 5C differs from Fig. 5C in the meta-batch alone.
-    larger = experiment_config(EXPERIMENTS["ipd-fig5c-mb32"], "coala", 0).to_dict()
-    assert larger.pop("meta_batch_size") == 32 and fig5c.meta_batch_size == 8
-    assert larger == {k: v for k, v in fig5c.to_dict().items() if k != "meta_batch_size"}
+    # The mixed pools keep the paper's meta-batch and learning rate (Tables 2-3) and shorten training only; App.
+    # H.3 and the ablation are Fig. 5C's allocation with their own pool.
+    assert (fig5c.meta_batch_size, fig5c.meta.learning_rate, fig5c.training_iterations) == (128, 3e-4, 500)
+    h3 = experiment_config(EXPERIMENTS["ipd-h3"], "coala", 0).to_dict()
+    assert tuple(h3.pop("agent_estimators")) == ("coala", "coala", "mfos", "mfos")
+    assert h3.pop("cross_estimator_pairing") is True
+    expected = fig5c.to_dict()
+    expected.pop("agent_estimators"), expected.pop("cross_estimator_pairing")
+    assert {k: v for k, v in h3.items()} == expected
+    assert {k: v for k, v in ablation.to_dict().items() if k != "p_naive"} == {
+        k: v for k, v in fig5c.to_dict().items() if k != "p_naive"
+    }
     with pytest.raises(ValueError, match="estimators"):
         experiment_config(EXPERIMENTS["ipd-ablation-pnaive0"], "mfos", 0)
 

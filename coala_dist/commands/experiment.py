@@ -1,6 +1,6 @@
 """`coala experiment NAME --seeds=5 [--out=DIR]`: reproduce one of the paper's experiments.
 
-NAME is one of ipd-fig5a, ipd-fig5b, ipd-fig5c, ipd-fig5c-mb32, ipd-ablation-pnaive0, ipd-h3, ipd-h3-mfos-mean,
+NAME is one of ipd-fig5a, ipd-fig5b, ipd-fig5c, ipd-ablation-pnaive0, ipd-h3, ipd-h3-mfos-mean,
 cleanup-fig6, cleanup-fig7 (coala_dist/experiments/definitions.py). Runs are trained under --workdir_root and are
 resumable: re-running the same command skips finished runs and continues the others. ipd-fig5b evaluates the
 ipd-fig5a runs (training them first if needed).

@@ -135,19 +135,6 @@ EXPERIMENTS: dict[str, Experiment] = {
             headline_metrics=_MIXED_POOL_METRICS,
         ),
         Experiment(
-            # `coala snr` on the trained Fig. 5C agents asks for ≥ 128 meta-episodes per agent; 32 is the largest
-            # step toward it this machine affords. Same config as ipd-fig5c but 4× the meta-batch.
-            name="ipd-fig5c-mb32",
-            claim=(
-                "The Fig. 5C mixed pool with 4× the meta-batch (32 meta-episodes per meta agent instead of 8): does "
-                "a larger meta-batch bring COALA-PG meta agents closer to cooperating with each other (paper: near 1)?"
-            ),
-            config_file="ipd_cpu_mixed_pool.py",
-            overrides={"meta_batch_size": 32},
-            estimators=("coala",),
-            headline_metrics=_MIXED_POOL_METRICS,
-        ),
-        Experiment(
             name="ipd-ablation-pnaive0",
             claim="The Fig. 5C pool without naive learners (p_naive = 0): COALA-PG meta agents fail to cooperate.",
             config_file="ipd_cpu_mixed_pool.py",
