@@ -28,6 +28,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import ray_helpers  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,11 +75,54 @@ def tiny_episodes(tiny_components):
     return tiny_components.rollout_episodes
 
 
+# The Ray instance and references of the modules that launch `local` runs (test_ray_*.py, helpers in ray_helpers.py).
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory):
+    """Node processes (which inherit these variables) share compiled executables: the session's cache (conftest.py),
+    which already holds the programs the in-process launch compiled for the same config, else a temporary one."""
+    with pytest.MonkeyPatch.context() as patch:
+        if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+            patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("jax_cache")))
+        patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        yield
+
+
+@pytest.fixture(scope="module")
+def ray_instance(compilation_cache):
+    import ray
+
+    xla_flags.configure()
+    ray.init(
+        address="local",
+        num_cpus=6,
+        include_dashboard=False,
+        object_store_memory=128 * 1024**2,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}},
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def plain_loop_state(tiny_config, tiny_components):
+    """The final state of the plain in-process loop after ray_helpers.ITERATIONS iterations (the launched runs')."""
+    from helpers import with_fields
+
+    from coala_dist.train import train
+
+    config = with_fields(tiny_config, training_iterations=ray_helpers.ITERATIONS)
+    state, _ = train(config, None, components=tiny_components, log=lambda line: None)
+    return jax.device_get(state)
+
+
 # Under pytest-xdist (the README's `-n 2`, with pyproject's `--dist loadfile`: each module on one worker, so its module
 # fixtures are built once) the longest modules start first, so the two workers finish at about the same time
 # (pyproject's `--no-loadscope-reorder` keeps this order; xdist would otherwise start the modules with most tests).
 LONGEST_MODULES_FIRST = (
-    "test_distributed_ray.py",
+    "test_ray_learners.py",
+    "test_ray_replay_node.py",
+    "test_ray_local.py",
     "test_experiments.py",
     "test_ray_cluster.py",
     "test_checkpoint.py",
@@ -119,17 +163,17 @@ CORE_MODULES = frozenset({
 # Single tests of other modules: (module, test function, the parameter value it needs or None for every one).
 STACK_TESTS = frozenset({
     (
-        "test_distributed_ray.py",
+        "test_ray_local.py",
         "test_local_ray_with_two_actor_processes_gives_the_plain_loop_parameters_even_after_a_sigkill",
         "reverb",
     ),
     (
-        "test_distributed_ray.py",
+        "test_ray_replay_node.py",
         "test_a_killed_replay_node_is_restarted_and_the_run_ends_as_an_uninterrupted_one",
         "reverb",
     ),
     (
-        "test_distributed_ray.py",
+        "test_ray_learners.py",
         "test_two_learner_processes_of_four_devices_save_resume_after_a_sigkill_and_match_the_plain_loop",
         None,
     ),

@@ -1,7 +1,7 @@
 """The replay interface's contract (coala_dist/distributed/replay.py), checked the same way on every backend.
 
 Test modules call these with a backend name: test_distributed.py for the in-process ones (`queues`, and `reverb`
-in the reverb profile), test_distributed_ray.py for `ray` (it needs the module's Ray instance).
+in the reverb profile), test_ray_local.py for `ray` (it needs the module's Ray instance).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`coala scale`'s channel to a running job (distributed/control.py): the request reaches the driver, the command
 returns once the driver applied it, and every request that cannot reach a running job is one line, before anything
-is written. (Scaling a real running job: tests/test_distributed_ray.py.)"""
+is written. (Scaling a real running job: tests/test_ray_learners.py.)"""
 
 from __future__ import annotations
 

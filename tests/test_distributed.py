@@ -134,7 +134,7 @@ def test_multi_device_update_refuses_the_legacy_random_lowering(tiny_components)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The replay interface on the in-process backends (an embedded server; no JAX): queues everywhere, Reverb where the
-# profile has it. The same contract runs on the Ray backend in test_distributed_ray.py.
+# profile has it. The same contract runs on the Ray backend in test_ray_local.py.
 LOCAL_BACKENDS = ("queues", "reverb") if reverb_installed() else ("queues",)
 
 

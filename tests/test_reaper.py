@@ -1,7 +1,7 @@
 """The reaper of a `local` driver (coala_dist/distributed/reaper.py), with real processes and real signals.
 
 A stand-in driver (plain Python, no JAX, no Ray) starts one child before its reaper and one after, then either dies
-by SIGKILL or exits cleanly. The Ray run itself is tested in test_distributed_ray.py
+by SIGKILL or exits cleanly. The Ray run itself is tested in test_ray_local.py
 (`test_a_stopped_and_a_killed_local_driver_leave_no_process_behind`)."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ processes started after the reaper are recorded: the descendants the driver had 
 It runs in its own session, so Ctrl-C or a closed terminal reaches the driver, not the reaper.
 
 The bound: every process of the run is gone `REAP_BOUND_S` after the driver's death (tested with SIGKILL in
-tests/test_distributed_ray.py). Processes the driver started less than `POLL_S` before it died may escape the last
+tests/test_ray_local.py). Processes the driver started less than `POLL_S` before it died may escape the last
 record; Ray starts none during training except restarted actors, which fate-share with the (dead) raylet anyway.
 
 Standard library and psutil only: the reaper starts in well under a second and never imports JAX.

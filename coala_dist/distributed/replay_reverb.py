@@ -122,7 +122,7 @@ class ReverbClient:
         removes the item, so a sample abandoned after a timeout would lose it. Each episode queue has one consumer,
         the learner process that owns it, which takes only as many items as `sizes()` counted: the call does not wait
         for writers. If the server dies meanwhile the call may wait; the launcher, which watches the replay node,
-        then stops the run (tests/test_distributed_ray.py, the killed-replay test on reverb)."""
+        then stops the run (tests/test_ray_replay_node.py, the killed-replay test on reverb)."""
         if count <= 0:
             return []
         return [list(sample.data) for sample in self._client.sample(table, count, emit_timesteps=False)]
