@@ -96,8 +96,14 @@ def median_future(readings: list[dict]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def pick(arms: dict[str, dict], experiment: str, slowdown: float) -> dict:
-    """The rule of results/ipd/pilot/README.md, applied to `experiment`'s arms."""
+def pick(
+    arms: dict[str, dict], experiment: str, slowdown: float, seconds_alone: dict[int, float] | None = None
+) -> dict:
+    """The rule of results/ipd/pilot/README.md, applied to `experiment`'s arms.
+
+    Rule 3 takes the time per iteration alone from `seconds_alone` (meta-batch -> seconds, measured side by side on a
+    quiet machine) where it has the chosen N, else the arm's median time two at a time divided by `slowdown`.
+    """
     by_n: dict[int, list[dict]] = {}
     for arm in arms.values():
         if arm["experiment"] == experiment:
@@ -109,8 +115,12 @@ def pick(arms: dict[str, dict], experiment: str, slowdown: float) -> dict:
     for name, arm in arms.items():
         if arm["experiment"] != "ipd-fig5c" or arm["meta_batch_size"] != n:
             continue  # learning rate and iterations come from the Fig. 5C arms at that N (rules 2-3)
-        seconds = arm["median_iteration_s_two_at_a_time"]
-        iterations = None if seconds is None else int(TWO_HOURS_S / (seconds / slowdown) // 50 * 50)
+        if seconds_alone and n in seconds_alone:
+            alone = seconds_alone[n]
+        else:
+            two = arm["median_iteration_s_two_at_a_time"]
+            alone = None if two is None else two / slowdown
+        iterations = None if alone is None else int(TWO_HOURS_S / alone // 50 * 50)
         candidates[arm["learning_rate"]] = {
             "arm": name,
             "resolved_after_start": sum(r["future_episodes_snr"] >= 1 for r in arm["snr"] if r["iteration"] > 0),
@@ -196,16 +206,29 @@ def main() -> None:
         default=1.0,
         help="time per iteration two at a time ÷ alone, measured side by side (rule 3)",
     )
+    parser.add_argument(
+        "--seconds_alone",
+        default="",
+        help="N:seconds,... time per iteration of one run alone on a quiet machine (rule 3), e.g. 32:4.24,128:13.98",
+    )
     args = parser.parse_args()
+    try:
+        seconds_alone = {
+            int(n): float(s) for n, s in (part.split(":") for part in args.seconds_alone.split(",") if part)
+        }
+    except ValueError:
+        parser.error(f"--seconds_alone={args.seconds_alone!r}: give N:seconds pairs, e.g. 32:4.24,128:13.98")
     arms = summarize(args.workdir_root)
     os.makedirs(args.out, exist_ok=True)
-    fig5c = pick(arms, "ipd-fig5c", args.slowdown)
-    h3 = pick(arms, "ipd-h3", args.slowdown)
+    fig5c = pick(arms, "ipd-fig5c", args.slowdown, seconds_alone)
+    h3 = pick(arms, "ipd-h3", args.slowdown, seconds_alone)
     # Rule 4: H.3 takes the Fig. 5C allocation unless its own arms ask for a larger N.
     h3_allocation = h3 if h3["meta_batch_size"] > fig5c["meta_batch_size"] else dict(fig5c, from_fig5c=True)
     decision = {"ipd-fig5c": fig5c, "ipd-h3": dict(h3_allocation, median_future_snr_by_n=h3["median_future_snr_by_n"])}
     with open(os.path.join(args.out, "arms.json"), "w") as f:
-        json.dump({"arms": arms, "decision": decision, "slowdown": args.slowdown}, f, indent=1)
+        json.dump(
+            {"arms": arms, "decision": decision, "slowdown": args.slowdown, "seconds_alone": seconds_alone}, f, indent=1
+        )
     with open(os.path.join(args.out, "snr.md"), "w") as f:
         f.write(snr_table(arms))
     plot(arms, args.workdir_root, os.path.join(args.out, "pilot.png"))
