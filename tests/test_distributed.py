@@ -30,6 +30,7 @@ from coala_dist.distributed.replay import (
     FixedReplayLocation,
     ReplayBackendError,
     ReplayLink,
+    ReplayUnavailableError,
     TableSpec,
     connect,
     resolve_backend,
@@ -142,6 +143,30 @@ LOCAL_BACKENDS = ("queues", "reverb") if reverb_installed() else ("queues",)
 @pytest.mark.parametrize("check", CONTRACT, ids=lambda check: check.__name__)
 def test_replay_contract(check, backend):
     check(backend)
+
+
+@pytest.mark.skipif(not reverb_installed(), reason="Reverb exists only in the reverb profile (its CI leg runs this)")
+def test_a_reverb_take_left_waiting_by_its_server_ends_when_the_caller_gives_up():
+    """Reverb's sampler has no timeout: asked for more items than the queue holds (what a take sees when its server
+    was replaced between `sizes()` and the sample), it waits. The take polls `give_up` and ends with
+    ReplayUnavailableError once it says so. (The abandoned sampler still waits on its table, which is why a take
+    gives up only when the server that held the items is gone; another table's take is unaffected.)"""
+    tables = [TableSpec("gone", SMALL, queue_capacity=4), TableSpec("q", SMALL, queue_capacity=4)]
+    server = start_server("reverb", tables)
+    try:
+        client = connect(server.address, rpc_timeout_s=0.2)
+        asked: list[float] = []
+        start = time.monotonic()
+        with pytest.raises(ReplayUnavailableError, match="gave up taking 2 items of gone"):
+            client.take("gone", 2, give_up=lambda: asked.append(time.monotonic()) or len(asked) >= 3)
+        assert len(asked) == 3 and time.monotonic() - start < 10
+        writer = client.writer()
+        writer.add("q", [np.full((3,), 2.0, np.float32), np.asarray(6, np.int32)])
+        assert writer.flush(5.0, lambda: False)
+        (item,) = client.take("q", 1, give_up=lambda: False)
+        assert int(item[1]) == 6 and float(item[0][0]) == 2.0
+    finally:
+        server.stop()
 
 
 def test_store_refuses_an_item_of_the_wrong_signature():

@@ -104,7 +104,13 @@ class ReplayClient(Protocol):
 
     def sizes(self) -> dict[str, int]: ...
 
-    def take(self, table: str, count: int) -> list[list[np.ndarray]]: ...
+    def take(
+        self, table: str, count: int, give_up: Callable[[], bool] | None = None
+    ) -> list[list[np.ndarray]]:
+        """Up to `count` items of `table` (only what `sizes()` counted is asked for). A backend whose call can block
+        with no timeout of its own (Reverb's sampler) polls `give_up` (a stop, or a new incarnation of the replay
+        node) while it waits and then raises ReplayUnavailableError; the others time out after `rpc_timeout_s`."""
+        ...
 
     def latest(self, table: str) -> list[np.ndarray] | None: ...
 

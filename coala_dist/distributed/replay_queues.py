@@ -183,7 +183,7 @@ class LocalQueueClient:
     def sizes(self) -> dict[str, int]:
         return self._store.sizes()
 
-    def take(self, table: str, count: int) -> list[Item]:
+    def take(self, table: str, count: int, give_up: Callable[[], bool] | None = None) -> list[Item]:
         return self._store.take(table, count) if count > 0 else []
 
     def latest(self, table: str) -> Item | None:
@@ -273,7 +273,7 @@ class RayQueueClient:
     def sizes(self) -> dict[str, int]:
         return self._get(self._actor.sizes.remote(), self.rpc_timeout_s)
 
-    def take(self, table: str, count: int) -> list[Item]:
+    def take(self, table: str, count: int, give_up: Callable[[], bool] | None = None) -> list[Item]:
         ref = self._unfinished.pop(("take", table), None)
         if ref is None:
             if count <= 0:

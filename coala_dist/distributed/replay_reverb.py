@@ -11,6 +11,7 @@ latest-value table is a FIFO table of `max_size=1` whose items can be sampled an
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -117,15 +118,39 @@ class ReverbClient:
             raise ReplayUnavailableError(f"the Reverb server at {self.address} is gone: {error}") from None
         return {name: int(table.current_size) for name, table in info.items()}
 
-    def take(self, table: str, count: int) -> list[list[np.ndarray]]:
+    def take(
+        self, table: str, count: int, give_up: Callable[[], bool] | None = None
+    ) -> list[list[np.ndarray]]:
         """Reverb 0.14's Python sampler takes no timeout (only its TensorFlow datasets do), and a sample from a queue
-        removes the item, so a sample abandoned after a timeout would lose it. Each episode queue has one consumer,
-        the learner process that owns it, which takes only as many items as `sizes()` counted: the call does not wait
-        for writers. If the server dies meanwhile the call may wait; the launcher, which watches the replay node,
-        then stops the run (tests/test_ray_replay_node.py, the killed-replay test on reverb)."""
+        removes the item, so a sample abandoned while its server lives would lose it. Each episode queue has one
+        consumer, the learner process that owns it, which takes only as many items as `sizes()` counted: the call
+        does not wait for writers. If the server dies meanwhile, the sampler retries its dead address forever; so it
+        runs in a daemon thread, and the caller's `give_up()` (a stop, or the launcher's new replay node: the items
+        died with the old one) ends the wait with ReplayUnavailableError, leaving that thread blocked on the dead
+        address, where it can take nothing (tests/test_ray_replay_node.py, the killed-replay test on reverb)."""
         if count <= 0:
             return []
-        return [list(sample.data) for sample in self._client.sample(table, count, emit_timesteps=False)]
+        items: list[list[np.ndarray]] = []
+        failure: list[BaseException] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            try:
+                items.extend(list(s.data) for s in self._client.sample(table, count, emit_timesteps=False))
+            except BaseException as error:  # handed to the caller
+                failure.append(error)
+            finally:
+                done.set()
+
+        threading.Thread(target=sample, name=f"reverb-take-{table}", daemon=True).start()
+        while not done.wait(self.rpc_timeout_s):
+            if give_up is not None and give_up():
+                raise ReplayUnavailableError(
+                    f"gave up taking {count} items of {table} from the Reverb server at {self.address}"
+                )
+        if failure:
+            raise failure[0]
+        return items
 
     def latest(self, table: str) -> list[np.ndarray] | None:
         """Sampling an empty table would block, so the first calls check its size; once it holds an item it is

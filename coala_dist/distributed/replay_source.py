@@ -216,7 +216,7 @@ class ReplayBatchSource:
         """Up to `count` items of `table`; none if the replay did not answer in time or is gone (the next `_poll`
         checks the stop event, and a timed-out Ray `take` is collected by the next one)."""
         try:
-            return self.replay.take(table, count)
+            return self.replay.take(table, count, give_up=self._interrupted)
         except ReplayTimeoutError:
             return []
 
