@@ -33,7 +33,6 @@ from coala_dist.distributed.ray_run import run_on_ray
 from coala_dist.distributed.work import work_units
 from coala_dist.train import NodeFailedError, train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Ray starts its own server processes with fork+exec (subprocess), which never runs JAX code in the child.
 pytestmark = [pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning"), pytest.mark.slow]
 

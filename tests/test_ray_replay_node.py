@@ -5,7 +5,6 @@ ray_helpers.py.)
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -25,7 +24,6 @@ from coala_dist.distributed.program import make_program
 from coala_dist.distributed.ray_run import run_on_ray
 from coala_dist.train import NodeFailedError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Ray starts its own server processes with fork+exec (subprocess), which never runs JAX code in the child.
 pytestmark = [pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning"), pytest.mark.slow]
 
