@@ -119,13 +119,16 @@ def plain_loop_state(tiny_config, tiny_components):
 # Under pytest-xdist (the README's `-n 2`, with pyproject's `--dist loadfile`: each module on one worker, so its module
 # fixtures are built once) the longest modules start first, so the two workers finish at about the same time
 # (pyproject's `--no-loadscope-reorder` keeps this order; xdist would otherwise start the modules with most tests).
+# xdist hands a worker its next module as soon as it has at most two tests left, so the first worker takes the 1st and
+# 3rd module at once and the second the 2nd and 4th: the 3rd is short, so that the reverb leg's three long single-test
+# modules are not two on one worker.
 LONGEST_MODULES_FIRST = (
     "test_ray_learners.py",
     "test_ray_replay_node.py",
+    "test_checkpoint.py",
     "test_ray_local.py",
     "test_experiments.py",
     "test_ray_cluster.py",
-    "test_checkpoint.py",
     "test_faults.py",
 )
 
