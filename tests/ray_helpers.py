@@ -1,6 +1,7 @@
 """Helpers of the tests that launch `local` runs on a Ray instance (test_ray_local.py, test_ray_replay_node.py,
-test_ray_learners.py): run sizes, reading a run's files, and killing one of its node processes mid-run. Their
-fixtures (the shared compilation cache, the module's Ray instance, the plain loop's final state) are in conftest.py.
+test_ray_learners.py): run sizes, reading a run's files, killing one of its node processes mid-run, and a port scan of
+the machine. Their fixtures (the shared compilation cache, the module's Ray instance, the plain loop's final state)
+are in conftest.py.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import contextlib
 import csv
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -95,3 +97,78 @@ def column_sum(path, column: str) -> float:
 def last_row(path) -> dict[str, str]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))[-1]
+
+
+# A port scan of this machine (a local run on the shared network is reachable, one in its own namespace is not)
+
+LISTEN = "0A"  # TCP state in /proc/net/tcp
+
+
+def host_addresses() -> list[str]:
+    """The machine's IPv4 addresses outside 127/8: what a scan from the network would target."""
+    return sorted(
+        {
+            a.address
+            for addresses in psutil.net_if_addrs().values()
+            for a in addresses
+            if a.family == socket.AF_INET and not a.address.startswith("127.")
+        }
+    )
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process `pid` holds open."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+def listening_ports(pids: list[int]) -> set[int]:
+    """TCP ports on which the processes `pids` listen, read in their own network namespace (/proc/PID/net)."""
+    inodes, ports = set(), set()
+    for pid in pids:
+        try:
+            inodes |= socket_inodes(pid)
+        except OSError:  # the process ended meanwhile
+            continue
+    for pid in pids[:1]:
+        for table in ("tcp", "tcp6"):
+            with open(f"/proc/{pid}/net/{table}") as f:
+                for line in f.readlines()[1:]:
+                    fields = line.split()
+                    if fields[3] == LISTEN and fields[9] in inodes:
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def ports_listening_here() -> set[int]:
+    """TCP ports on which some process of this (the test's) network namespace listens: another run on the shared
+    network (a parallel test) may hold the same port number, e.g. Ray's fixed dashboard-agent port, and a scan of
+    such a port would find that process, not the isolated run."""
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{os.getpid()}/net/{table}") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == LISTEN:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def reachable(addresses: list[str], ports: set[int]) -> list[tuple[str, int]]:
+    """The (address, port) pairs that accept a TCP connection from here."""
+    found = []
+    for address in addresses:
+        for port in sorted(ports):
+            try:
+                with socket.create_connection((address, port), timeout=1.0):
+                    found.append((address, port))
+            except OSError:
+                pass
+    return found

@@ -1,6 +1,7 @@
 """Launch `local`: Ray processes on this machine. The Ray replay's contract and its clients; two actor processes
 give the plain loop's parameters, and one SIGKILLed is restarted and the run completes; SIGTERM to `coala train`
-stops every node and SIGKILL of it leaves no process behind.
+stops every node and SIGKILL of it leaves no process behind; a port scan of the machine finds a run on the shared
+network and none in its private one (coala_dist/distributed/netns.py).
 
 One Ray instance serves the module (the SIGTERM check starts its own through the CLI). Node processes share the
 session's persistent JAX compilation cache, so the rollout and update compile at most once. The other `local` runs
@@ -24,8 +25,12 @@ from ray_helpers import (
     NETWORK_BACKENDS,
     all_gone,
     assert_same_state,
+    host_addresses,
+    listening_ports,
     metrics_rows,
+    ports_listening_here,
     quick,
+    reachable,
     sigkill_when,
 )
 from replay_contract import CONTRACT, SMALL
@@ -146,7 +151,7 @@ def test_local_ray_with_two_actor_processes_gives_the_plain_loop_parameters_even
     assert killed["pid"] not in pids  # the restarted process finished the killed actor's work
     assert all_gone("ActorProcess") and all_gone("LearnerProcess") and all_gone("ReplayProcess")
 
-def _start_a_local_driver(workdir, log_path) -> subprocess.Popen:
+def _start_a_local_driver(workdir, log_path, network: str) -> subprocess.Popen:
     """`coala train --launch=local` with one actor and no end in sight; its stderr goes to `log_path` (a file, not a
     pipe: nobody reads while it runs, and a full pipe blocks)."""
     command = [
@@ -160,17 +165,40 @@ def _start_a_local_driver(workdir, log_path) -> subprocess.Popen:
         "--num_actors=1",
         "--config.training_iterations=1000000",
         "--config.distributed.stop_grace_s=5",
+        f"--network={network}",
     ]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     with open(log_path, "w") as log_file:
-        return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file)
+        return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file, env=env)
 
 
-def test_a_stopped_and_a_killed_local_driver_leave_no_process_behind(compilation_cache, tmp_path):
-    """Two drivers side by side (each starts its own Ray instance), both training. SIGTERM to one: every node stops
-    within seconds after the learner saved, exit 143. SIGKILL to the other (nothing in the driver can act): its reaper
-    kills what Ray's fate sharing leaves (its agents lingered about 60 s) within REAP_BOUND_S."""
+def _scan(driver: subprocess.Popen, tree: list[psutil.Process]) -> tuple[bool, set[int], list[tuple[str, int]]]:
+    """(whether the driver shares this process's network, the ports its processes listen on, those a connection to
+    one of the machine's own non-loopback addresses reaches)."""
+    addresses = host_addresses()
+    assert addresses, "this machine has no non-loopback IPv4 address: the scan could prove nothing"
+    ports = listening_ports([driver.pid] + [p.pid for p in tree])
+    own_network = os.readlink(f"/proc/{driver.pid}/ns/net") == os.readlink("/proc/self/ns/net")
+    if not own_network:  # scan only the ports that no process of the shared network holds as well
+        ports -= ports_listening_here()
+    assert ports, "the run listens on no port: nothing to scan"
+    return own_network, ports, reachable(addresses, ports)
+
+
+def test_two_local_drivers_a_port_scan_finds_only_the_shared_one_and_neither_leaves_a_process_behind(
+    compilation_cache, tmp_path
+):
+    """Two drivers side by side (each starts its own Ray instance), both training: one in its private network
+    (`--network=auto`), one on the shared network. A port scan of the machine's own addresses reaches none of the
+    private run's ports and some of the shared run's (the control that shows the scan can see). Then SIGTERM to the
+    private one: every node stops within seconds after the learner saved, exit 143. SIGKILL to the shared one
+    (nothing in the driver can act): its reaper kills what Ray's fate sharing leaves (its agents lingered about 60 s)
+    within REAP_BOUND_S."""
+    networks = {"stopped": "auto", "killed": "shared"}
     signals = {"stopped": signal.SIGTERM, "killed": signal.SIGKILL}
-    drivers = {name: _start_a_local_driver(tmp_path / name, tmp_path / f"{name}.txt") for name in signals}
+    drivers = {
+        name: _start_a_local_driver(tmp_path / name, tmp_path / f"{name}.txt", networks[name]) for name in signals
+    }
     try:
         deadline = time.monotonic() + 500
         while time.monotonic() < deadline and any(
@@ -185,6 +213,11 @@ def test_a_stopped_and_a_killed_local_driver_leave_no_process_behind(compilation
             titles = " ".join(" ".join(p.cmdline()) for p in trees[name] if p.is_running())
             for part in ("ReplayProcess", "LearnerProcess", "ActorProcess", "raylet", "gcs_server", "reaper"):
                 assert part in titles, (name, part)
+        own_network, ports, found = _scan(drivers["stopped"], trees["stopped"])
+        assert not own_network  # the driver and everything it started live in another namespace
+        assert found == [], f"the private run listens on {sorted(ports)}; reachable: {found}"
+        own_network, ports, found = _scan(drivers["killed"], trees["killed"])
+        assert own_network and found, f"the shared run listens on {sorted(ports)} yet the scan found none"
         start = time.monotonic()
         for name, driver in drivers.items():
             driver.send_signal(signals[name])

@@ -2,7 +2,7 @@
 
 A stand-in driver (plain Python, no JAX, no Ray) starts one child before its reaper and one after, then either dies
 by SIGKILL or exits cleanly. The Ray run itself is tested in test_ray_local.py
-(`test_a_stopped_and_a_killed_local_driver_leave_no_process_behind`)."""
+(`test_two_local_drivers_a_port_scan_finds_only_the_shared_one_and_neither_leaves_a_process_behind`)."""
 
 from __future__ import annotations
 
