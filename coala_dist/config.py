@@ -143,7 +143,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.distributed.replay_max_restarts = 3
     c.distributed.poll_interval_s = 0.02  # waiting nodes re-check their tables and the stop event this often
     c.distributed.rpc_timeout_s = 5.0  # every replay call gives up after this, re-checks the stop event, retries
-    c.distributed.data_timeout_s = 600.0  # learner: this long without a new episode is an error
+    # The learner's waits for episodes: until its first whole batch the nodes start and compile (minutes at paper
+    # sizes, on every start and resume), so no new episode for start_timeout_s is an error; after it, data_timeout_s.
+    # An actor restarted or added later must start within data_timeout_s (its programs come from the compilation cache).
+    c.distributed.start_timeout_s = 600.0
+    c.distributed.data_timeout_s = 600.0
     # The replay transport (distributed/replay.py): auto | reverb | ray | queues. auto: queues (launch inprocess) or
     # ray (launch local, ray) on both profiles; Reverb only when named (it listens on every interface).
     c.distributed.replay = "auto"
@@ -231,7 +235,7 @@ def validate_distributed(config: ml_collections.ConfigDict) -> None:
         ("replay_port", 0),
     ):
         _check_int_at_least(d[field], f"distributed.{field}", minimum)
-    for field in ("poll_interval_s", "rpc_timeout_s", "data_timeout_s", "stop_grace_s"):
+    for field in ("poll_interval_s", "rpc_timeout_s", "start_timeout_s", "data_timeout_s", "stop_grace_s"):
         _check_range(d[field], f"distributed.{field}", 0.0, float("inf"), low_open=True)
     for field in ("ray_learner_resource", "ray_actor_resource", "ray_replay_resource"):
         if not isinstance(d[field], str):

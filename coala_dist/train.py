@@ -23,7 +23,7 @@ How a run ends early, and what its process exits with (`RunStopped`, a SystemExi
     resume from, and unfinished saves are removed), then `WriteFailedError`: one line naming the file and the cause,
     exit status 1;
   * (launch `local`/`ray`) the replay node's or a learner's process dies, an actor's restarts are used up, or the
-    learner waits `distributed.data_timeout_s` for episodes: a
+    learner waits `distributed.start_timeout_s` (until its first batch) or `data_timeout_s` for episodes: a
     living learner finishes or abandons the iteration in flight and saves, every node stops, then `NodeFailedError`:
     one line, exit status 1; the same command resumes (in sync mode with the parameters an uninterrupted run would
     have).
@@ -85,9 +85,9 @@ class SkippedUpdatesError(RunStopped):
 
 class NodeFailedError(RunStopped):
     """A node of a distributed run is gone for good (the replay node's or a learner's process died, an actor's
-    restarts are used up, or the learner waited `data_timeout_s` for episodes): the launcher stopped every other node
-    and the learner saved what it could (its last whole iteration, or its newest periodic checkpoint if a learner
-    died); the message is one line and says how to resume."""
+    restarts are used up, or the learner waited `start_timeout_s` or `data_timeout_s` for episodes): the launcher
+    stopped every other node and the learner saved what it could (its last whole iteration, or its newest periodic
+    checkpoint if a learner died); the message is one line and says how to resume."""
 
 
 class Ending(enum.Enum):

@@ -120,8 +120,8 @@ def plain_loop_state(tiny_config, tiny_components):
 # fixtures are built once) the longest modules start first, so the two workers finish at about the same time
 # (pyproject's `--no-loadscope-reorder` keeps this order; xdist would otherwise start the modules with most tests).
 # xdist hands a worker its next module as soon as it has at most two tests left, so the first worker takes the 1st and
-# 3rd module at once and the second the 2nd and 4th: the 3rd is short, so that the reverb leg's three long single-test
-# modules are not two on one worker.
+# 3rd module at once and the second the 2nd and 4th: the 3rd is short, so that the reverb leg's two long single-test
+# modules (the 1st and 2nd) run side by side, one on each worker.
 LONGEST_MODULES_FIRST = (
     "test_ray_learners.py",
     "test_ray_replay_node.py",
@@ -166,13 +166,8 @@ CORE_MODULES = frozenset({
 # Single tests of other modules: (module, test function, the parameter value it needs or None for every one).
 STACK_TESTS = frozenset({
     (
-        "test_ray_local.py",
-        "test_local_ray_with_two_actor_processes_gives_the_plain_loop_parameters_even_after_a_sigkill",
-        "reverb",
-    ),
-    (
         "test_ray_replay_node.py",
-        "test_a_killed_replay_node_is_restarted_and_the_run_ends_as_an_uninterrupted_one",
+        "test_a_killed_actor_then_a_killed_replay_node_are_restarted_and_the_run_ends_as_an_uninterrupted_one",
         "reverb",
     ),
     (

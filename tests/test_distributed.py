@@ -20,7 +20,7 @@ from helpers import with_fields
 from replay_contract import CONTRACT, SMALL
 
 from coala_dist.builder import build
-from coala_dist.config import validate
+from coala_dist.config import episodes_per_iteration, validate
 from coala_dist.distributed import work
 from coala_dist.distributed.codec import TreeCodec, episode_codec, params_codec
 from coala_dist.distributed.launch import run_inprocess
@@ -98,6 +98,7 @@ def test_learner_shares_and_tables_route_each_episode_to_one_consumer(tiny_confi
         ({"distributed__num_learner_processes": 3}, "config.distributed.num_learner_processes=3"),
         ({"distributed__max_policy_lag": -1}, "config.distributed.max_policy_lag=-1"),
         ({"distributed__rpc_timeout_s": 0.0}, "config.distributed.rpc_timeout_s=0.0"),
+        ({"distributed__start_timeout_s": -5.0}, "config.distributed.start_timeout_s=-5.0"),
     ],
 )
 def test_bad_distributed_config_is_one_line_naming_the_field(tiny_config, fields, message):
@@ -396,7 +397,11 @@ def test_a_source_follows_a_restarted_replay_node_publishes_again_and_collects_t
         new.stop()
 
 
-def test_learner_wait_ends_on_stop_and_times_out_naming_missing_episodes(tiny_config, tiny_components):
+def test_learner_wait_ends_on_stop_and_times_out_start_then_data_naming_missing_episodes(
+    tiny_config, tiny_components, tiny_episode_codec
+):
+    """A stop ends the wait. Until the first whole batch the wait is bounded by start_timeout_s (nodes start and
+    compile), after it by data_timeout_s: each bound applies alone, the other set to far longer than the test."""
     server = start_server("queues", table_specs(tiny_config, tiny_components))
     try:
         client = _link(server.address)
@@ -407,12 +412,36 @@ def test_learner_wait_ends_on_stop_and_times_out_naming_missing_episodes(tiny_co
         )
         with pytest.raises(NodeStoppedError):
             source.next(_state_at(0))
-        config = with_fields(tiny_config, distributed__data_timeout_s=0.3, distributed__poll_interval_s=0.01)
-        source = ReplayBatchSource(
-            config, tiny_components, client, learner_process=0, publisher=None, should_stop=_never
-        )
-        with pytest.raises(TimeoutError, match=r"still missing: episodes \[0, 1, 2"):
-            source.next(_state_at(0))
+
+        def source_with(start: float, data: float) -> ReplayBatchSource:
+            config = with_fields(
+                tiny_config,
+                distributed__start_timeout_s=start,
+                distributed__data_timeout_s=data,
+                distributed__poll_interval_s=0.01,
+            )
+            return ReplayBatchSource(
+                config, tiny_components, client, learner_process=0, publisher=None, should_stop=_never
+            )
+
+        began = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"for 0.3 s while the run starts \(distributed.start_timeout_s; "):
+            source_with(start=0.3, data=600.0).next(_state_at(0))
+        assert time.monotonic() - began < 60
+
+        source = source_with(start=600.0, data=0.3)
+        n = tiny_config.meta_batch_size
+        episodes = [
+            (work.episode_table(i // n, 0), _episode(tiny_episode_codec, version=0, index=i, meta_batch_size=n))
+            for i in range(episodes_per_iteration(tiny_config))
+        ]
+        _write(server.address, episodes)
+        batch, _ = source.next(_state_at(0))  # the first whole batch
+        assert len(batch.episode_index) == episodes_per_iteration(tiny_config)
+        began = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"no episode for 0.3 s \(still missing: episodes \[0, 1, 2"):
+            source.next(_state_at(1))
+        assert time.monotonic() - began < 60
     finally:
         server.stop()
 

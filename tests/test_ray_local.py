@@ -1,12 +1,11 @@
-"""Launch `local`: Ray processes on this machine. The Ray replay's contract and its clients; two actor processes
-give the plain loop's parameters, and one SIGKILLed is restarted and the run completes; SIGTERM to `coala train`
-stops every node and SIGKILL of it leaves no process behind; a port scan of the machine finds a run on the shared
-network and none in its private one (coala_dist/distributed/netns.py).
+"""Launch `local`: Ray processes on this machine. The Ray replay's contract and its clients; SIGTERM to `coala
+train` stops every node and SIGKILL of it leaves no process behind; a port scan of the machine finds a run on the
+shared network and none in its private one (coala_dist/distributed/netns.py).
 
 One Ray instance serves the module (the SIGTERM check starts its own through the CLI). Node processes share the
 session's persistent JAX compilation cache, so the rollout and update compile at most once. The other `local` runs
-are in test_ray_replay_node.py (a killed replay node) and test_ray_learners.py (scaling, two learner processes):
-three modules, so the two workers of the test run share them.
+are in test_ray_replay_node.py (two actor processes, an actor and the replay node killed) and test_ray_learners.py
+(scaling, two learner processes): three modules, so the two workers of the test run share them.
 """
 
 from __future__ import annotations
@@ -21,22 +20,14 @@ import numpy as np
 import psutil
 import pytest
 from ray_helpers import (
-    ITERATIONS,
-    NETWORK_BACKENDS,
-    all_gone,
-    assert_same_state,
     host_addresses,
     listening_ports,
     metrics_rows,
     ports_listening_here,
-    quick,
     reachable,
-    sigkill_when,
 )
 from replay_contract import CONTRACT, SMALL
 
-from coala_dist.distributed.program import make_program
-from coala_dist.distributed.ray_run import run_on_ray
 from coala_dist.distributed.reaper import REAP_BOUND_S
 from coala_dist.distributed.replay import (
     ReplayTimeoutError,
@@ -117,39 +108,6 @@ def test_a_peer_without_the_clusters_token_cannot_reach_the_replay(ray_instance)
             if process.poll() is None:
                 process.kill()
         server.stop()
-
-@pytest.mark.parametrize("backend", NETWORK_BACKENDS)
-def test_local_ray_with_two_actor_processes_gives_the_plain_loop_parameters_even_after_a_sigkill(
-    ray_instance, tiny_config, plain_loop_state, tmp_path, backend
-):
-    """Two actor processes (not this one) give the plain loop's parameters; one of them SIGKILLed after the first
-    update is restarted by Ray, the run completes with the same parameters, and no node process outlives it.
-
-    One run checks both (each run starts four fresh node processes): the first update is made by the two processes
-    undisturbed, and the surviving actor runs undisturbed to the end."""
-    workdir = tmp_path / "run"
-    program = make_program(
-        quick(tiny_config, training_iterations=ITERATIONS),
-        launch="local",
-        num_actors=2,
-        workdir=str(workdir),
-        replay=backend,
-    )
-    assert program.config.distributed.replay == backend
-    lines: list[str] = []
-    with sigkill_when(lambda: metrics_rows(workdir / "metrics.csv") >= 1, "ActorProcess", count=2) as killed:
-        result = run_on_ray(program, log=lines.append)
-    assert "pid" in killed, "no actor process was found to kill"
-    # The launcher says what happened in its own words, counting the actor's restarts (not Ray's task retries).
-    restarted = [line for line in lines if f"(process {killed['pid']} was killed or crashed)" in line]
-    assert len(restarted) == 1 and restarted[0].endswith("restarted, 1 of 3 restarts used"), lines
-    assert metrics_rows(workdir / "metrics.csv") == ITERATIONS  # (sync) the dead actor's units were needed to go on
-    assert int(result.state.step) == ITERATIONS
-    assert_same_state(plain_loop_state, result.state)  # a restart changes nothing in sync mode
-    pids = [stats["pid"] for stats in result.actor_stats]
-    assert len(set(pids)) == 2 and os.getpid() not in pids  # two actor processes, not this one
-    assert killed["pid"] not in pids  # the restarted process finished the killed actor's work
-    assert all_gone("ActorProcess") and all_gone("LearnerProcess") and all_gone("ReplayProcess")
 
 def _start_a_local_driver(workdir, log_path, network: str) -> subprocess.Popen:
     """`coala train --launch=local` with one actor and no end in sight; its stderr goes to `log_path` (a file, not a

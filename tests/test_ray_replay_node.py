@@ -1,10 +1,11 @@
-"""Launch `local` with its replay node SIGKILLed mid-run: restarted, the run ends as an uninterrupted one; with no
-restarts left, the run stops in one line and the same command finishes it. (Fixtures: conftest.py; helpers:
-ray_helpers.py.)
+"""Launch `local` with node processes SIGKILLed mid-run: an actor and then the replay node, each restarted, and the
+run ends as an uninterrupted one; the replay node with no restarts left, and the run stops in one line and the same
+command finishes it. (Fixtures: conftest.py; helpers: ray_helpers.py.)
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -29,30 +30,43 @@ pytestmark = [pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:Runtim
 
 
 @pytest.mark.parametrize("backend", NETWORK_BACKENDS)
-def test_a_killed_replay_node_is_restarted_and_the_run_ends_as_an_uninterrupted_one(
+def test_a_killed_actor_then_a_killed_replay_node_are_restarted_and_the_run_ends_as_an_uninterrupted_one(
     ray_instance, tiny_config, plain_loop_state, tmp_path, backend
 ):
-    """SIGKILL of the replay node's process mid-run (after the third update): the launcher starts a new replay node
-    under the same Ray name within seconds; the learner and the actor find it, the learner publishes again and the
-    actor rolls out the lost episodes of the current version again (each a pure function of run key, version and
-    index), so the same run ends with the parameters of an uninterrupted one, every iteration once in metrics.csv."""
+    """Two actor processes (not this one). After the first update, one actor's process is SIGKILLed: Ray restarts it
+    and the launcher says so. After the fourth, the replay node's process is SIGKILLed: the launcher starts a new
+    replay node under the same Ray name within seconds; the learner and both actors find it, the learner publishes
+    again and the actors roll out the lost episodes of the current version again (each a pure function of run key,
+    version and index). The run ends with the parameters of the plain loop, every iteration once in metrics.csv, and
+    no node process outlives it. (Sync mode needs every actor's units, so each restart is on the path to the end.)"""
     workdir = tmp_path / "run"
     # A node that failed to follow the new replay node would wait for data: fail in five minutes, not in ten. (The
-    # first version waits for the actor process to start and build its rollout: over a minute on a loaded 2-core CPU.)
+    # first version waits for the actor processes to start and build their rollout: over a minute on a loaded CPU.)
     config = quick(tiny_config, training_iterations=ITERATIONS, distributed__data_timeout_s=300.0)
-    program = make_program(config, launch="local", num_actors=1, workdir=str(workdir), replay=backend)
+    program = make_program(config, launch="local", num_actors=2, workdir=str(workdir), replay=backend)
+    assert program.config.distributed.replay == backend
     assert program.config.distributed.replay_max_restarts > 0  # the default restarts it
     lines: list[str] = []
-    with sigkill_when(lambda: metrics_rows(workdir / "metrics.csv") >= 3, "ReplayProcess") as killed:
+    with (
+        sigkill_when(lambda: metrics_rows(workdir / "metrics.csv") >= 1, "ActorProcess", count=2) as actor,
+        sigkill_when(lambda: metrics_rows(workdir / "metrics.csv") >= 4, "ReplayProcess") as replay,
+    ):
         result = run_on_ray(program, log=lines.append)
-    assert "at" in killed, "no replay process was found to kill"
+    assert "pid" in actor, "no actor process was found to kill"
+    assert "at" in replay, "no replay process was found to kill"
+    # The launcher says what happened in its own words, counting the actor's restarts (not Ray's task retries).
+    restarted = [line for line in lines if f"(process {actor['pid']} was killed or crashed)" in line]
+    assert len(restarted) == 1 and restarted[0].endswith("restarted, 1 of 3 restarts used"), lines
     restarts = [line for line in lines if "replay node's process died: restarted it" in line]
     assert len(restarts) == 1, lines
     assert int(result.state.step) == ITERATIONS
     assert_same_state(plain_loop_state, result.state)  # the lost episodes were rolled out again, bit for bit
     assert metrics_rows(workdir / "metrics.csv") == ITERATIONS
     assert column_sum(workdir / "metrics.csv", "replay/restarts") == 1  # the learner followed it once
-    assert [stats["replay_restarts"] for stats in result.actor_stats] == [1]  # and so did the actor
+    assert [stats["replay_restarts"] for stats in result.actor_stats] == [1, 1]  # and so did each actor
+    pids = [stats["pid"] for stats in result.actor_stats]
+    assert len(set(pids)) == 2 and os.getpid() not in pids  # two actor processes, not this one
+    assert actor["pid"] not in pids  # the restarted process finished the killed actor's work
     assert all_gone("ActorProcess") and all_gone("LearnerProcess") and all_gone("ReplayProcess")
 
 

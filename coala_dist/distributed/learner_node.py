@@ -193,7 +193,7 @@ class LearnerNode:
         except NodeStoppedError:
             log(f"learner stopped at iteration {int(latest.state.step)}")
             outcome = Outcome(Ending.STOPPED, int(latest.state.step))
-        except TimeoutError as error:  # no episode for data_timeout_s: one line, not the traceback of a Ray task
+        except TimeoutError as error:  # no episode for start_/data_timeout_s: one line, not the traceback of a Ray task
             message = f"{error} The last whole iteration was saved: rerun the same command to resume."
             outcome = Outcome(Ending.NODE_FAILED, int(latest.state.step), message)
         finally:

@@ -166,6 +166,7 @@ class ReplayBatchSource:
         self.replay_restarts = 0
         self.consumed_lags: list[int] = []
         self._collect_started, self._typical_collect_s, self._next_report_s = time.monotonic(), 0.0, 0.0
+        self._collected_once = False  # until the first whole batch, a wait is bounded by start_timeout_s
 
     def _malformed(self, item: list[np.ndarray], table: str, version: int) -> bool:
         """Checks one received item; counts and (the first few) names a rejected one."""
@@ -220,17 +221,25 @@ class ReplayBatchSource:
         except ReplayTimeoutError:
             return []
 
+    def _timeout(self) -> float:
+        """How long the learner waits for a new episode: `start_timeout_s` until this process's first whole batch (every
+        node starts and compiles), then `data_timeout_s`."""
+        d = self.config.distributed
+        return d.data_timeout_s if self._collected_once else d.start_timeout_s
+
     def _waited(self, progressed: bool, last_progress: float, missing: str) -> float:
         """Book-keeping of one polling round: returns the new time of last progress; sleeps, says what it waits for
         once the wait grows long (`_report_wait`), or times out."""
         now = time.monotonic()
         if progressed:
             return now
-        timeout = self.config.distributed.data_timeout_s
+        timeout = self._timeout()
         if now - last_progress > timeout:
-            raise TimeoutError(
-                f"the learner received no episode for {timeout:g} s (still missing: {missing}); are the actors alive?"
-            )
+            if self._collected_once:
+                waited = f"for {timeout:g} s (still missing"
+            else:
+                waited = f"for {timeout:g} s while the run starts (distributed.start_timeout_s; still missing"
+            raise TimeoutError(f"the learner received no episode {waited}: {missing}); are the actors alive?")
         self._report_wait(now - self._collect_started, missing)
         time.sleep(self.config.distributed.poll_interval_s)
         return last_progress
@@ -240,17 +249,18 @@ class ReplayBatchSource:
         least `STALL_REPORT_MIN_S`, at most a quarter of the timeout), then each time the wait doubles."""
         if waited < self._next_report_s:
             return
-        timeout = self.config.distributed.data_timeout_s
+        timeout = self._timeout()
         self.log(f"learner: waiting {waited:.0f} s for {missing} (the run stops after {timeout:g} s without any)")
         self._next_report_s = 2 * waited
 
     def _start_collecting(self) -> None:
         self._collect_started = time.monotonic()
-        timeout = self.config.distributed.data_timeout_s
+        timeout = self._timeout()
         self._next_report_s = max(STALL_ITERATIONS * self._typical_collect_s, min(STALL_REPORT_MIN_S, timeout / 4))
 
     def _end_collecting(self) -> None:
         self._typical_collect_s = time.monotonic() - self._collect_started
+        self._collected_once = True
 
     def _missing_sync(self, missing: list[int], version: int) -> str:
         """`missing` episodes of `version` with the work units holding them and the actors that roll those out."""
