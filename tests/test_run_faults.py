@@ -405,7 +405,7 @@ def test_a_learner_waiting_for_a_stalled_actor_says_what_it_waits_for_then_times
 ):
     config = with_fields(
         tiny_config,
-        distributed__data_timeout_s=2.0,
+        distributed__start_timeout_s=2.0,  # a new source: its first batch is bounded by start_timeout_s
         distributed__poll_interval_s=0.02,
         distributed__work_units_per_agent=2,
     )
@@ -426,7 +426,8 @@ def test_a_learner_waiting_for_a_stalled_actor_says_what_it_waits_for_then_times
     assert lines and all(line.startswith("learner: waiting ") for line in lines), lines
     assert lines[0].endswith(f" s for {waiting} (the run stops after 2 s without any)"), lines[0]
     assert str(stopped.value) == (
-        f"the learner received no episode for 2 s (still missing: {waiting}); are the actors alive?"
+        f"the learner received no episode for 2 s while the run starts (distributed.start_timeout_s; still missing: "
+        f"{waiting}); are the actors alive?"
     )
 
 
