@@ -40,8 +40,8 @@ def test_a_killed_actor_then_a_killed_replay_node_are_restarted_and_the_run_ends
     version and index). The run ends with the parameters of the plain loop, every iteration once in metrics.csv, and
     no node process outlives it. (Sync mode needs every actor's units, so each restart is on the path to the end.)"""
     workdir = tmp_path / "run"
-    # A node that failed to follow the new replay node would wait for data: fail in five minutes, not in ten. (The
-    # first version waits for the actor processes to start and build their rollout: over a minute on a loaded CPU.)
+    # A node that failed to follow the new replay node would wait for data: fail in five minutes, not in ten. (After
+    # the first batch this bound also covers the killed actor's restart: over a minute on a loaded CPU.)
     config = quick(tiny_config, training_iterations=ITERATIONS, distributed__data_timeout_s=300.0)
     program = make_program(config, launch="local", num_actors=2, workdir=str(workdir), replay=backend)
     assert program.config.distributed.replay == backend
