@@ -416,6 +416,7 @@ class MetricsCsvWriter:
         self._rows: list[dict] = []  # every row of the file, so that a late new metric can widen the header
         self._fields: list[str] = []
         self.set_aside: str | None = None  # where the previous metrics.csv went, if it was moved
+        self.resumed: list[dict[str, str]] = []  # the rows kept from the run this one resumes (iterations ≤ start)
         if workdir:
             os.makedirs(workdir, exist_ok=True)
             self._path = os.path.join(workdir, "metrics.csv")
@@ -469,6 +470,7 @@ class MetricsCsvWriter:
             kept_as = f"; the previous file is kept as {self.set_aside}" if self.set_aside else ""
             print(f"warning: {self._path} {'; '.join(problems)}{kept_as}", file=sys.stderr)
         self._rows, self._fields = kept, found.fields if kept else []
+        self.resumed = list(kept)
 
     def _rewrite(self) -> None:
         """Writes the whole file again with the current columns (metrics absent from a row stay empty), atomically."""

@@ -40,7 +40,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import jax
@@ -138,6 +138,18 @@ class Callback(Protocol):
     def on_iteration(self, iteration: int, state: TrainState, metrics: dict[str, float]) -> None: ...
 
     def close(self) -> None: ...
+
+
+class StopRule(Callback, Protocol):
+    """A callback that may end a run before its budget (`train(stop_rule=...)`, e.g.
+    `coala_dist.experiments.early_stop.DefectionStop`); `reached` is polled between iterations, as a signal is."""
+
+    def resume(self, rows: Sequence[Mapping[str, str | float]]) -> None:
+        """The metrics.csv rows of the iterations already done (a resumed run), before the first new iteration."""
+        ...
+
+    @property
+    def reached(self) -> bool: ...
 
 
 class BatchSource(Protocol):
@@ -551,6 +563,7 @@ def train(
     components: Components | None = None,
     log: Callable[[str], None] = print,
     start_over: bool = False,
+    stop_rule: StopRule | None = None,
 ) -> tuple[TrainState, list[dict[str, float]]]:
     """Trains in this process (launch type `inprocess` without actors: rollout and update alternate).
 
@@ -560,6 +573,8 @@ def train(
       components: prebuilt components (tests share compiled functions this way); built from `config` if None.
       log: where the per-iteration line goes.
       start_over: train from iteration 1 when every checkpoint in `workdir` is unreadable (see `prepare_learner`).
+      stop_rule: ends the run before its budget when it is `reached` (it sees the resumed run's metrics first);
+        the state is then saved as at a signal, and the returned state's step is below the budget.
 
     A workdir holding a checkpoint resumes from it; SIGTERM or Ctrl-C stops after the current iteration and saves.
 
@@ -572,11 +587,14 @@ def train(
       UnreadableCheckpointsError, IncompatibleCheckpointError: see `prepare_learner`.
     """
     prepared = prepare_learner(config, workdir, components=components, log=log, start_over=start_over)
+    if stop_rule is not None:
+        stop_rule.resume(prepared.metrics_csv.resumed if prepared.metrics_csv is not None else [])
+        prepared.callbacks.append(stop_rule)
     with stop_on_signals() as stop:
         state, outcome = learner_loop(
             prepared,
             InProcessSource(prepared.components),
-            should_stop=stop.is_set,
+            should_stop=lambda: stop.is_set() or (stop_rule is not None and stop_rule.reached),
             total_iterations=config.training_iterations,
             log=log,
         )

@@ -24,6 +24,7 @@ from coala_dist.analysis.runs import read_metrics_csv
 from coala_dist.configs import load_shipped as load_config_file
 from coala_dist.experiments import EXPERIMENTS, experiment_config, run_experiment
 from coala_dist.experiments.definitions import apply_overrides
+from coala_dist.experiments.early_stop import DefectionStop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "results")
@@ -96,6 +97,32 @@ def test_experiment_configs_are_the_claims():
     }
     with pytest.raises(ValueError, match="estimators"):
         experiment_config(EXPERIMENTS["ipd-ablation-pnaive0"], "mfos", 0)
+
+
+def test_defection_stop_counts_iterations_in_a_row_at_or_below_the_level():
+    rule = DefectionStop(patience=3)
+    values = [0.5, 0.05, 0.1, math.nan, 0.0, 0.1, 0.02, 0.3]
+    streaks, reached = [], []
+    for iteration, value in enumerate(values, start=1):
+        rule.on_iteration(iteration, None, {"vs_meta/ego_reward": value})
+        streaks.append(rule.streak)
+        reached.append(rule.reached)
+    # 0.1 counts (at the level); NaN (no episode between meta agents) and anything above it end the streak.
+    assert streaks == [0, 1, 2, 0, 1, 2, 3, 0]
+    assert reached == [False] * 6 + [True, False]
+
+
+def test_defection_stop_resumes_from_the_csv_rows_of_the_iterations_already_done():
+    rule = DefectionStop(patience=2)
+    rule.streak = 5  # resume starts over from the rows, whatever the rule held
+    rows = [{"vs_meta/ego_reward": "0.01"}, {"vs_meta/ego_reward": ""}, {"vs_meta/ego_reward": "0.0"},
+            {"vs_meta/ego_reward": "0.05"}]
+    rule.resume(rows)
+    assert rule.streak == 2 and rule.reached  # the empty cell (NaN) ended the first streak
+    rule.resume([])
+    assert rule.streak == 0 and not rule.reached
+    with pytest.raises(ValueError, match="patience=0"):
+        DefectionStop(patience=0)
 
 
 def test_apply_overrides_rejects_unknown_fields_and_copies():
@@ -247,6 +274,44 @@ def test_a_run_stopped_by_a_signal_is_neither_evaluated_nor_reported(monkeypatch
         runner.train_and_evaluate(config, run_dir, components=None, evaluators=(None, None), log=lambda line: None)
     assert not os.path.exists(os.path.join(run_dir, runner.RESULT_FILE))
     assert not os.path.exists(os.path.join(run_dir, runner.PARAMS_FILE))
+
+
+@pytest.mark.slow
+def test_stop_after_defection_finishes_a_run_early_and_a_rerun_counts_it_finished(tmp_path, monkeypatch):
+    import functools
+
+    from coala_dist.experiments import runner
+
+    # Every iteration counts as defection (a level above any IPD reward), so patience 2 ends a 4-iteration run at 2.
+    monkeypatch.setattr(runner, "DefectionStop", functools.partial(DefectionStop, level=10.0))
+    lines = []
+    common = dict(
+        num_seeds=1,
+        out_dir=str(tmp_path / "report"),
+        workdir_root=str(tmp_path / "workdirs"),
+        smoke=True,
+        estimators=("coala",),
+        extra_overrides={"training_iterations": 4},
+        log=lines.append,
+    )
+    summary = run_experiment("ipd-fig5c", stop_after_defection=2, **common)
+    run_dir = tmp_path / "workdirs" / "ipd-fig5c" / "coala" / "seed_0"
+    with open(run_dir / runner.RESULT_FILE) as f:
+        result = json.load(f)
+    assert (result["iterations"], result["budget"]) == (2, 4)
+    assert result["stopped_early"]["iteration"] == 2 and "2 iterations in a row" in result["stopped_early"]["rule"]
+    assert [int(row["iteration"]) for row in read_metrics_csv(str(run_dir / "metrics.csv"))] == [1, 2]
+    assert any("stopped early at iteration 2" in line for line in lines)
+    assert summary["estimators"]["coala"]["stopped_early"] == {0: 2}
+    with open(tmp_path / "report" / "table.md") as f:
+        assert "Stopped early" in f.read()
+
+    # The same budget again, without the flag: the run is finished, not resumed to 4.
+    lines.clear()
+    run_experiment("ipd-fig5c", **common)
+    assert any("already finished" in line for line in lines)
+    with open(run_dir / runner.RESULT_FILE) as f:
+        assert json.load(f)["iterations"] == 2
 
 
 def test_command_line_report_only(smoke_root):
@@ -412,3 +477,15 @@ def test_experiment_help_names_every_experiment():
 
     missing = [name for name in EXPERIMENTS if name not in experiment_command.__doc__]
     assert not missing, f"`coala experiment --help` does not name {missing}"
+
+
+def test_command_refuses_a_negative_stop_after_defection_in_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "coala_dist.cli", "experiment", "ipd-fig5c", "--stop_after_defection=-1",
+         f"--workdir_root={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--stop_after_defection=-1" in lines[0]
+    assert not os.listdir(tmp_path)  # refused before any run folder was made

@@ -142,6 +142,10 @@ def summarize_runs(experiment: Experiment, runs: list[dict]) -> dict:
             "seeds": [r["seed"] for r in mine],
             "iterations": [r["result"]["iterations"] for r in mine],
             "train_time_s": [r["result"]["train_time_s"] for r in mine],
+            # Runs a stop rule ended before their budget (`coala experiment --stop_after_defection`): seed -> iteration.
+            "stopped_early": {
+                r["seed"]: r["result"]["stopped_early"]["iteration"] for r in mine if r["result"].get("stopped_early")
+            },
             "final": {},
             "evaluation": {},
         }
@@ -250,6 +254,16 @@ def table_markdown(experiment: Experiment, summary: dict, final_window: int) -> 
         lines.append(
             f"Training iterations per run: {', '.join(map(str, iterations))}; wall time per run "
             f"{min(times):.0f}–{max(times):.0f} s (total {sum(times) / 60:.1f} min)."
+        )
+    stopped = [
+        f"{label(estimator)} seed {seed} at iteration {iteration}"
+        for estimator, entry in summary["estimators"].items()
+        for seed, iteration in entry.get("stopped_early", {}).items()
+    ]
+    if stopped:
+        lines.append(
+            "Stopped early, once the reward per step between meta agents had stayed at defection "
+            f"(`--stop_after_defection`; their final window ends there): {', '.join(stopped)}."
         )
     return "\n".join(lines) + "\n"
 

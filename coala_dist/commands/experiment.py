@@ -40,6 +40,12 @@ _ESTIMATORS = flags.DEFINE_list(
 _ITERATIONS = flags.DEFINE_integer(
     "iterations", None, "Override the config's training_iterations (budget)."
 )
+_STOP_AFTER_DEFECTION = flags.DEFINE_integer(
+    "stop_after_defection",
+    0,
+    "End a run once the reward per step between its meta agents has been <= 0.1 in each of this many iterations "
+    "in a row; it is then finished at that iteration (0: every run trains to its budget).",
+)
 _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Do not train; write results from the finished runs only."
 )
@@ -54,6 +60,10 @@ def main(argv: list[str]) -> None:
     if len(names) != 1 or names[0] not in EXPERIMENTS:
         raise UsageError(f"give one experiment NAME out of {', '.join(EXPERIMENTS)}")
     name = names[0]
+    if _STOP_AFTER_DEFECTION.value < 0:
+        raise UsageError(
+            f"--stop_after_defection={_STOP_AFTER_DEFECTION.value} must be 0 (off) or a number of iterations"
+        )
     workdir_root = (
         os.path.join(_WORKDIR_ROOT.value, "smoke") if _SMOKE.value else _WORKDIR_ROOT.value
     )
@@ -71,6 +81,7 @@ def main(argv: list[str]) -> None:
             extra_overrides=overrides,
             train_missing=not _REPORT_ONLY.value,
             first_seed=_FIRST_SEED.value,
+            stop_after_defection=_STOP_AFTER_DEFECTION.value,
         )
     except ValueError as error:  # a bad name or override is one line, not a traceback
         raise SystemExit(f"coala experiment: {error}") from None

@@ -35,6 +35,7 @@ from coala_dist.analysis.experiment_report import final_window_mean, write_repor
 from coala_dist.analysis.runs import in_published_results, read_metrics_csv
 from coala_dist.builder import build
 from coala_dist.experiments.definitions import EXPERIMENTS, Experiment, experiment_config, paper_config
+from coala_dist.experiments.early_stop import DefectionStop
 from coala_dist.train import train
 
 RESULT_FILE = "result.json"
@@ -55,13 +56,14 @@ def final_window(config: ml_collections.ConfigDict) -> int:
 
 
 def load_result(run_dir: str, iterations: int) -> dict | None:
-    """The finished run's result, or None if it is missing or was trained for a different budget."""
+    """The finished run's result, or None if it is missing or was trained for a different budget (a run stopped
+    early by a stop rule records its budget apart from the iterations it trained)."""
     path = os.path.join(run_dir, RESULT_FILE)
     if not os.path.exists(path):
         return None
     with open(path) as f:
         result = json.load(f)
-    return result if result.get("iterations") == iterations else None
+    return result if result.get("budget", result.get("iterations")) == iterations else None
 
 
 def _changed_fields(
@@ -89,12 +91,15 @@ def train_and_evaluate(
     evaluators: tuple[Any, Any],
     log: Callable[[str], None] = print,
     reference: ml_collections.ConfigDict | None = None,
+    stop_after_defection: int = 0,
 ) -> dict:
     """Trains one run to `config.training_iterations`, evaluates it against fresh naive learners, writes its files.
 
     Args:
       reference: the paper's config for this run (its `changed_from_paper` lists the differences); None: the IPD
         defaults.
+      stop_after_defection: if > 0, the run ends once its meta agents have defected against each other for this
+        many iterations in a row (`early_stop.DefectionStop`); it is then finished at that iteration.
 
     Returns:
       The run's result (also written to `run_dir/result.json`).
@@ -103,10 +108,18 @@ def train_and_evaluate(
 
     os.makedirs(run_dir, exist_ok=True)
     start = time.perf_counter()
+    stop_rule = DefectionStop(stop_after_defection) if stop_after_defection > 0 else None
     state, _ = train(
-        config, run_dir, components=components, log=lambda line: log(f"[{run_dir}] {line}")
+        config,
+        run_dir,
+        components=components,
+        log=lambda line: log(f"[{run_dir}] {line}"),
+        stop_rule=stop_rule,
     )
-    if int(state.step) < config.training_iterations:  # stopped by SIGTERM / Ctrl-C: a checkpoint was saved
+    stopped_early = stop_rule is not None and stop_rule.reached and int(state.step) < config.training_iterations
+    if stopped_early:
+        log(f"[{run_dir}] stopped early at iteration {int(state.step)}: {stop_rule.describe()}")
+    elif int(state.step) < config.training_iterations:  # stopped by SIGTERM / Ctrl-C: a checkpoint was saved
         raise SystemExit(
             f"stopped {run_dir} at iteration {int(state.step)} of {config.training_iterations}; "
             "rerun the same command to resume"
@@ -138,6 +151,10 @@ def train_and_evaluate(
         "estimator": config.estimator,
         "seed": config.seed,
         "iterations": int(state.step),
+        "budget": config.training_iterations,
+        "stopped_early": (
+            {"iteration": int(state.step), "rule": stop_rule.describe()} if stopped_early else None
+        ),
         "final_window": window,
         "final": {
             key: final_window_mean([row.get(key, float("nan")) for row in metrics], window)
@@ -168,6 +185,7 @@ def run_experiment(
     extra_overrides: dict[str, Any] | None = None,
     train_missing: bool = True,
     first_seed: int = 0,
+    stop_after_defection: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Trains (or resumes, or skips) every (estimator, seed) run of an experiment, then writes its results.
@@ -183,6 +201,8 @@ def run_experiment(
       train_missing: train runs that are not finished; if False, only report the finished ones.
       first_seed: skip the seeds below it (e.g. to train seeds 3-4 in a second process while a first one trains
         0-2; two processes must never train the same run). The report covers only the seeds of this call.
+      stop_after_defection: passed to `train_and_evaluate` for the runs this call trains (0: every run trains to
+        its budget).
       log: progress lines.
 
     Returns:
@@ -227,7 +247,13 @@ def run_experiment(
                         make_meta_evaluator(components, EVALUATION_EPISODES_PER_META_PAIR),
                     )
                 result = train_and_evaluate(
-                    config, run_dir, components, evaluators, log, paper_config(training, estimator)
+                    config,
+                    run_dir,
+                    components,
+                    evaluators,
+                    log,
+                    paper_config(training, estimator),
+                    stop_after_defection,
                 )
             else:
                 log(f"{name}: {estimator} seed {seed} already finished ({run_dir})")
