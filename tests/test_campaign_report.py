@@ -34,7 +34,7 @@ def _write_run(root, experiment, estimator, seed, between, naive, result=None):
 
 
 def _fig5c_result(final_between, iterations=500):
-    return {"iterations": iterations, "final": {"vs_meta/ego_reward": final_between}}
+    return {"iterations": iterations, "final": {"vs_meta/ego_reward": final_between}, "train_time_s": 3600.0}
 
 
 def test_fig5c_verdict_is_pending_until_every_planned_seed_finished_then_reads_the_mean(tmp_path):
@@ -93,25 +93,31 @@ def test_h3_reads_each_rules_reward_against_the_other_rule_from_the_evaluation(t
     assert judge(H3_MFOS, runs)["per_seed"][0] == pytest.approx((0.81 + 0.83 + 0.85 + 0.87) / 4)
 
 
-def test_report_lists_unfinished_runs_with_their_recent_means_and_draws_the_curves(tmp_path):
+def test_report_lists_every_run_with_its_status_time_and_numbers_and_draws_the_curves(tmp_path):
     root, out = str(tmp_path / "runs"), str(tmp_path / "out")
     between = [i / 100 for i in range(1, 31)]  # iterations 1..30
     _write_run(root, "ipd-fig5c", "coala", 1, between, [1.0] * 30)
+    finished = _fig5c_result(0.97) | {"train_time_s": 9000.0}  # 2.5 h
+    finished["final"]["vs_naive/ego_reward"] = 1.4
+    _write_run(root, "ipd-fig5c", "coala", 0, [0.9] * 3, [1.4] * 3, finished)
     _write_run(root, "ipd-h3", "coala", 0, [0.0] * 5, [0.8] * 5)
 
     rows = write_campaign_report(root, out)
-    assert all(row["reproduced"].startswith("pending (0 of") for row in rows)
+    assert all(row["reproduced"].startswith("pending") for row in rows)
     with open(os.path.join(out, "claims.json")) as f:
-        unfinished = json.load(f)["unfinished"]
-    fig5c = unfinished["ipd-fig5c: COALA-PG"]
-    assert [entry["seed"] for entry in fig5c] == [1]
-    assert fig5c[0]["iteration"] == 30
-    # Iterations 21..30: (0.21 + … + 0.30) / 10.
-    assert fig5c[0]["recent_between_meta"] == pytest.approx(0.255)
+        runs = json.load(f)["runs"]
+    fig5c = runs["ipd-fig5c: COALA-PG"]
+    assert [(entry["seed"], entry["status"], entry["iteration"]) for entry in fig5c] == [
+        (0, "finished", 500),
+        (1, "running", 30),
+    ]
+    # The running seed: iterations 21..30, (0.21 + … + 0.30) / 10.
+    assert fig5c[1]["between_meta"] == pytest.approx(0.255)
     with open(os.path.join(out, "claims.md")) as f:
         table = f.read()
-    assert "| ipd-fig5c: COALA-PG | 1 | 30 | 0.255 | 1.000 |" in table
-    assert table.count("| pending (0 of") == len(CLAIMS)
+    assert "| ipd-fig5c: COALA-PG | 0 | finished | 500 | 2.50 h | 0.970 | 1.400 |" in table
+    assert "| ipd-fig5c: COALA-PG | 1 | running | 30 | 0.00 h | 0.255 | 1.000 |" in table
+    assert table.count("| pending (") == len(CLAIMS)
     with open(os.path.join(out, "campaign.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -149,4 +155,6 @@ def test_a_run_stopped_early_is_finished_and_marked_in_the_table(tmp_path):
     row = rows[mfos.name]
     assert row["reproduced"] == "yes" and row["stopped_early"] == {1: 362}
     with open(os.path.join(out, "claims.md")) as f:
-        assert "0: 0.010, 1: 0.020 (stopped at 362), 2: 0.030" in f.read()
+        table = f.read()
+    assert "0: 0.010, 1: 0.020 (stopped at 362), 2: 0.030" in table
+    assert "| ipd-fig5c: M-FOS | 1 | stopped early at 362 | 362 | 1.00 h | 0.020 |" in table

@@ -10,8 +10,8 @@ the runs it judges finished). A run's reading:
   * one rule against the other (App. H.3): the after-training evaluation's reward per step of that rule's agents
     against the other rule's (`experiment_report.head_to_head_numbers`).
 Across seeds the verdict reads the mean (mean ± std as the paper reports, the IQM with its 95 % stratified-bootstrap
-interval beside it); it is "pending" until every planned seed has finished. Runs that have not finished are listed
-with how far they got.
+interval beside it); it is "pending" until every planned seed has finished. Every run is listed with its status,
+iterations, wall time and numbers, the unfinished ones with how far they got.
 """
 
 from __future__ import annotations
@@ -164,27 +164,43 @@ def judge(claim: Claim, runs: Sequence[SeedRun]) -> dict:
     }
 
 
-def progress(runs: Sequence[SeedRun]) -> list[dict]:
-    """The runs that have not finished: how far each got and its recent numbers."""
-    return [
-        {
-            "seed": run.seed,
-            "directory": run.directory,
-            "iteration": run.iteration,
-            "recent_between_meta": run.recent(BETWEEN_META),
-            "recent_vs_naive": run.recent(VS_NAIVE),
-        }
-        for run in runs
-        if run.result is None
-    ]
+def run_rows(runs: Sequence[SeedRun]) -> list[dict]:
+    """Every run of an arm as it stands: iterations done, training wall time, its numbers and its status.
+
+    A finished run's numbers are its `result.json` final-window means; an unfinished run's the means over its last
+    `RECENT_ITERATIONS` iterations.
+    """
+    rows = []
+    for run in runs:
+        if run.result is None:
+            status, iteration = "running", run.iteration
+            train_time_s = float(np.nansum([row.get("time/iteration_s", math.nan) for row in run.metrics]))
+            between, naive = run.recent(BETWEEN_META), run.recent(VS_NAIVE)
+        else:
+            stopped = run.result.get("stopped_early")
+            status = f"stopped early at {stopped['iteration']}" if stopped else "finished"
+            iteration, train_time_s = run.result["iterations"], run.result["train_time_s"]
+            between = run.result["final"].get(BETWEEN_META, math.nan)
+            naive = run.result["final"].get(VS_NAIVE, math.nan)
+        rows.append(
+            {
+                "seed": run.seed,
+                "status": status,
+                "iteration": iteration,
+                "train_time_s": train_time_s,
+                "between_meta": between,
+                "vs_naive": naive,
+            }
+        )
+    return rows
 
 
 def _number(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
-def claims_markdown(rows: Sequence[dict], unfinished: dict[str, list[dict]]) -> str:
-    """The claim table (paper → here → reproduced?) and the table of unfinished runs."""
+def claims_markdown(rows: Sequence[dict], runs: dict[str, list[dict]]) -> str:
+    """The claim table (paper → here → reproduced?), then every run (`run_rows`) of each arm."""
     lines = [
         "| claim | paper | target | seeds finished | per seed | here: mean ± std | IQM [95 % CI] | reproduced? |",
         "|---|---|---|---|---|---|---|---|",
@@ -204,16 +220,18 @@ def claims_markdown(rows: Sequence[dict], unfinished: dict[str, list[dict]]) -> 
         )
     lines += [
         "",
-        f"Unfinished runs (means over their last {RECENT_ITERATIONS} iterations):",
+        f"Every run: a finished run's numbers are its final-window means, a running one's its last {RECENT_ITERATIONS} "
+        "iterations'; wall time is the sum of its iterations' times (compilation included, pauses not).",
         "",
-        "| runs | seed | iterations done | reward/step between meta agents | vs naive |",
-        "|---|---|---|---|---|",
+        "| runs | seed | status | iterations | training wall time | reward/step between meta agents | vs naive |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for arm, entries in unfinished.items():
+    for arm, entries in runs.items():
         for entry in entries:
             lines.append(
-                f"| {arm} | {entry['seed']} | {entry['iteration']} | {_number(entry['recent_between_meta'])} "
-                f"| {_number(entry['recent_vs_naive'])} |"
+                f"| {arm} | {entry['seed']} | {entry['status']} | {entry['iteration']} "
+                f"| {entry['train_time_s'] / 3600:.2f} h | {_number(entry['between_meta'])} "
+                f"| {_number(entry['vs_naive'])} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -270,11 +288,11 @@ def write_campaign_report(workdir_root: str, out_dir: str, claims: Sequence[Clai
         runs = read_seed_runs(workdir_root, claim)
         arms.setdefault(_arm(claim), runs)
         rows.append(judge(claim, runs))
-    unfinished = {name: progress(runs) for name, runs in arms.items() if progress(runs)}
+    runs = {name: run_rows(seed_runs) for name, seed_runs in arms.items() if seed_runs}
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "claims.md"), "w") as f:
-        f.write(claims_markdown(rows, unfinished))
+        f.write(claims_markdown(rows, runs))
     with open(os.path.join(out_dir, "claims.json"), "w") as f:
-        json.dump(report_json({"claims": rows, "unfinished": unfinished}), f, indent=1)
+        json.dump(report_json({"claims": rows, "runs": runs}), f, indent=1)
     plot_per_seed_curves(arms, os.path.join(out_dir, "campaign.png"))
     return rows
