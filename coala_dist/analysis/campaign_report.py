@@ -30,8 +30,8 @@ from coala_dist.analysis.runs import read_metrics_csv
 from coala_dist.analysis.statistics import seed_summary
 from coala_dist.analysis.style import label
 from coala_dist.experiments.definitions import EXPERIMENTS
+from coala_dist.experiments.early_stop import BETWEEN_META, DEFECTION_LEVEL
 
-BETWEEN_META = "vs_meta/ego_reward"
 VS_NAIVE = "vs_naive/ego_reward"
 # Iterations averaged for an unfinished run's "so far" numbers, and the smoothing of the per-seed curves.
 RECENT_ITERATIONS = 10
@@ -74,12 +74,13 @@ H3_TOLERANCE = 0.1
 CLAIMS: tuple[Claim, ...] = (
     Claim("Fig. 5C: COALA-PG meta agents cooperate with each other", "cooperate (curve near 1)",
           "ipd-fig5c", "coala", 5, low=0.9),
-    Claim("Fig. 5C: M-FOS meta agents fall into defection", "defect (curve near 0)", "ipd-fig5c", "mfos", 3, high=0.1),
+    Claim("Fig. 5C: M-FOS meta agents fall into defection", "defect (curve near 0)",
+          "ipd-fig5c", "mfos", 3, high=DEFECTION_LEVEL),
     Claim("Fig. 5C: batch-unaware meta agents fall into defection", "defect (curve near 0)",
-          "ipd-fig5c", "batch_unaware", 3, high=0.1),
+          "ipd-fig5c", "batch_unaware", 3, high=DEFECTION_LEVEL),
     Claim("Fig. 5C: LOLA-DiCE meta agents also cooperate", "cooperate", "ipd-fig5c", "lola_dice", 1, low=0.9),
     Claim("Fig. 5C: without naive learners (p_naive = 0) COALA-PG fails to cooperate", "defect",
-          "ipd-ablation-pnaive0", "coala", 2, high=0.1),
+          "ipd-ablation-pnaive0", "coala", 2, high=DEFECTION_LEVEL),
     Claim("App. H.3 (M-FOS Σ over B): COALA-PG's reward against M-FOS", "0.850 ± 0.037", "ipd-h3", "coala", 5,
           low=0.850 - H3_TOLERANCE, high=0.850 + H3_TOLERANCE, rule="coala"),
     Claim("App. H.3 (M-FOS Σ over B): M-FOS's reward against COALA-PG", "0.853 ± 0.017", "ipd-h3", "coala", 5,
